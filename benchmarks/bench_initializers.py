@@ -1,0 +1,83 @@
+"""Initializer speed as a ratio to Keras's own He-normal, in one process.
+
+Usage (one backend per process, as Keras picks its backend at import):
+
+    KERAS_BACKEND=jax python benchmarks/bench_initializers.py [--repeats 15]
+
+or, for every backend in turn:
+
+    python benchmarks/bench_initializers.py --all-backends
+
+Two workloads: one 3x3x512x512 kernel, and every kernel of
+keras.applications.ResNet50 (53 conv kernels plus the Dense head, 25.6M
+weights) initialized once, which is what re-initializing that model costs.
+Each timing includes moving the result to numpy, so asynchronous backends
+(JAX) are measured to completion. The goal is a ratio <= 1.3.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _median_seconds(fns, repeats):
+    """Median time of each function, timed in rotation so drift hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up: compilation and caches
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run(repeats):
+    import keras
+
+    from keras_corrinit import CorrelatedHeNormal, EnhancedGamma
+
+    resnet = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
+    resnet_shapes = [tuple(w.shape) for w in resnet.weights if len(w.shape) >= 2]
+    del resnet
+    workloads = {"3x3x512x512": [(3, 3, 512, 512)], "ResNet50 kernels": resnet_shapes}
+    initializers = {
+        "keras HeNormal": keras.initializers.HeNormal(seed=1),
+        "CorrelatedHeNormal": CorrelatedHeNormal(seed=1),
+        "EnhancedGamma": EnhancedGamma(seed=1),
+    }
+    backend = keras.backend.backend()
+    print(f"backend={backend} keras={keras.__version__} repeats={repeats}")
+    print(f"{'workload':<18} {'initializer':<20} {'median ms':>10} {'ratio':>7}")
+    for workload, shapes in workloads.items():
+        calls = {
+            name: (lambda init=init: [keras.ops.convert_to_numpy(init(s)) for s in shapes])
+            for name, init in initializers.items()
+        }
+        seconds = _median_seconds(calls, repeats)
+        reference = seconds["keras HeNormal"]
+        for name, value in seconds.items():
+            print(f"{workload:<18} {name:<20} {value * 1e3:>10.1f} {value / reference:>7.2f}")
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--all-backends", action="store_true")
+    args = parser.parse_args()
+    if not args.all_backends:
+        run(args.repeats)
+        return
+    for backend in ("tensorflow", "jax", "torch"):
+        subprocess.run(
+            [sys.executable, __file__, "--repeats", str(args.repeats)],
+            env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            check=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""keras_corrinit: correlated, data-aware and data-driven initialization for Keras 3."""
+
+from keras_corrinit.correlation import (
+    SpatialCorrelation,
+    matrix_profile,
+    nearest_correlation_matrix,
+    position_distances,
+    psd_factor,
+)
+from keras_corrinit.initializers import (
+    DEFAULT_CORRELATION,
+    CorrelatedHeNormal,
+    EnhancedGamma,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_CORRELATION",
+    "CorrelatedHeNormal",
+    "EnhancedGamma",
+    "SpatialCorrelation",
+    "matrix_profile",
+    "nearest_correlation_matrix",
+    "position_distances",
+    "psd_factor",
+]
