@@ -12,6 +12,7 @@ from keras_corrinit.initializers import (
     CorrelatedHeNormal,
     EnhancedGamma,
 )
+from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
 
 __version__ = "0.1.0"
 
@@ -19,9 +20,12 @@ __all__ = [
     "DEFAULT_CORRELATION",
     "CorrelatedHeNormal",
     "EnhancedGamma",
+    "LSUVReport",
+    "LayerReport",
     "SpatialCorrelation",
     "matrix_profile",
     "nearest_correlation_matrix",
     "position_distances",
     "psd_factor",
+    "lsuv_initialize",
 ]

@@ -1,0 +1,192 @@
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import to_numpy
+from keras_corrinit import CorrelatedHeNormal, lsuv_initialize
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(32, 16, 16, 3)).astype("float32")
+X_FRESH = RNG.normal(size=(32, 16, 16, 3)).astype("float32")
+
+
+def _sequential():
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(16, 3, activation="relu", name="c1"),
+            keras.layers.SeparableConv2D(16, 3, name="sep"),
+            keras.layers.ReLU(),
+            keras.layers.DepthwiseConv2D(3, activation="relu", name="dw"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu", name="d1"),
+            keras.layers.Dense(10, name="d2"),
+        ]
+    )
+
+
+def _residual():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    y = keras.layers.Conv2D(16, 3, padding="same", name="branch")(x)
+    y = keras.layers.BatchNormalization()(y)
+    x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
+
+
+def _output_variance(model, layer_name, x):
+    probe = keras.Model(model.inputs[0], model.get_layer(layer_name).output)
+    return float(np.var(to_numpy(probe(x, training=False))))
+
+
+@pytest.mark.parametrize("build", [_sequential, _residual])
+def test_every_layer_reaches_unit_variance(build):
+    model = build()
+    tol = 0.1
+    report = lsuv_initialize(model, X, tol=tol, verbose=0)
+    names = [e.name for e in report]
+    expected = ["c1", "sep", "dw", "d1", "d2"] if build is _sequential else ["stem", "branch", "head"]
+    assert names == expected
+    for entry in report:
+        assert entry.converged
+        measured = _output_variance(model, entry.name, X)
+        assert abs(measured - 1) < tol, (entry.name, measured)
+        assert measured == pytest.approx(entry.final_variance, rel=1e-4)
+        # a fresh batch of the same distribution: 32 * positions samples, close
+        assert abs(_output_variance(model, entry.name, X_FRESH) - 1) < 0.3
+    assert report.prefix_runs == len(expected)
+
+
+def test_orthonormal_start_is_orthonormal_up_to_scale():
+    model = _sequential()
+    lsuv_initialize(model, X, verbose=0, seed=1)
+    w = to_numpy(model.get_layer("c1").kernel).reshape(-1, 16)  # (27, 16): orthogonal columns
+    gram = w.T @ w
+    scale = np.mean(np.diag(gram))
+    np.testing.assert_allclose(gram / scale, np.eye(16), atol=1e-5)
+    w = to_numpy(model.get_layer("d1").kernel)  # (1024, 32)
+    gram = w.T @ w
+    np.testing.assert_allclose(gram / np.mean(np.diag(gram)), np.eye(32), atol=1e-5)
+
+
+def test_orthogonal_false_keeps_correlated_start_and_only_scales():
+    init = CorrelatedHeNormal(seed=3)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(64, 3, kernel_initializer=init, name="c")])
+    before = to_numpy(model.get_layer("c").kernel)
+    report = lsuv_initialize(model, X, orthogonal=False, verbose=0)
+    after = to_numpy(model.get_layer("c").kernel)
+    ratio = after / before
+    np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)  # one common factor
+    assert report["c"].converged and report["c"].iterations >= 1
+
+
+def test_center_bias_zero_mean_output():
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, name="c")])
+    shifted = X + 3.0  # inputs with a mean give outputs with a channel mean
+    lsuv_initialize(model, shifted, center_bias=True, verbose=0)
+    out = to_numpy(model(shifted))
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
+    assert abs(out.var() - 1) < 0.1
+    kept = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, name="c")])
+    lsuv_initialize(kept, shifted, verbose=0)
+    np.testing.assert_array_equal(to_numpy(kept.get_layer("c").bias), 0.0)
+
+
+def test_dead_layer_warns_and_leaves_weights_finite():
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", bias_initializer=keras.initializers.Constant(-100.0), name="dead"),
+            keras.layers.Conv2D(8, 3, name="after"),
+        ]
+    )
+    with pytest.warns(UserWarning, match="LSUV did not converge for layer 'dead'.*constant"):
+        report = lsuv_initialize(model, X, verbose=0)
+    assert not report["dead"].converged
+    assert report["dead"].final_variance == 0.0
+    for w in model.weights:
+        assert np.all(np.isfinite(to_numpy(w)))
+
+
+def test_small_batch_warns():
+    with pytest.warns(UserWarning, match="batch of 8 samples.*at least 16"):
+        lsuv_initialize(_sequential(), X[:8], verbose=0)
+
+
+def test_subclassed_model_rejected():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3)
+
+        def call(self, x):
+            return self.conv(x)
+
+    net = Net()
+    net(X[:1])
+    with pytest.raises(TypeError, match="needs a Functional or Sequential model.*Net is a subclassed model"):
+        lsuv_initialize(net, X, verbose=0)
+
+
+class _Batches(keras.utils.PyDataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return X[16 * i : 16 * (i + 1)] * 0 + X[:16], np.zeros(16)
+
+
+@pytest.mark.parametrize(
+    "make_data",
+    [
+        lambda: X,
+        lambda: (X, np.zeros(32)),
+        lambda: _Batches(),
+        lambda: __import__("tensorflow").data.Dataset.from_tensor_slices((X, np.zeros(32))).batch(16),
+    ],
+    ids=["array", "tuple", "pydataset", "tf.data"],
+)
+def test_data_types_give_the_same_result(make_data):
+    model = _sequential()
+    lsuv_initialize(model, X[:16], verbose=0, seed=5)
+    expected = [to_numpy(w) for w in model.weights]
+    model = _sequential()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lsuv_initialize(model, make_data(), batch_size=16, verbose=0, seed=5)
+    for w, e in zip(model.weights, expected):
+        np.testing.assert_allclose(to_numpy(w), e, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"tol": 0}, ValueError, r"`tol` must be a number in \(0, 1\)"),
+        ({"max_iter": 0}, ValueError, "`max_iter` must be an int >= 1"),
+        ({"data": "images"}, TypeError, "`data` must be an array"),
+        ({"model": "resnet"}, TypeError, "`model` must be a keras.Model"),
+    ],
+)
+def test_bad_arguments(kwargs, error, message):
+    args = {"model": _sequential(), "data": X, "verbose": 0, **kwargs}
+    with pytest.raises(error, match=message):
+        lsuv_initialize(**args)
+
+
+def test_resnet50_nested_in_a_model():
+    resnet = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(10, name="head")(keras.layers.GlobalAveragePooling2D()(resnet(inputs)))
+    model = keras.Model(inputs, outputs)
+    x = RNG.normal(size=(16, 32, 32, 3)).astype("float32")
+    report = lsuv_initialize(model, x, verbose=0)
+    assert len(report) == 53 + 1  # ResNet50's convolutions, then the head
+    assert report.layers[-1].name == "head"
+    assert all(e.converged for e in report)
+    probe = keras.Model(resnet.inputs[0], resnet.get_layer("conv5_block3_3_conv").output)
+    assert abs(float(np.var(to_numpy(probe(x, training=False)))) - 1) < 0.1
