@@ -1,5 +1,6 @@
 """keras_corrinit: correlated, data-aware and data-driven initialization for Keras 3."""
 
+from keras_corrinit.callbacks import GradientSignMonitor
 from keras_corrinit.correlation import (
     SpatialCorrelation,
     matrix_profile,
@@ -12,6 +13,7 @@ from keras_corrinit.initializers import (
     CorrelatedHeNormal,
     EnhancedGamma,
 )
+from keras_corrinit.plots import plot_training_curves
 from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
 
 __version__ = "0.1.0"
@@ -20,6 +22,7 @@ __all__ = [
     "DEFAULT_CORRELATION",
     "CorrelatedHeNormal",
     "EnhancedGamma",
+    "GradientSignMonitor",
     "LSUVReport",
     "LayerReport",
     "SpatialCorrelation",
@@ -28,4 +31,5 @@ __all__ = [
     "position_distances",
     "psd_factor",
     "lsuv_initialize",
+    "plot_training_curves",
 ]

@@ -17,3 +17,16 @@ def _fresh_keras_session():
 
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})"
+
+
+def run_in_fresh_process(code, *args):
+    """Runs `code` in a new Python with the same backend; returns its stdout."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True, text=True, env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

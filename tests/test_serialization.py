@@ -1,14 +1,11 @@
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 
-from conftest import to_numpy
+from conftest import run_in_fresh_process, to_numpy
 from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, SpatialCorrelation
 
 INITIALIZERS = {
@@ -76,11 +73,8 @@ def test_keras_file_round_trip_in_fresh_process(tmp_path):
     model.compile("sgd", "mse")
     path = str(tmp_path / "model.keras")
     model.save(path)
-    out = subprocess.run(
-        [sys.executable, "-c", _LOAD_SCRIPT, path, str(tmp_path / "w.npz")],
-        capture_output=True, text=True, env=dict(os.environ), check=True,
-    )
-    configs = json.loads(out.stdout.strip().splitlines()[-1])
+    out = run_in_fresh_process(_LOAD_SCRIPT, path, tmp_path / "w.npz")
+    configs = json.loads(out.strip().splitlines()[-1])
     loaded = np.load(tmp_path / "w.npz")
     for i, weight in enumerate(model.weights):
         np.testing.assert_array_equal(loaded[f"arr_{i}"], to_numpy(weight))
@@ -109,7 +103,8 @@ def test_model_export(tmp_path):
         model.export(str(tmp_path / "saved"), format="tf_saved_model")
         import tensorflow as tf
 
-        got = tf.saved_model.load(str(tmp_path / "saved")).serve(x).numpy()
+        reloaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep alive while serving
+        got = reloaded.serve(x).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -1,0 +1,309 @@
+"""GradientSignMonitor: gradient sign changes ("zig-zag") during `fit`.
+
+The correlated-initialization paper (Section 6, (iii); Figures 4-6) measures
+how often gradients change sign between consecutive updates:
+
+    GradientSignChanges_i = sum_j |sign(g_j^(i)) - sign(g_j^(i+1))| / (2 d)
+
+over all d trainable parameters, with sign(0) = 0, and the mean |gradient|.
+
+Design. Keras callbacks never see gradients, and overriding `train_step` is
+not an option for users' models, so the monitor reaches the gradients where
+every backend's trainer hands them over: the optimizer. At `on_train_begin`
+the callback replaces `model.optimizer` by a thin wrapper optimizer around
+the user's (as `keras.optimizers.LossScaleOptimizer` wraps another one):
+
+* The wrapper's `apply` (TensorFlow, PyTorch) and `stateless_apply` (JAX)
+  first record the step's statistics, then hand the same gradients to the
+  user's optimizer, which updates the model exactly as without the monitor.
+  `iterations`, `learning_rate`, `scale_loss` and everything a trainer or an
+  LR schedule touches are the user's optimizer's own.
+* The previous step's signs (int8, one per parameter) and running sums (per
+  variable: sign-change counts, |g| sums; per fit: measured steps, steps
+  with non-finite gradients) are optimizer variables of the wrapper, so the
+  compiled step carries them on every backend, including JAX's stateless
+  one, where optimizer variables travel in the jitted step's state.
+* The train function is re-made after the swap so that compiled steps see
+  the wrapper, and again after the swap back at `on_train_end`, so that later
+  `fit` calls without the monitor do not.
+* After training, `model.optimizer` is the user's optimizer again: saving
+  the model saves the user's optimizer, nothing of the monitor.
+
+Semantics:
+
+* The first measured step of each `fit` has no predecessor: it counts for
+  the gradient magnitude but not for sign changes. Each `fit` starts afresh;
+  within a fit, the comparison runs across epoch boundaries.
+* With `gradient_accumulation_steps=k` on the user's optimizer, the measured
+  gradient is the one actually applied, the mean of k micro-batch gradients
+  (as Keras applies it), once every k batches.
+* With loss scaling (mixed precision's `LossScaleOptimizer`, or a
+  `loss_scale_factor`), gradients are unscaled before |g| is taken; signs do
+  not depend on the scale.
+* A step with any non-finite gradient is not measured (and does not become
+  the predecessor); such steps are counted in `grad_nonfinite_steps`.
+"""
+
+import keras
+from keras import ops
+
+__all__ = ["GradientSignMonitor"]
+
+
+class _SignRecordingOptimizer(keras.optimizers.Optimizer):
+    """Wraps an optimizer; records gradient statistics before each update."""
+
+    def __init__(self, inner_optimizer):
+        super().__init__(learning_rate=0.0, name="gradient_sign_monitor")
+        self.inner_optimizer = inner_optimizer
+        self.accumulation_steps = inner_optimizer.gradient_accumulation_steps or 1
+
+    def build(self, var_list):
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(var_list)
+        n = len(var_list)
+
+        def scalar(name, dtype="float32"):
+            return self.add_variable((), initializer="zeros", dtype=dtype, name=name)
+
+        self.previous_signs = [
+            self.add_variable(tuple(v.shape), initializer="zeros", dtype="int8", name="previous_sign")
+            for v in var_list
+        ]
+        if self.accumulation_steps > 1:
+            self.accumulated = [
+                self.add_variable(tuple(v.shape), initializer="zeros", dtype="float32", name="accumulated_grad")
+                for v in var_list
+            ]
+            self.micro_steps = scalar("micro_steps", "int32")
+        self.has_previous = scalar("has_previous")
+        self.sign_changes = self.add_variable((n,), initializer="zeros", dtype="float32", name="sign_changes")
+        self.magnitude_sums = self.add_variable((n,), initializer="zeros", dtype="float32", name="magnitude_sums")
+        self.sign_steps = scalar("sign_steps")
+        self.measured_steps = scalar("measured_steps")
+        self.nonfinite_steps = scalar("nonfinite_steps")
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def statistics(self):
+        """The variables that hold the running sums (reset per epoch)."""
+        return [
+            self.sign_changes, self.magnitude_sums, self.sign_steps,
+            self.measured_steps, self.nonfinite_steps,
+        ]
+
+    # What trainers, schedules and callbacks read is the user's optimizer's.
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.inner_optimizer.learning_rate = value
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def _unscale(self, grads):
+        inner = self.inner_optimizer
+        if isinstance(inner, keras.optimizers.LossScaleOptimizer):
+            return [g / ops.cast(inner.dynamic_scale, g.dtype) for g in grads]
+        if inner.loss_scale_factor:
+            return [g / inner.loss_scale_factor for g in grads]
+        return grads
+
+    def _record(self, grads):
+        """Updates the statistics with one step's gradients (no control flow)."""
+        grads = [ops.cast(g, "float32") for g in self._unscale(grads)]
+        applied = 1.0
+        if self.accumulation_steps > 1:
+            # The update Keras applies every k-th micro-step is the mean of
+            # the k accumulated gradients; measure that one, then.
+            micro = self.micro_steps.value + 1
+            applied = ops.cast(ops.equal(micro % self.accumulation_steps, 0), "float32")
+            totals = [a.value + g for a, g in zip(self.accumulated, grads)]
+            grads = [t / self.accumulation_steps for t in totals]
+            for a, t in zip(self.accumulated, totals):
+                a.assign(t * (1.0 - applied))
+            self.micro_steps.assign(micro)
+        finite = ops.cast(
+            ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads])), "float32"
+        )
+        valid = applied * finite
+        counted = valid * self.has_previous.value
+        changes, magnitudes = [], []
+        for previous, g in zip(self.previous_signs, grads):
+            g = ops.where(ops.isfinite(g), g, 0.0)
+            sign = ops.cast(ops.sign(g), "int8")
+            flips = ops.abs(ops.cast(sign, "int32") - ops.cast(previous.value, "int32"))
+            changes.append(ops.cast(ops.sum(flips), "float32") / 2.0)
+            magnitudes.append(ops.sum(ops.abs(g)))
+            previous.assign(ops.where(valid > 0, sign, previous.value))
+        self.sign_changes.assign(self.sign_changes.value + counted * ops.stack(changes))
+        self.magnitude_sums.assign(self.magnitude_sums.value + valid * ops.stack(magnitudes))
+        self.sign_steps.assign(self.sign_steps.value + counted)
+        self.measured_steps.assign(self.measured_steps.value + valid)
+        self.nonfinite_steps.assign(self.nonfinite_steps.value + applied * (1.0 - finite))
+        self.has_previous.assign(ops.maximum(self.has_previous.value, valid))
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            self.build(list(trainable_variables))
+        self._record(list(grads))
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        own = len(self._variables)
+        mapping = list(zip(self.variables, optimizer_variables))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self._record(list(grads))
+        own_values = [scope.get_current_value(v) for v in self._variables]
+        new_trainable, new_inner = self.inner_optimizer.stateless_apply(
+            optimizer_variables[own:], grads, trainable_variables
+        )
+        return new_trainable, own_values + list(new_inner)
+
+    def get_config(self):
+        # Only reached if training was interrupted before the swap back.
+        return self.inner_optimizer.get_config()
+
+
+class GradientSignMonitor(keras.callbacks.Callback):
+    """Logs gradient sign changes and magnitude during `fit`, on every backend.
+
+    Adds to the epoch `logs` (so `History`, `CSVLogger` and `TensorBoard`
+    pick them up):
+
+    * `grad_sign_change`: fraction of sign changes between consecutive
+      updates over all trainable parameters, the paper's formula, averaged
+      over the epoch's steps;
+    * `grad_magnitude`: mean |gradient| over all parameters and steps;
+    * `grad_nonfinite_steps`: steps skipped for NaN/Inf gradients;
+    * with `per_layer=True`, `grad_sign_change/<layer>` and
+      `grad_magnitude/<layer>` for each layer (by variable path).
+
+    With `every_n_steps=N`, the same overall values over the last N steps
+    are appended to `step_history` (a list of dicts with `step`).
+
+    See the module docstring for how it works and for its semantics (first
+    step, gradient accumulation, loss scaling, several `fit` calls).
+
+    Example:
+
+    >>> monitor = GradientSignMonitor(per_layer=True)
+    >>> history = model.fit(x, y, epochs=5, callbacks=[monitor])
+    >>> history.history["grad_sign_change"]
+
+    Args:
+        per_layer: Also log per-layer values.
+        every_n_steps: If set, record values every this many batches.
+    """
+
+    def __init__(self, per_layer=False, every_n_steps=None):
+        super().__init__()
+        if not isinstance(per_layer, bool):
+            raise TypeError(f"`per_layer` must be a bool; received {per_layer!r}.")
+        if every_n_steps is not None and not (
+            isinstance(every_n_steps, int) and every_n_steps >= 1
+        ):
+            raise ValueError(
+                f"`every_n_steps` must be None or an int >= 1; received {every_n_steps!r}."
+            )
+        self.per_layer = per_layer
+        self.every_n_steps = every_n_steps
+        self.step_history = []
+        self._wrapper = None
+
+    # ------------------------------------------------------------ swapping
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("GradientSignMonitor needs a compiled model (call model.compile first).")
+        self._user_optimizer = model.optimizer
+        wrapper = _SignRecordingOptimizer(model.optimizer)
+        wrapper.build(model.trainable_variables)
+        self._wrapper = wrapper
+        # Per-layer keys name the layer inside the model: "conv2d", or
+        # "resnet50/conv1_conv" for a nested one.
+        prefix = model.name + "/"
+        self._layer_keys = [
+            (v.path[len(prefix):] if v.path.startswith(prefix) else v.path).rsplit("/", 1)[0]
+            for v in model.trainable_variables
+        ]
+        self._sizes = [int(ops.size(v)) for v in model.trainable_variables]
+        model.optimizer = wrapper
+        model.make_train_function(force=True)
+        self._global_step = 0
+        self._snapshot = None
+
+    def on_train_end(self, logs=None):
+        self.model.optimizer = self._user_optimizer
+        self.model.make_train_function(force=True)
+
+    # ------------------------------------------------------------- reading
+    def _read(self):
+        return [ops.convert_to_numpy(v) for v in self._wrapper.statistics]
+
+    def _summaries(self, stats, base=None):
+        import numpy as np
+
+        if base is not None:
+            stats = [s - b for s, b in zip(stats, base)]
+        changes, magnitudes, sign_steps, measured, nonfinite = stats
+        d = float(sum(self._sizes))
+        out = {
+            "grad_sign_change": float(changes.sum() / (d * sign_steps)) if sign_steps else float("nan"),
+            "grad_magnitude": float(magnitudes.sum() / (d * measured)) if measured else float("nan"),
+            "grad_nonfinite_steps": float(nonfinite),
+        }
+        if self.per_layer:
+            layers = {}
+            for i, layer in enumerate(self._layer_keys):
+                layers.setdefault(layer, []).append(i)
+            for layer, idx in layers.items():
+                size = float(sum(self._sizes[i] for i in idx))
+                idx = np.array(idx)
+                out[f"grad_sign_change/{layer}"] = (
+                    float(changes[idx].sum() / (size * sign_steps)) if sign_steps else float("nan")
+                )
+                out[f"grad_magnitude/{layer}"] = (
+                    float(magnitudes[idx].sum() / (size * measured)) if measured else float("nan")
+                )
+        return out
+
+    def _sync(self):
+        # JAX keeps the training state outside the variables during an
+        # epoch; pull it in before reading (a no-op elsewhere).
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for v in self._wrapper.statistics:
+            v.assign(ops.zeros(v.shape, v.dtype))
+        self._snapshot = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._global_step += 1
+        if self.every_n_steps and self._global_step % self.every_n_steps == 0:
+            self._sync()
+            stats = self._read()
+            entry = self._summaries(stats, self._snapshot)
+            entry["step"] = self._global_step
+            self.step_history.append(entry)
+            self._snapshot = stats
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self._summaries(self._read()))

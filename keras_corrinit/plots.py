@@ -1,0 +1,70 @@
+"""Plots of training curves like the correlated-initialization paper's Figures 4-6.
+
+matplotlib is optional (`pip install "keras_corrinit[plot]"`); it is
+imported only when a plot is made.
+"""
+
+import numpy as np
+
+__all__ = ["plot_training_curves"]
+
+DEFAULT_PANELS = ("grad_sign_change", "grad_magnitude", "val_accuracy")
+_TITLES = {
+    "grad_sign_change": "gradient sign changes",
+    "grad_magnitude": "gradient magnitude",
+    "val_accuracy": "test accuracy",
+    "accuracy": "training accuracy",
+}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError(
+            "Plotting needs matplotlib: pip install 'keras_corrinit[plot]'."
+        ) from None
+    return plt
+
+
+def plot_training_curves(runs, path, panels=DEFAULT_PANELS):
+    """Per-epoch curves, mean +/- one standard deviation over runs.
+
+    Args:
+        runs: `{label: [history, ...]}`, each history a `History.history`
+            dict (e.g. from `fit` with `GradientSignMonitor`), one per seed.
+        path: Image file to write (PNG, PDF, ... by extension).
+        panels: Log keys to plot, one panel each.
+
+    Returns:
+        `path`.
+    """
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError("`runs` must be a non-empty {label: [history, ...]} dict.")
+    for label, histories in runs.items():
+        for key in panels:
+            if any(key not in h for h in histories):
+                raise ValueError(
+                    f"Run {label!r} has no {key!r} in its history; available: "
+                    f"{sorted(histories[0])}. Pass `panels` with keys it logged."
+                )
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        for label, histories in runs.items():
+            length = min(len(h[key]) for h in histories)
+            values = np.array([h[key][:length] for h in histories], dtype=float)
+            epochs = np.arange(1, length + 1)
+            mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            ax.plot(epochs, mean, label=label)
+            ax.fill_between(epochs, mean - std, mean + std, alpha=0.25)
+        ax.set_title(_TITLES.get(key, key))
+        ax.set_xlabel("epoch")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

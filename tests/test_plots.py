@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from keras_corrinit import plot_training_curves
+
+
+def _history(offset):
+    return {
+        "grad_sign_change": [0.3 + offset, 0.4, 0.45],
+        "grad_magnitude": [0.1, 0.08 + offset, 0.05],
+        "val_accuracy": [0.5, 0.6, 0.7 + offset],
+    }
+
+
+def test_writes_png_with_bands(tmp_path):
+    path = tmp_path / "curves.png"
+    runs = {"he": [_history(0.0), _history(0.02)], "correlated": [_history(-0.01), _history(0.01)]}
+    assert plot_training_curves(runs, str(path)) == str(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_missing_key_names_the_run_and_the_fix(tmp_path):
+    with pytest.raises(ValueError, match=r"Run 'he' has no 'grad_magnitude'.*Pass `panels`"):
+        plot_training_curves({"he": [{"grad_sign_change": [0.1]}]}, str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match="non-empty"):
+        plot_training_curves({}, str(tmp_path / "x.png"))
