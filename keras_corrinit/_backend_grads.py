@@ -1,7 +1,7 @@
 """Gradients outside `fit`: the only backend-specific code in the package.
 
-One function per backend computes the gradients of a scalar function of a
-model's trainable variables; `gradients` picks the active backend's.
+One function per backend computes the gradients of a scalar function with
+respect to Keras variables; `gradients` picks the active backend's.
 """
 
 import keras
@@ -9,47 +9,43 @@ import keras
 __all__ = ["gradients"]
 
 
-def _tensorflow(model, loss_of_model):
+def _tensorflow(variables, scalar_fn):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        loss = loss_of_model()
-    return tape.gradient(loss, model.trainable_variables)
+        tape.watch([v.value for v in variables])
+        value = scalar_fn()
+    return tape.gradient(value, [v.value for v in variables])
 
 
-def _jax(model, loss_of_model):
+def _jax(variables, scalar_fn):
     import jax
 
-    variables = model.trainable_variables
-    values = [v.value for v in variables]
+    def of_values(values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return scalar_fn()
 
-    def loss_of_values(new_values):
-        with keras.StatelessScope(state_mapping=list(zip(variables, new_values))):
-            return loss_of_model()
-
-    return jax.grad(loss_of_values)(values)
+    return jax.grad(of_values)([v.value for v in variables])
 
 
-def _torch(model, loss_of_model):
+def _torch(variables, scalar_fn):
     import torch
 
-    loss = loss_of_model()
-    return list(torch.autograd.grad(loss, [v.value for v in model.trainable_variables]))
+    return list(torch.autograd.grad(scalar_fn(), [v.value for v in variables]))
 
 
 _BY_BACKEND = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
 
 
-def gradients(model, loss_of_model):
-    """Gradients of `loss_of_model()` w.r.t. `model.trainable_variables`.
+def gradients(variables, scalar_fn):
+    """Gradients of `scalar_fn()` with respect to `variables`.
 
     Args:
-        model: A built Keras model (or layer).
-        loss_of_model: A function without arguments returning a scalar tensor
-            computed from the model's current variables.
+        variables: A list of trainable `keras.Variable`s that `scalar_fn` reads.
+        scalar_fn: A function without arguments returning a scalar tensor.
 
     Returns:
-        A list of backend tensors, one per trainable variable.
+        A list of backend tensors, one per variable.
     """
     backend = keras.backend.backend()
     if backend not in _BY_BACKEND:
@@ -57,4 +53,4 @@ def gradients(model, loss_of_model):
             f"Gradients are implemented for the backends {sorted(_BY_BACKEND)}; "
             f"the active Keras backend is {backend!r}."
         )
-    return _BY_BACKEND[backend](model, loss_of_model)
+    return _BY_BACKEND[backend](list(variables), scalar_fn)

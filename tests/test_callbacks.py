@@ -44,7 +44,7 @@ def _eager_replay(model, optimizer):
         flips, mags, steps, sign_steps = {}, {}, 0, 0
         for start in range(0, len(X), BATCH):
             x, y = X[start : start + BATCH], Y[start : start + BATCH]
-            grads = gradients(model, lambda: LOSS(y, model(x, training=True)))
+            grads = gradients(model.trainable_variables, lambda: LOSS(y, model(x, training=True)))
             g = [to_numpy(t).astype(np.float64) for t in grads]
             signs = [np.sign(t) for t in g]
             for path, t in zip(paths, g):
