@@ -8,17 +8,37 @@ from keras_corrinit.correlation import (
     position_distances,
     psd_factor,
 )
+from keras_corrinit.extraction import (
+    CorrelationEstimate,
+    apply_initializers,
+    application_names,
+    correlation_from_application,
+    correlation_from_model,
+    spatial_kernels,
+)
 from keras_corrinit.initializers import (
     DEFAULT_CORRELATION,
     CorrelatedHeNormal,
     EnhancedGamma,
 )
-from keras_corrinit.plots import plot_training_curves
+from keras_corrinit.nfm import NFMInit, agop_matrix, nfm_layerwise_initializers, nfm_matrix
+from keras_corrinit.plots import plot_correlation_profiles, plot_training_curves
 from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CorrelationEstimate",
+    "NFMInit",
+    "agop_matrix",
+    "apply_initializers",
+    "application_names",
+    "correlation_from_application",
+    "correlation_from_model",
+    "nfm_layerwise_initializers",
+    "nfm_matrix",
+    "plot_correlation_profiles",
+    "spatial_kernels",
     "DEFAULT_CORRELATION",
     "CorrelatedHeNormal",
     "EnhancedGamma",

@@ -98,6 +98,8 @@ def _as_correlation(correlation):
         return DEFAULT_CORRELATION
     if isinstance(correlation, SpatialCorrelation):
         return correlation
+    if hasattr(correlation, "to_correlation"):  # a CorrelationEstimate
+        return correlation.to_correlation("matrix")
     if isinstance(correlation, dict):
         if "kind" in correlation:
             return SpatialCorrelation.from_config(correlation)
@@ -153,7 +155,8 @@ class CorrelatedHeNormal(_SeededInitializer):
         correlation: The spatial correlation R. A `SpatialCorrelation`; a
             `(P, P)` array or nested list (for kernels with P positions); a
             `{distance: correlation}` dict (a profile, any kernel size); a
-            `SpatialCorrelation` config dict; or None for the default,
+            `SpatialCorrelation` config dict; a `CorrelationEstimate` (its
+            pooled matrix); or None for the default,
             `SpatialCorrelation.exponential_decay(0.4)`: correlation falling
             with distance as in trained CNNs, with a mean 3x3 off-diagonal
             correlation (0.25) close to the paper's ResNet estimate (0.26).

@@ -26,8 +26,9 @@ import math
 import warnings
 
 import keras
-import numpy as np
 from keras import ops
+
+from keras_corrinit._data import first_batch
 
 __all__ = ["lsuv_initialize", "LSUVReport", "LayerReport", "SUPPORTED_LAYERS"]
 
@@ -84,28 +85,8 @@ class LSUVReport:
         raise KeyError(f"No layer named {name!r} was initialized by LSUV.")
 
 
-def _first_batch(data, batch_size):
-    """One input batch (array or nested arrays) from any accepted `data`."""
-    in_memory = False
-    if isinstance(data, keras.utils.PyDataset):
-        batch = data[0]
-    elif isinstance(data, (np.ndarray, tuple, list, dict)) or hasattr(data, "__array__"):
-        batch, in_memory = data, True
-    elif hasattr(data, "__iter__") and not isinstance(data, (str, bytes)):
-        # tf.data.Dataset, generators
-        batch = next(iter(data))
-    else:
-        raise TypeError(
-            "`data` must be an array, an (x, y) tuple, a tf.data.Dataset or a "
-            f"keras.utils.PyDataset; received {type(data).__name__}."
-        )
-    if isinstance(batch, tuple) and 1 <= len(batch) <= 3:
-        batch = batch[0]  # (x,), (x, y) or (x, y, sample_weight)
-    x = keras.tree.map_structure(np.asarray, batch)
-    if any(a.ndim == 0 for a in keras.tree.flatten(x)):
-        raise ValueError("`data` must hold a batch of samples, not a scalar.")
-    if in_memory:
-        x = keras.tree.map_structure(lambda a: a[:batch_size], x)
+def _lsuv_batch(data, batch_size):
+    x = first_batch(data, batch_size)
     n = keras.tree.flatten(x)[0].shape[0]
     if n < MIN_BATCH:
         warnings.warn(
@@ -278,7 +259,7 @@ def lsuv_initialize(
         raise ValueError(f"`max_iter` must be an int >= 1; received {max_iter!r}.")
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-    x = _first_batch(data, batch_size)
+    x = _lsuv_batch(data, batch_size)
     _graph_inputs(model, x)  # fails early for subclassed models
     report = LSUVReport(layers=[])
     if verbose:

@@ -6,7 +6,7 @@ imported only when a plot is made.
 
 import numpy as np
 
-__all__ = ["plot_training_curves"]
+__all__ = ["plot_training_curves", "plot_correlation_profiles"]
 
 DEFAULT_PANELS = ("grad_sign_change", "grad_magnitude", "val_accuracy")
 _TITLES = {
@@ -64,6 +64,32 @@ def plot_training_curves(runs, path, panels=DEFAULT_PANELS):
         ax.set_title(_TITLES.get(key, key))
         ax.set_xlabel("epoch")
     axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_correlation_profiles(curves, path, title=""):
+    """Correlation vs distance between kernel positions, one line per curve.
+
+    Args:
+        curves: `{label: (distances, values)}`.
+        path: Image file to write.
+        title: Figure title.
+
+    Returns:
+        `path`.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, (distances, values) in curves.items():
+        ax.plot(distances, values, marker="o", label=label)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("distance between kernel positions")
+    ax.set_ylabel("mean correlation")
+    ax.set_title(title or "spatial correlation of filter weights")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

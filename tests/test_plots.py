@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from keras_corrinit import plot_training_curves

@@ -1,0 +1,74 @@
+"""Command line: `keras-corrinit extract SOURCE --out R.json [--plot fig1.png]`.
+
+SOURCE is a `keras.applications` name (RESNET50, VGG16, DENSENET121, ...;
+ImageNet weights, or `--weights FILE`), a saved `.keras` model, or a
+`.weights.h5` file together with `--application NAME`.
+"""
+
+import argparse
+import os
+import sys
+
+
+def _estimate(args):
+    import keras
+
+    from keras_corrinit.extraction import correlation_from_application, correlation_from_model
+
+    source = args.source
+    if source.endswith(".keras"):
+        if not os.path.isfile(source):
+            raise ValueError(f"Model file {source!r} does not exist.")
+        model = keras.models.load_model(source, safe_mode=True, compile=False)
+        return correlation_from_model(
+            model, args.kernel_size, args.include_depthwise, source=os.path.basename(source), verbose=1
+        )
+    if source.endswith(".h5"):
+        if args.application is None:
+            raise ValueError(
+                f"{source!r} holds weights only; name the architecture with "
+                "--application (e.g. --application ResNet50)."
+            )
+        return correlation_from_application(
+            args.application, weights=source, kernel_size=args.kernel_size,
+            include_depthwise=args.include_depthwise, use_cache=not args.no_cache,
+        )
+    return correlation_from_application(
+        source, weights=args.weights or "imagenet", kernel_size=args.kernel_size,
+        include_depthwise=args.include_depthwise, use_cache=not args.no_cache,
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="keras-corrinit", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    extract = commands.add_parser("extract", help="spatial correlation of a trained model's filters")
+    extract.add_argument("source", help="application name, model.keras, or weights.h5 (with --application)")
+    extract.add_argument("--out", required=True, help="JSON file for the estimate")
+    extract.add_argument("--plot", help="image file for correlation vs distance by depth (needs matplotlib)")
+    extract.add_argument("--weights", help="weights file for an application name (default: ImageNet)")
+    extract.add_argument("--application", help="architecture of a .weights.h5 file")
+    extract.add_argument("--kernel-size", type=int, default=3)
+    extract.add_argument("--include-depthwise", action="store_true")
+    extract.add_argument("--no-cache", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        estimate = _estimate(args)
+    except (ValueError, TypeError, ConnectionError) as error:
+        print(f"keras-corrinit: error: {error}", file=sys.stderr)
+        return 2
+    estimate.save(args.out)
+    distances, values, _ = estimate.profile()
+    print(f"{estimate.source}: {len(estimate.layer_names)} layers with "
+          f"{'x'.join(map(str, estimate.spatial_shape))} kernels{' (cached)' if estimate.cached else ''}")
+    for d, v in zip(distances, values):
+        print(f"  distance {d:.3f}: mean correlation {v:+.4f}")
+    print(f"wrote {args.out}")
+    if args.plot:
+        estimate.plot(args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""Spatial correlation of trained convolution filters (the paper's Figure 1).
+
+Every (in, out) channel pair of a k x k convolution kernel is one observation
+of a P-vector (P = k * k); the Pearson correlation of the P positions over
+all observations of a layer is that layer's spatial correlation matrix.
+
+Pooling over layers: each layer's position covariance is divided by its mean
+position variance (so that layers with larger weights do not dominate), the
+normalized covariances are averaged with weights equal to the layers'
+observation counts, and the average is turned into a correlation matrix.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import warnings
+
+import keras
+import numpy as np
+
+from keras_corrinit.correlation import SpatialCorrelation, matrix_profile
+
+__all__ = [
+    "CorrelationEstimate",
+    "application_names",
+    "correlation_from_application",
+    "correlation_from_model",
+    "spatial_kernels",
+    "apply_initializers",
+]
+
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+DEPTH_GROUPS = ("early", "middle", "late")
+
+
+def _walk(layer):
+    """All layers below `layer`, nested models flattened, in model order."""
+    for sub in getattr(layer, "layers", []):
+        yield sub
+        yield from _walk(sub)
+
+
+def _kernel_attribute(layer, include_depthwise):
+    if isinstance(layer, _SEPARABLE):
+        return "depthwise_kernel" if include_depthwise else None
+    if isinstance(layer, _DEPTHWISE):
+        return "kernel" if include_depthwise else None
+    if isinstance(layer, _CONV):
+        return "kernel"
+    return None
+
+
+def _layer_filter(layer_filter):
+    if layer_filter is None:
+        return lambda name: True
+    if isinstance(layer_filter, str):
+        pattern = re.compile(layer_filter)
+        return lambda name: pattern.search(name) is not None
+    if callable(layer_filter):
+        return layer_filter
+    raise TypeError(
+        "`layer_filter` must be None, a regular expression string or a "
+        f"callable taking a layer name; received {type(layer_filter).__name__}."
+    )
+
+
+def _kernel_size(kernel_size):
+    if isinstance(kernel_size, int):
+        kernel_size = (kernel_size, kernel_size)
+    try:
+        shape = tuple(int(k) for k in kernel_size)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`kernel_size` must be an int or a tuple of ints such as (3, 3); "
+            f"received {kernel_size!r}."
+        ) from None
+    if math.prod(shape) < 2 or any(k < 1 for k in shape):
+        raise ValueError(
+            "`kernel_size` must have at least 2 positions (e.g. 3 or (3, 3)); "
+            f"received {shape}."
+        )
+    return shape
+
+
+def spatial_kernels(model, kernel_size=(3, 3), include_depthwise=False, layer_filter=None):
+    """`(layer name, numpy kernel)` of every conv layer with that kernel size.
+
+    Args:
+        model: A Keras model; nested models are searched too.
+        kernel_size: Spatial kernel shape to select, e.g. `3`, `(3, 3)`, `(7, 7)`.
+        include_depthwise: Also take DepthwiseConv and the depthwise part of
+            SeparableConv layers.
+        layer_filter: None, a regular expression searched in layer names, or
+            a callable `name -> bool`.
+    """
+    kernel_size = _kernel_size(kernel_size)
+    keep = _layer_filter(layer_filter)
+    found = []
+    for layer in _walk(model):
+        attribute = _kernel_attribute(layer, include_depthwise)
+        if attribute is None or tuple(layer.kernel_size) != kernel_size or not keep(layer.name):
+            continue
+        found.append((layer.name, keras.ops.convert_to_numpy(getattr(layer, attribute))))
+    return found
+
+
+def _position_covariance(kernel, spatial_shape):
+    """(P, P) covariance of positions over a kernel's (in, out) slices, and n."""
+    p = math.prod(spatial_shape)
+    x = kernel.reshape(p, -1).astype(np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    return x @ x.T / x.shape[1], x.shape[1]
+
+
+def _to_correlation(cov):
+    inv = 1.0 / np.sqrt(np.diag(cov))
+    corr = cov * inv[:, None] * inv[None, :]
+    np.fill_diagonal(corr, 1.0)
+    return (corr + corr.T) / 2
+
+
+@dataclasses.dataclass
+class CorrelationEstimate:
+    """Spatial correlation measured on a trained network.
+
+    Attributes:
+        spatial_shape: Kernel shape the matrices belong to, e.g. `(3, 3)`.
+        layer_names: Layers used, in model order (= depth order).
+        per_layer: `{layer name: (P, P) correlation matrix}`.
+        counts: `{layer name: number of (in, out) observations}`.
+        matrix: The pooled `(P, P)` correlation matrix.
+        source: What it was measured on.
+        cached: True when read from the cache instead of computed.
+    """
+
+    spatial_shape: tuple
+    layer_names: list
+    per_layer: dict
+    counts: dict
+    matrix: np.ndarray
+    source: str = ""
+    cached: bool = False
+
+    # ----------------------------------------------------------- profiles
+    def profile(self, layer=None):
+        """`(distances, mean correlations, pair counts)`, pooled or one layer's."""
+        return matrix_profile(self._matrix_of(layer), self.spatial_shape)
+
+    def _matrix_of(self, layer):
+        if layer is None:
+            return self.matrix
+        if layer not in self.per_layer:
+            raise ValueError(
+                f"No layer {layer!r} in this estimate; layers are {self.layer_names}."
+            )
+        return self.per_layer[layer]
+
+    def depth(self, layer):
+        """Relative depth of a layer: 0 for the first, 1 for the last."""
+        index = self.layer_names.index(layer)
+        return index / max(1, len(self.layer_names) - 1)
+
+    def depth_groups(self, n_groups=3):
+        """Layers split into `n_groups` consecutive depth groups.
+
+        Returns `{group name: [layer names]}` with names early/middle/late for
+        three groups, else `depth 1/n` ... `depth n/n`.
+        """
+        if not (isinstance(n_groups, int) and 1 <= n_groups <= len(self.layer_names)):
+            raise ValueError(
+                f"`n_groups` must be an int between 1 and the number of layers "
+                f"({len(self.layer_names)}); received {n_groups!r}."
+            )
+        names = DEPTH_GROUPS if n_groups == 3 else [f"depth {i + 1}/{n_groups}" for i in range(n_groups)]
+        chunks = np.array_split(np.arange(len(self.layer_names)), n_groups)
+        return {name: [self.layer_names[i] for i in chunk] for name, chunk in zip(names, chunks)}
+
+    def group_matrix(self, layers):
+        """Count-weighted mean correlation matrix of some layers."""
+        weights = np.array([self.counts[name] for name in layers], dtype=np.float64)
+        stacked = np.stack([self.per_layer[name] for name in layers])
+        return np.tensordot(weights / weights.sum(), stacked, axes=1)
+
+    def depth_profiles(self, n_groups=3):
+        """`{group: (distances, values, counts)}` for each depth group."""
+        return {
+            group: matrix_profile(self.group_matrix(layers), self.spatial_shape)
+            for group, layers in self.depth_groups(n_groups).items()
+        }
+
+    # ---------------------------------------------------------- conversion
+    def to_correlation(self, form="matrix", layer=None):
+        """A `SpatialCorrelation`: the exact matrix or its distance profile.
+
+        Args:
+            form: `"matrix"` (only for kernels of `spatial_shape`) or
+                `"profile"` (any kernel size).
+            layer: None for the pooled matrix, else a layer name.
+        """
+        matrix = self._matrix_of(layer)
+        if form == "matrix":
+            return SpatialCorrelation.from_matrix(matrix, self.spatial_shape)
+        if form == "profile":
+            distances, values, _ = matrix_profile(matrix, self.spatial_shape)
+            return SpatialCorrelation.from_profile(distances, np.clip(values, -1, 1))
+        raise ValueError(f"`form` must be 'matrix' or 'profile'; received {form!r}.")
+
+    def layerwise_initializers(self, target, mapping=None, **initializer_kwargs):
+        """One CorrelatedHeNormal per target layer, from its counterpart's R.
+
+        The paper's footnote 2: correlation varies with depth, so each layer
+        can be initialized with the R of the layer at the same depth.
+
+        Args:
+            target: The model to initialize. Its conv layers with this
+                estimate's kernel size are matched, in order, with the source
+                layers, unless `mapping` is given.
+            mapping: Optional `{target layer name: source layer name}`.
+            **initializer_kwargs: Passed to `CorrelatedHeNormal` (alpha,
+                variance_mode, seed, ...).
+
+        Returns:
+            `{target layer name: CorrelatedHeNormal}`; apply it with
+            `apply_initializers(target, ...)`.
+        """
+        from keras_corrinit.initializers import CorrelatedHeNormal
+
+        if mapping is None:
+            targets = [name for name, _ in spatial_kernels(target, self.spatial_shape)]
+            if len(targets) != len(self.layer_names):
+                raise ValueError(
+                    f"The target has {len(targets)} conv layers with kernel size "
+                    f"{self.spatial_shape} but the source has {len(self.layer_names)}; "
+                    "pass `mapping={target layer: source layer}`."
+                )
+            mapping = dict(zip(targets, self.layer_names))
+        return {
+            name: CorrelatedHeNormal(self.to_correlation("matrix", layer=source), **initializer_kwargs)
+            for name, source in mapping.items()
+        }
+
+    # -------------------------------------------------------- persistence
+    def to_config(self):
+        return {
+            "spatial_shape": list(self.spatial_shape),
+            "layer_names": list(self.layer_names),
+            "per_layer": {k: v.tolist() for k, v in self.per_layer.items()},
+            "counts": dict(self.counts),
+            "matrix": self.matrix.tolist(),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(
+            spatial_shape=tuple(config["spatial_shape"]),
+            layer_names=list(config["layer_names"]),
+            per_layer={k: np.array(v) for k, v in config["per_layer"].items()},
+            counts={k: int(v) for k, v in config["counts"].items()},
+            matrix=np.array(config["matrix"]),
+            source=config.get("source", ""),
+        )
+
+    def save(self, path):
+        with open(path, "w") as f:
+            json.dump(self.to_config(), f)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            return cls.from_config(json.load(f))
+
+    def plot(self, path, n_groups=3):
+        """Correlation vs distance per depth group and pooled (Figure 1)."""
+        from keras_corrinit.plots import plot_correlation_profiles
+
+        curves = {
+            f"{group} ({len(layers)} layers)": matrix_profile(self.group_matrix(layers), self.spatial_shape)[:2]
+            for group, layers in self.depth_groups(min(n_groups, len(self.layer_names))).items()
+        }
+        curves["all layers"] = self.profile()[:2]
+        return plot_correlation_profiles(curves, path, title=self.source)
+
+
+def correlation_from_model(
+    model, kernel_size=(3, 3), include_depthwise=False, layer_filter=None, source=None, verbose=0
+):
+    """Measures the spatial correlation of a trained model's filters.
+
+    Args:
+        model: A Keras model (nested models are searched).
+        kernel_size: Which kernels to use, e.g. `3` or `(3, 3)`.
+        include_depthwise: Also use depthwise kernels.
+        layer_filter: None, a regex searched in layer names, or a callable.
+        source: Label stored in the result (default: the model's name).
+        verbose: 1 shows progress over layers.
+
+    Returns:
+        A `CorrelationEstimate`.
+    """
+    kernel_size = _kernel_size(kernel_size)
+    kernels = spatial_kernels(model, kernel_size, include_depthwise, layer_filter)
+    if not kernels:
+        raise ValueError(
+            f"{model.name!r} has no conv layer with kernel size {kernel_size}"
+            f"{'' if include_depthwise else ' (depthwise layers excluded)'}"
+            f"{'' if layer_filter is None else ' matching `layer_filter`'}; "
+            "check `kernel_size`, `include_depthwise` and `layer_filter`."
+        )
+    bar = keras.utils.Progbar(len(kernels), unit_name="layer") if verbose else None
+    per_layer, counts, pooled, total = {}, {}, 0.0, 0
+    for name, kernel in kernels:
+        cov, n = _position_covariance(kernel, kernel_size)
+        if n < 2 or np.any(np.diag(cov) <= 0):
+            warnings.warn(
+                f"Layer {name!r} is skipped: a kernel position has zero variance "
+                f"over its {n} filters.",
+                stacklevel=2,
+            )
+            continue
+        per_layer[name], counts[name] = _to_correlation(cov), n
+        pooled = pooled + cov / np.diag(cov).mean() * n
+        total += n
+        if bar:
+            bar.add(1)
+    if not per_layer:
+        raise ValueError(f"No usable conv layer with kernel size {kernel_size} in {model.name!r}.")
+    return CorrelationEstimate(
+        spatial_shape=kernel_size,
+        layer_names=list(per_layer),
+        per_layer=per_layer,
+        counts=counts,
+        matrix=_to_correlation(pooled / total),
+        source=source or model.name,
+    )
+
+
+def application_names():
+    """Names of the `keras.applications` model constructors."""
+    return sorted(n for n in dir(keras.applications) if n[0].isupper() and callable(getattr(keras.applications, n)))
+
+
+def _resolve_application(name):
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a string such as 'ResNet50'; received {name!r}.")
+    by_lower = {n.lower(): n for n in application_names()}
+    if name.lower() not in by_lower:
+        raise ValueError(
+            f"Unknown application {name!r}. Valid names: {', '.join(application_names())}."
+        )
+    return by_lower[name.lower()]
+
+
+def _keras_home():
+    # Keras's own rule for its cache directory.
+    return os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
+
+
+def _weights_id(weights):
+    if weights == "imagenet":
+        return "imagenet"
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"`weights` must be 'imagenet' or a file path; received {weights!r}.")
+    if not os.path.isfile(weights):
+        raise ValueError(
+            f"`weights` file {os.fspath(weights)!r} does not exist; pass the path "
+            "of a weights file saved from the same application with "
+            "include_top=False, or 'imagenet'."
+        )
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def download_failure_message(application, error):
+    """Says which file to download and where Keras looks for it."""
+    url = re.search(r"https?://\S+?\.h5", str(error))
+    target = os.path.join(_keras_home(), "models")
+    if url is None:
+        return (
+            f"Could not load the ImageNet weights of {application}: {error}. Place "
+            f"the weights file in {target} (Keras's cache), or pass "
+            "weights='/path/to/weights.h5'."
+        )
+    url = url.group(0)
+    return (
+        f"Could not download the ImageNet weights of {application} ({error}). "
+        f"Download {url} and save it as {os.path.join(target, url.rsplit('/', 1)[-1])}; "
+        "Keras then loads it from there without a network. Or pass "
+        "weights='/path/to/that/file.h5'."
+    )
+
+
+def correlation_from_application(
+    name,
+    weights="imagenet",
+    kernel_size=(3, 3),
+    include_depthwise=False,
+    use_cache=True,
+    cache_dir=None,
+    verbose=1,
+):
+    """Spatial correlation of a `keras.applications` model's filters.
+
+    ResNet50, VGG16 and DenseNet121 (the paper's Figure 1), or any other
+    constructor by name (case-insensitive), built with `include_top=False`.
+    The small result is cached as JSON under Keras's cache directory, so a
+    second call needs neither the network nor the model.
+
+    Args:
+        name: e.g. `"ResNet50"`, `"vgg16"`, `"DenseNet121"`.
+        weights: `"imagenet"` or the path of a weights file for the model
+            with `include_top=False`.
+        kernel_size, include_depthwise: As in `correlation_from_model`.
+        use_cache: Read and write the cache.
+        cache_dir: Cache directory; default `$KERAS_HOME/corrinit` or
+            `~/.keras/corrinit`.
+        verbose: 1 reports progress.
+
+    Returns:
+        A `CorrelationEstimate` (`cached=True` when read from the cache).
+    """
+    application = _resolve_application(name)
+    kernel_size = _kernel_size(kernel_size)
+    weights_id = _weights_id(weights)
+    cache_dir = cache_dir or os.path.join(_keras_home(), "corrinit")
+    cache_file = os.path.join(
+        cache_dir,
+        f"{application}-{weights_id}-{'x'.join(map(str, kernel_size))}"
+        f"{'-depthwise' if include_depthwise else ''}.json",
+    )
+    if use_cache and os.path.isfile(cache_file):
+        estimate = CorrelationEstimate.load(cache_file)
+        estimate.cached = True
+        return estimate
+    if verbose:
+        print(f"Building {application} (weights={os.fspath(weights)}, include_top=False)...", flush=True)
+    try:
+        model = getattr(keras.applications, application)(weights=weights, include_top=False)
+    except Exception as error:  # Keras raises a bare Exception for failed downloads
+        if weights == "imagenet" and "URL fetch failure" in str(error):
+            raise ConnectionError(download_failure_message(application, error)) from error
+        raise
+    estimate = correlation_from_model(
+        model, kernel_size, include_depthwise,
+        source=f"{application} ({'imagenet' if weights == 'imagenet' else os.path.basename(weights)})",
+        verbose=verbose,
+    )
+    if use_cache:
+        os.makedirs(cache_dir, exist_ok=True)
+        estimate.save(cache_file)
+    return estimate
+
+
+def apply_initializers(model, initializers):
+    """Re-initializes layers in place and records the initializer in them.
+
+    Args:
+        model: A built Keras model (nested models are searched).
+        initializers: `{layer name: initializer}`, e.g. from
+            `CorrelationEstimate.layerwise_initializers`. Each layer's kernel
+            is set to `initializer(kernel shape)` and the layer's
+            `kernel_initializer` becomes that initializer, so a saved model's
+            config says how it was initialized.
+    """
+    layers = {layer.name: layer for layer in _walk(model)}
+    missing = sorted(set(initializers) - set(layers))
+    if missing:
+        raise ValueError(f"`initializers` names layers the model does not have: {missing}.")
+    for name, initializer in initializers.items():
+        layer = layers[name]
+        if not hasattr(layer, "kernel"):
+            raise ValueError(f"Layer {name!r} ({type(layer).__name__}) has no `kernel` to initialize.")
+        layer.kernel.assign(initializer(tuple(layer.kernel.shape), dtype=layer.kernel.dtype))
+        layer.kernel_initializer = initializer

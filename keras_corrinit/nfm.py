@@ -1,0 +1,343 @@
+"""Neural Feature Matrix (NFM) and AGOP initialization.
+
+A trained layer with kernel K, flattened to `F` of shape `(fan_in, out)`
+(rows in Keras's `(*spatial, in_channels)` order), has the Neural Feature
+Matrix `W^T W = F F^T` (`fan_in x fan_in`, with `W = F^T` the usual
+`out x fan_in` weight matrix). The Average Gradient Outer Product (AGOP) of
+the model output with respect to the layer's input patches is, by the Neural
+Feature Ansatz, proportional to it. `NFMInit` draws new weights from
+`N(0, Sigma)` with such a Sigma, scaled like Kaiming (mean per-weight
+variance `2 / fan_in`).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_corrinit._backend_grads import gradients
+from keras_corrinit._data import first_batch
+from keras_corrinit.correlation import psd_factor
+from keras_corrinit.initializers import _cast, _kernel_shape, _sampling_dtype, _SeededInitializer
+
+__all__ = ["nfm_matrix", "NFMInit", "agop_matrix", "nfm_layerwise_initializers"]
+
+_KERNEL_LAYERS = (
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense,
+)
+
+
+def _kernel_array(layer_or_kernel, name="layer_or_kernel"):
+    if isinstance(layer_or_kernel, keras.layers.Layer):
+        if not hasattr(layer_or_kernel, "kernel"):
+            raise ValueError(
+                f"Layer {layer_or_kernel.name!r} ({type(layer_or_kernel).__name__}) "
+                "has no `kernel`; pass a Conv or Dense layer or a kernel array."
+            )
+        layer_or_kernel = layer_or_kernel.kernel
+    try:
+        kernel = np.asarray(keras.ops.convert_to_numpy(layer_or_kernel), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a layer or a numeric kernel array.") from None
+    if kernel.ndim < 2:
+        raise ValueError(
+            f"`{name}` must be a kernel of shape (*spatial, in, out) or (in, out); "
+            f"received shape {kernel.shape}."
+        )
+    if not np.all(np.isfinite(kernel)):
+        raise ValueError(f"`{name}` contains NaN or Inf.")
+    return kernel
+
+
+def nfm_matrix(layer_or_kernel, reduce="full"):
+    """The Neural Feature Matrix `W^T W` of a layer.
+
+    Args:
+        layer_or_kernel: A Conv/Dense layer or its kernel array.
+        reduce: `"full"`: `(fan_in, fan_in)` over the flattened
+            `(*spatial, in_channels)` inputs. `"spatial"`: `(P, P)`, the
+            full NFM's entries between positions p and q for the same input
+            channel, averaged over channels.
+
+    Returns:
+        A float64 numpy matrix.
+    """
+    kernel = _kernel_array(layer_or_kernel)
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    if reduce == "full":
+        return flat @ flat.T
+    if reduce == "spatial":
+        return _spatial_reduction(flat, math.prod(kernel.shape[:-2]), kernel.shape[-2])
+    raise ValueError(f"`reduce` must be 'full' or 'spatial'; received {reduce!r}.")
+
+
+def _spatial_reduction(factor, positions, in_channels):
+    """(P, P) channel-averaged same-channel block of `factor @ factor.T`."""
+    f = factor.reshape(positions, in_channels, -1)
+    return np.einsum("pcr,qcr->pq", f, f) / in_channels
+
+
+def _compact(values):
+    # 7 significant digits keep configs small (float32 precision) and exact
+    # on reload: the instance uses the same rounded values its config holds.
+    return np.array([float(f"{v:.7g}") for v in np.ravel(values)]).reshape(np.shape(values))
+
+
+@keras.saving.register_keras_serializable(package="keras_corrinit")
+class NFMInit(_SeededInitializer):
+    """Weights drawn from N(0, Sigma) with Sigma a (pretrained) feature matrix.
+
+    Sigma is held as a factor `A` with `Sigma = A A^T` (`fan_in x rank`), so
+    rank-deficient matrices such as an NFM (rank <= out_channels) need no
+    Cholesky, and the config stays about the size of the source layer.
+
+    * Full transfer (target `fan_in` equals the source's): each output unit's
+      weight vector is `s A z`, `z ~ N(0, I)`, covariance `s^2 Sigma`, with
+      `s^2 = 2 / trace(Sigma)`: mean per-weight variance `2 / fan_in`.
+    * Spatial transfer (other channel counts, same number of kernel positions
+      P): every (in, out) filter gets covariance proportional to the
+      channel-averaged `(P, P)` block of Sigma (see `nfm_matrix(...,
+      reduce="spatial")`), scaled to mean per-weight variance `2 / fan_in`.
+
+    Example:
+
+    >>> init = NFMInit.from_kernel(pretrained_model.get_layer("conv2").kernel, seed=0)
+    >>> layer = keras.layers.Conv2D(64, 3, kernel_initializer=init)
+
+    Args:
+        factor: `(fan_in, rank)` array A with `Sigma = A A^T`; use
+            `from_kernel` or `from_covariance` rather than building it.
+        spatial_shape: Kernel spatial shape of the source, e.g. `[3, 3]`
+            (`[]` for Dense).
+        in_channels: Input channels of the source.
+        seed: An int, None or a `keras.random.SeedGenerator`, as in Keras.
+    """
+
+    def __init__(self, factor, spatial_shape, in_channels, seed=None):
+        try:
+            factor = np.array(factor, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError("`factor` must be a numeric (fan_in, rank) array.") from None
+        if factor.ndim != 2 or factor.size == 0:
+            raise ValueError(f"`factor` must be a (fan_in, rank) matrix; received shape {factor.shape}.")
+        if not np.all(np.isfinite(factor)):
+            raise ValueError("`factor` contains NaN or Inf.")
+        if not np.any(factor):
+            raise ValueError("`factor` is all zeros: Sigma = 0 cannot be scaled to Kaiming variance.")
+        spatial_shape = tuple(int(d) for d in spatial_shape)
+        if not isinstance(in_channels, int) or math.prod(spatial_shape) * in_channels != factor.shape[0]:
+            raise ValueError(
+                f"`spatial_shape` {spatial_shape} x `in_channels` {in_channels!r} must "
+                f"equal the factor's fan_in {factor.shape[0]}."
+            )
+        self.factor = _compact(factor)
+        self.spatial_shape = spatial_shape
+        self.in_channels = in_channels
+        self._factors = {}
+        super().__init__(seed=seed)
+
+    @classmethod
+    def from_kernel(cls, layer_or_kernel, seed=None):
+        """Sigma = the NFM `W^T W` of a (pretrained) layer or kernel."""
+        kernel = _kernel_array(layer_or_kernel)
+        return cls(kernel.reshape(-1, kernel.shape[-1]), kernel.shape[:-2], int(kernel.shape[-2]), seed=seed)
+
+    @classmethod
+    def from_covariance(cls, covariance, spatial_shape, in_channels, seed=None, rtol=1e-6):
+        """Sigma = any PSD `(fan_in, fan_in)` matrix, e.g. an AGOP.
+
+        Eigenvalues below `rtol` times the largest (and negative rounding
+        noise) are dropped, so the stored factor has the matrix's numerical
+        rank.
+        """
+        try:
+            sigma = np.array(covariance, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError("`covariance` must be a numeric square matrix.") from None
+        if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1]:
+            raise ValueError(f"`covariance` must be square; received shape {sigma.shape}.")
+        if not np.all(np.isfinite(sigma)):
+            raise ValueError("`covariance` contains NaN or Inf.")
+        values, vectors = np.linalg.eigh((sigma + sigma.T) / 2)
+        if values[-1] <= 0:
+            raise ValueError("`covariance` has no positive eigenvalue; it cannot be a covariance.")
+        if values[0] < -1e-6 * values[-1]:
+            raise ValueError(
+                f"`covariance` is not positive semi-definite (smallest eigenvalue "
+                f"{values[0]:.4g}, largest {values[-1]:.4g})."
+            )
+        keep = values > rtol * values[-1]
+        return cls(vectors[:, keep] * np.sqrt(values[keep]), spatial_shape, in_channels, seed=seed)
+
+    @property
+    def covariance(self):
+        """The stored Sigma (before Kaiming scaling)."""
+        return self.factor @ self.factor.T
+
+    def _transfer(self, shape):
+        """('full', scaled A) or ('spatial', scaled C) for a kernel shape."""
+        key = shape
+        if key not in self._factors:
+            fan_in = math.prod(shape[:-1])
+            positions = math.prod(shape[:-2])
+            if fan_in == self.factor.shape[0]:
+                scaled = self.factor * math.sqrt(2.0 / np.sum(self.factor**2))
+                self._factors[key] = ("full", scaled)
+            elif positions == math.prod(self.spatial_shape):
+                spatial = _spatial_reduction(self.factor, positions, self.in_channels)
+                # mean per-weight variance 2 / fan_in
+                scale = 2.0 / (fan_in * np.mean(np.diag(spatial)))
+                self._factors[key] = ("spatial", psd_factor(spatial * scale))
+            else:
+                raise ValueError(
+                    f"Kernel shape {shape} has fan_in {fan_in} and {positions} "
+                    f"positions; the source (spatial {self.spatial_shape}, "
+                    f"{self.in_channels} channels) has fan_in {self.factor.shape[0]} "
+                    f"and {math.prod(self.spatial_shape)} positions. NFMInit needs "
+                    "the same fan_in (full transfer) or the same kernel size "
+                    "(spatial transfer)."
+                )
+        return self._factors[key]
+
+    def __call__(self, shape, dtype=None):
+        shape = _kernel_shape(shape)
+        dtype, sample_dtype = _sampling_dtype(dtype)
+        mode, factor = self._transfer(shape)
+        if mode == "full":
+            z = keras.random.normal((factor.shape[1], shape[-1]), dtype=sample_dtype, seed=self.seed)
+        else:
+            z = keras.random.normal((factor.shape[1], math.prod(shape[-2:])), dtype=sample_dtype, seed=self.seed)
+        weights = ops.matmul(ops.convert_to_tensor(factor, dtype=sample_dtype), z)
+        return _cast(ops.reshape(weights, shape), dtype)
+
+    def get_config(self):
+        return {
+            "factor": self.factor.tolist(),
+            "spatial_shape": list(self.spatial_shape),
+            "in_channels": self.in_channels,
+            **super().get_config(),
+        }
+
+
+def _kernel_layers(model):
+    from keras_corrinit.extraction import _walk
+
+    return [layer for layer in _walk(model) if isinstance(layer, _KERNEL_LAYERS)]
+
+
+def nfm_layerwise_initializers(source, target, mapping=None, seed=None):
+    """One `NFMInit` per target Conv/Dense layer from its source counterpart.
+
+    Args:
+        source: The pretrained model.
+        target: The model to initialize.
+        mapping: `{target layer name: source layer name}`; by default the
+            Conv/Dense layers of both are paired in model order (they must
+            be equally many).
+        seed: Int or None; layer i gets `seed + i`.
+
+    Returns:
+        `{target layer name: NFMInit}`, for `apply_initializers(target, ...)`.
+    """
+    sources = {layer.name: layer for layer in _kernel_layers(source)}
+    if mapping is None:
+        targets = [layer.name for layer in _kernel_layers(target)]
+        if len(targets) != len(sources):
+            raise ValueError(
+                f"The target has {len(targets)} Conv/Dense layers and the source "
+                f"{len(sources)}; pass `mapping={{target layer: source layer}}`."
+            )
+        mapping = dict(zip(targets, sources))
+    unknown = sorted(set(mapping.values()) - set(sources))
+    if unknown:
+        raise ValueError(f"`mapping` names source layers that do not exist: {unknown}.")
+    return {
+        name: NFMInit.from_kernel(sources[src], seed=None if seed is None else seed + i)
+        for i, (name, src) in enumerate(mapping.items())
+    }
+
+
+def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbose=0):
+    """Average Gradient Outer Product with respect to a layer's input patches.
+
+    For a Conv/Dense layer with pre-activation `h = K^T patch + b` at each
+    position, the model output's Jacobian with respect to a patch is
+    `J = (df/dh) K^T`, and the AGOP (Beaglehole et al. 2023) is the mean of
+    `J^T J` over samples and positions: `K G K^T` with `G` the mean outer
+    product of `df/dh`. `df/dh` is obtained with a zero perturbation added
+    to the layer's pre-activation, differentiated by the active backend.
+
+    Args:
+        model: A Keras model containing `layer`.
+        layer: The layer (or its name).
+        data: Inputs as for `lsuv_initialize` (array, `(x, y)`, tf.data,
+            PyDataset); arrays are processed in batches of `batch_size`.
+        batch_size: Batch size for array data.
+        max_outputs: Models with more output units than this use as many
+            random Gaussian projections instead (unbiased for `J^T J`).
+        seed: Seed of those projections.
+        verbose: 1 shows progress over batches.
+
+    Returns:
+        `(fan_in, fan_in)` float64 numpy AGOP, usable as
+        `NFMInit.from_covariance(agop, spatial_shape, in_channels)`.
+    """
+    if isinstance(layer, str):
+        layer = model.get_layer(layer)
+    if not isinstance(layer, _KERNEL_LAYERS):
+        raise ValueError(
+            f"`layer` must be a Conv1D/2D/3D or Dense layer of the model; received "
+            f"{type(layer).__name__}."
+        )
+    x = first_batch(data)
+    n = keras.tree.flatten(x)[0].shape[0]
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    flat_kernel = kernel.reshape(-1, kernel.shape[-1])
+    rng = np.random.default_rng(seed)
+    outer, count = 0.0, 0
+    bar = keras.utils.Progbar(n, unit_name="sample") if verbose else None
+    original_activation = layer.activation
+    original_call = layer.call
+    holder = {"delta": 0.0}
+
+    def perturbed_call(*args, **kwargs):
+        layer.activation = keras.activations.linear
+        try:
+            pre = original_call(*args, **kwargs)
+        finally:
+            layer.activation = original_activation
+        holder["shape"] = tuple(pre.shape)
+        return original_activation(pre + holder["delta"])
+
+    layer.call = perturbed_call
+    try:
+        for start in range(0, n, batch_size):
+            batch = keras.tree.map_structure(lambda a: a[start : start + batch_size], x)
+            holder["delta"] = 0.0
+            # a plain forward pass gives the pre-activation and output shapes
+            out_dim = int(np.prod(model(batch, training=False).shape[1:]))
+            shape = holder["shape"]
+            delta = keras.Variable(np.zeros(shape, "float32"), trainable=True)
+            holder["delta"] = delta
+            directions = (
+                np.eye(out_dim) if out_dim <= max_outputs else rng.normal(size=(max_outputs, out_dim))
+            )
+            for v in directions:
+                v_tensor = ops.convert_to_tensor(v.astype("float32"))
+
+                def projected():
+                    out = ops.reshape(model(batch, training=False), (shape[0], -1))
+                    return ops.sum(out * v_tensor)
+
+                (g,) = gradients([delta], projected)
+                g = keras.ops.convert_to_numpy(g).astype(np.float64).reshape(-1, flat_kernel.shape[1])
+                outer = outer + g.T @ g
+            count += int(np.prod(shape[:-1]))
+            if bar:
+                bar.add(shape[0])
+    finally:
+        layer.__dict__.pop("call", None)
+        layer.activation = original_activation
+    g_mean = outer / count
+    return flat_kernel @ g_mean @ flat_kernel.T

@@ -1,0 +1,195 @@
+import json
+import math
+import os
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import run_in_fresh_process, to_numpy
+from keras_corrinit import (
+    CorrelatedHeNormal,
+    CorrelationEstimate,
+    SpatialCorrelation,
+    apply_initializers,
+    correlation_from_application,
+    correlation_from_model,
+    matrix_profile,
+)
+from keras_corrinit.cli import main as cli_main
+
+Z = 5.0
+
+
+def _planted_rho(i, n):
+    return 0.1 + 0.7 * i / (n - 1)  # correlation rises with depth, as in the paper
+
+
+@pytest.fixture(scope="module")
+def planted_vgg16(tmp_path_factory):
+    """VGG16 (no top) whose 13 3x3 kernels have known, layer-specific R."""
+    keras.backend.clear_session()
+    model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    planted = {}
+    for i, layer in enumerate(convs):
+        r = SpatialCorrelation.exponential_decay(_planted_rho(i, len(convs)))
+        layer.kernel.assign(CorrelatedHeNormal(r, seed=i)(tuple(layer.kernel.shape)))
+        planted[layer.name] = (r.matrix_for((3, 3)), layer.kernel.shape[2] * layer.kernel.shape[3])
+    path = tmp_path_factory.mktemp("weights") / "vgg16_planted.weights.h5"
+    model.save_weights(str(path))
+    return model, planted, str(path)
+
+
+def _check_recovery(estimate, planted):
+    assert estimate.layer_names == list(planted)
+    for name, (r, n) in planted.items():
+        assert estimate.counts[name] == n
+        np.testing.assert_allclose(estimate.per_layer[name], r, atol=Z / math.sqrt(n))
+        d, v, _ = estimate.profile(name)
+        d_ref, v_ref, _ = matrix_profile(r, (3, 3))
+        np.testing.assert_allclose(d, d_ref)
+        np.testing.assert_allclose(v, v_ref, atol=Z / math.sqrt(n))
+    total = sum(n for _, n in planted.values())
+    pooled = sum(r * n for r, n in planted.values()) / total
+    np.testing.assert_allclose(estimate.matrix, pooled, atol=Z / math.sqrt(total) + 1e-3)
+
+
+def test_correlation_from_model_recovers_planted_matrices(planted_vgg16):
+    model, planted, _ = planted_vgg16
+    _check_recovery(correlation_from_model(model), planted)
+
+
+def test_application_from_weights_file_and_cache(planted_vgg16, tmp_path, monkeypatch):
+    _, planted, path = planted_vgg16
+    cache = tmp_path / "cache"
+    first = correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
+    assert not first.cached and first.source == "VGG16 (vgg16_planted.weights.h5)"
+    _check_recovery(first, planted)
+    assert len(os.listdir(cache)) == 1
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the cache should have answered without building a model")
+
+    monkeypatch.setattr(keras.applications, "VGG16", no_model)
+    second = correlation_from_application("VGG16", weights=path, cache_dir=str(cache), verbose=0)
+    assert second.cached
+    np.testing.assert_array_equal(second.matrix, first.matrix)
+    assert second.layer_names == first.layer_names
+
+
+def test_depth_groups_and_profiles_rise_with_depth(planted_vgg16):
+    estimate = correlation_from_model(planted_vgg16[0])
+    groups = estimate.depth_groups()
+    assert list(groups) == ["early", "middle", "late"]
+    assert sum(len(v) for v in groups.values()) == 13 and groups["early"][0] == "block1_conv1"
+    adjacent = {g: p[1][0] for g, p in estimate.depth_profiles().items()}
+    assert adjacent["early"] < adjacent["middle"] < adjacent["late"]
+    assert estimate.depth("block1_conv1") == 0.0 and estimate.depth("block5_conv3") == 1.0
+
+
+def test_conversions_and_json_round_trip(planted_vgg16, tmp_path):
+    estimate = correlation_from_model(planted_vgg16[0])
+    np.testing.assert_allclose(estimate.to_correlation().matrix_for((3, 3)), estimate.matrix, atol=1e-12)
+    profile = estimate.to_correlation("profile")
+    assert profile.matrix_for((5, 5)).shape == (25, 25)
+    path = tmp_path / "r.json"
+    estimate.save(path)
+    loaded = CorrelationEstimate.load(path)
+    assert loaded.to_config() == json.loads(path.read_text())
+    np.testing.assert_array_equal(loaded.matrix, estimate.matrix)
+    # the initializer takes the estimate directly (its pooled matrix)
+    w = to_numpy(CorrelatedHeNormal(estimate, seed=1)((3, 3, 64, 64)))
+    r_hat = np.corrcoef(w.reshape(9, -1))
+    np.testing.assert_allclose(r_hat, estimate.matrix, atol=Z / 64)
+
+
+def test_layerwise_initialization_and_self_contained_config(planted_vgg16, tmp_path):
+    source, planted, _ = planted_vgg16
+    estimate = correlation_from_model(source)
+    target = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    initializers = estimate.layerwise_initializers(target, seed=3)
+    apply_initializers(target, initializers)
+    for name, (r, n) in planted.items():
+        layer = target.get_layer(name)
+        w = to_numpy(layer.kernel)
+        # the sample estimates the source estimate: two sampling errors
+        np.testing.assert_allclose(np.corrcoef(w.reshape(9, -1)), r, atol=2 * Z / math.sqrt(n))
+        config = keras.initializers.serialize(layer.kernel_initializer)
+        np.testing.assert_allclose(config["config"]["correlation"]["matrix"], estimate.per_layer[name], atol=1e-12)
+    with pytest.raises(ValueError, match="has 2 conv layers with kernel size .* pass `mapping="):
+        estimate.layerwise_initializers(keras.Sequential([
+            keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Conv2D(2, 3)]))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"Unknown application 'ResNet51'. Valid names: .*ResNet50.*VGG16"):
+        correlation_from_application("ResNet51")
+    with pytest.raises(ValueError, match=r"`weights` file '/nonexistent/w.h5' does not exist"):
+        correlation_from_application("VGG16", weights="/nonexistent/w.h5")
+    dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"no conv layer with kernel size \(3, 3\)"):
+        correlation_from_model(dense_only)
+    with pytest.raises(ValueError, match="`kernel_size` must have at least 2 positions"):
+        correlation_from_model(dense_only, kernel_size=1)
+    with pytest.raises(TypeError, match="`layer_filter` must be None"):
+        correlation_from_model(dense_only, layer_filter=3)
+
+
+def test_layer_filter_and_depthwise():
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, name="keep_a"),
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=8, name="dw"),
+        keras.layers.Conv2D(4, 3, name="drop_b"),
+    ])
+    assert correlation_from_model(model, layer_filter="keep").layer_names == ["keep_a"]
+    assert correlation_from_model(model).layer_names == ["keep_a", "drop_b"]
+    assert correlation_from_model(model, include_depthwise=True).layer_names == ["keep_a", "dw", "drop_b"]
+
+
+_OFFLINE = textwrap.dedent(
+    """
+    import sys
+    import keras_corrinit
+    try:
+        keras_corrinit.correlation_from_application("VGG16", verbose=0)
+    except ConnectionError as e:
+        print(e)
+    """
+)
+
+
+def test_failed_download_says_which_file_to_place_where(tmp_path, monkeypatch):
+    # a proxy on a closed local port makes the real download fail at once
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    message = run_in_fresh_process(_OFFLINE)
+    expected = os.path.join(str(tmp_path), "models", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert "Could not download the ImageNet weights of VGG16" in message
+    assert f"save it as {expected}" in message
+    assert "https://storage.googleapis.com/" in message
+
+
+def test_cli_end_to_end(planted_vgg16, tmp_path, capsys, monkeypatch):
+    model, planted, path = planted_vgg16
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    out, png = tmp_path / "r.json", tmp_path / "fig1.png"
+    assert cli_main(["extract", path, "--application", "VGG16", "--out", str(out), "--plot", str(png)]) == 0
+    estimate = CorrelationEstimate.load(out)
+    _check_recovery(estimate, planted)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "13 layers with 3x3 kernels" in printed and "distance 1.000" in printed
+    assert cli_main(["extract", "VGG16", "--weights", path, "--out", str(out)]) == 0
+    assert "(cached)" in capsys.readouterr().out
+    keras_file = tmp_path / "m.keras"
+    model.save(str(keras_file))
+    assert cli_main(["extract", str(keras_file), "--out", str(out)]) == 0
+    np.testing.assert_allclose(CorrelationEstimate.load(out).matrix, estimate.matrix, atol=1e-12)
+    assert cli_main(["extract", "ResNet51", "--out", str(out)]) == 2
+    assert "Unknown application 'ResNet51'" in capsys.readouterr().err
+    assert cli_main(["extract", path, "--out", str(out)]) == 2
+    assert "--application" in capsys.readouterr().err

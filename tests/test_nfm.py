@@ -1,0 +1,175 @@
+import json
+import math
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import run_in_fresh_process, to_numpy
+from keras_corrinit import NFMInit, agop_matrix, apply_initializers, nfm_layerwise_initializers, nfm_matrix
+
+Z = 5.0
+RNG = np.random.default_rng(0)
+SOURCE = RNG.normal(size=(3, 3, 8, 4)) * np.linspace(0.5, 2, 4)  # rank 4 < fan_in 72
+
+
+def test_nfm_is_w_transpose_w_exactly():
+    flat = SOURCE.reshape(72, 4)
+    np.testing.assert_array_equal(nfm_matrix(SOURCE), flat @ flat.T)
+    layer = keras.layers.Dense(3)
+    layer.build((None, 5))
+    w = to_numpy(layer.kernel).astype(np.float64)
+    np.testing.assert_allclose(nfm_matrix(layer), w @ w.T, rtol=1e-12)
+    spatial = nfm_matrix(SOURCE, reduce="spatial")
+    loops = np.zeros((9, 9))
+    for p in range(9):
+        for q in range(9):
+            loops[p, q] = np.mean([flat[p * 8 + c] @ flat[q * 8 + c] for c in range(8)])
+    np.testing.assert_allclose(spatial, loops, rtol=1e-12)
+
+
+def _empirical_check(w, sigma):
+    """Columns of w (fan_in, n) have covariance sigma, within sampling error."""
+    n = w.shape[1]
+    c_hat = w @ w.T / n
+    se = np.sqrt((np.outer(np.diag(sigma), np.diag(sigma)) + sigma**2) / n)
+    assert np.all(np.abs(c_hat - sigma) <= Z * se + 1e-12)
+
+
+def test_full_transfer_covariance_and_kaiming_scale():
+    init = NFMInit.from_kernel(SOURCE, seed=1)
+    w = to_numpy(init((3, 3, 8, 20000))).reshape(72, -1).astype(np.float64)
+    sigma = init.covariance * 2.0 / np.trace(init.covariance)
+    _empirical_check(w, sigma)
+    assert np.mean(np.diag(sigma)) == pytest.approx(2 / 72)
+    # rank-deficient: every sample lies in the span of the source's NFM
+    basis, _ = np.linalg.qr(SOURCE.reshape(72, 4))
+    residual = w - basis @ (basis.T @ w)
+    assert np.abs(residual).max() < 1e-5 * np.abs(w).max()
+
+
+def test_spatial_transfer_for_other_channel_counts():
+    init = NFMInit.from_kernel(SOURCE, seed=2)
+    shape = (3, 3, 32, 64)
+    w = to_numpy(init(shape)).reshape(9, -1).astype(np.float64)
+    spatial = nfm_matrix(SOURCE, reduce="spatial")
+    fan_in = 9 * 32
+    expected = spatial * 2.0 / (fan_in * np.mean(np.diag(spatial)))
+    _empirical_check(w, expected)
+    assert np.mean(w**2) == pytest.approx(2 / fan_in, rel=Z * math.sqrt(2 / w.shape[1]))
+
+
+def test_from_covariance_full_rank_and_errors():
+    a = RNG.normal(size=(18, 18))
+    sigma = a @ a.T
+    init = NFMInit.from_covariance(sigma, (3, 3), 2, seed=0)
+    np.testing.assert_allclose(init.covariance, sigma, rtol=1e-5, atol=1e-5 * np.abs(sigma).max())
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        NFMInit.from_covariance(-sigma + np.eye(18), (3, 3), 2)
+    with pytest.raises(ValueError, match="contains NaN or Inf"):
+        NFMInit.from_covariance(np.full((18, 18), np.nan), (3, 3), 2)
+    with pytest.raises(ValueError, match="must be square"):
+        NFMInit.from_covariance(np.ones((18, 9)), (3, 3), 2)
+    with pytest.raises(ValueError, match="must equal the factor's fan_in 18"):
+        NFMInit.from_covariance(sigma, (3, 3), 3)
+    with pytest.raises(ValueError, match="needs the same fan_in .* or the same kernel size"):
+        init((5, 5, 2, 4))
+    with pytest.raises(ValueError, match="all zeros"):
+        NFMInit.from_kernel(np.zeros((3, 3, 2, 2)))
+
+
+def test_config_round_trip_and_size():
+    init = NFMInit.from_kernel(SOURCE, seed=4)
+    config = init.get_config()
+    text = json.dumps(config)
+    assert len(text) <= 4 * SOURCE.size * 4  # a few times the source's float32 bytes
+    clone = NFMInit.from_config(json.loads(text))
+    assert clone.get_config() == config
+    np.testing.assert_array_equal(to_numpy(clone((3, 3, 8, 6))), to_numpy(init((3, 3, 8, 6))))
+
+
+_LOAD = textwrap.dedent(
+    """
+    import sys, numpy as np, keras
+    import keras_corrinit
+    model = keras.models.load_model(sys.argv[1], safe_mode=True)
+    np.save(sys.argv[2], keras.ops.convert_to_numpy(model.layers[0].kernel))
+    print(type(model.layers[0].kernel_initializer).__name__)
+    """
+)
+
+
+def test_keras_round_trip_offline(tmp_path):
+    model = keras.Sequential([keras.Input((10, 10, 8)), keras.layers.Conv2D(4, 3, kernel_initializer=NFMInit.from_kernel(SOURCE, seed=0))])
+    path = tmp_path / "nfm.keras"
+    model.save(str(path))
+    printed = run_in_fresh_process(_LOAD, path, tmp_path / "k.npy")
+    assert printed.strip().splitlines()[-1] == "NFMInit"
+    np.testing.assert_array_equal(np.load(tmp_path / "k.npy"), to_numpy(model.layers[0].kernel))
+
+
+def _small_cnn(width=4):
+    return keras.Sequential([
+        keras.Input((10, 10, 3)),
+        keras.layers.Conv2D(width, 3, activation="relu", name="c1"),
+        keras.layers.Conv2D(width, 3, name="c2"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, name="head"),
+    ])
+
+
+def test_layerwise_from_source_model():
+    source, target = _small_cnn(), _small_cnn()
+    initializers = nfm_layerwise_initializers(source, target, seed=0)
+    assert list(initializers) == ["c1", "c2", "head"]
+    apply_initializers(target, initializers)
+    for name in initializers:
+        w_src = to_numpy(source.get_layer(name).kernel)
+        w_tgt = to_numpy(target.get_layer(name).kernel).reshape(-1, w_src.shape[-1])
+        basis, _ = np.linalg.qr(w_src.reshape(-1, w_src.shape[-1]))
+        assert np.abs(w_tgt - basis @ (basis.T @ w_tgt)).max() < 1e-4 * np.abs(w_tgt).max()
+        assert isinstance(target.get_layer(name).kernel_initializer, NFMInit)
+    with pytest.raises(ValueError, match="pass `mapping="):
+        nfm_layerwise_initializers(source, keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    with pytest.raises(ValueError, match="source layers that do not exist: \\['nope'\\]"):
+        nfm_layerwise_initializers(source, target, mapping={"c1": "nope"})
+
+
+def test_agop_closed_form_linear_conv():
+    inputs = keras.Input((8, 8, 2))
+    h = keras.layers.Conv2D(5, 3, name="conv")(inputs)
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    x = RNG.normal(size=(20, 8, 8, 2)).astype("float32")
+    agop = agop_matrix(model, "conv", x, batch_size=8)
+    k = to_numpy(model.get_layer("conv").kernel).reshape(-1, 5).astype(np.float64)
+    d = to_numpy(model.get_layer("head").kernel).astype(np.float64)
+    positions = 6 * 6
+    # f = D^T mean_ij h_ij, so df/dh_ij = D / positions for every sample and position
+    expected = k @ (d @ d.T) @ k.T / positions**2
+    np.testing.assert_allclose(agop, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    # the layer is left as it was
+    assert "call" not in model.get_layer("conv").__dict__
+    NFMInit.from_covariance(agop, (3, 3), 2, seed=0)((3, 3, 2, 5))
+
+
+def test_agop_relu_matches_finite_differences():
+    model = keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(4, activation="relu", name="d1"), keras.layers.Dense(2, name="d2"),
+    ])
+    x = RNG.normal(size=(5, 6)).astype("float32")
+    agop = agop_matrix(model, "d1", x)
+    # reference: Jacobian of f wrt the layer's input x (the "patch" of a Dense layer)
+    eps, total = 1e-2, 0.0
+    f = lambda z: to_numpy(model(z.astype("float32"))).astype(np.float64)  # noqa: E731
+    for sample in x.astype(np.float64):
+        jac = np.stack([(f((sample + eps * e)[None]) - f((sample - eps * e)[None]))[0] / (2 * eps) for e in np.eye(6)], axis=1)
+        total = total + jac.T @ jac
+    np.testing.assert_allclose(agop, total / len(x), rtol=2e-2, atol=1e-3 * np.abs(agop).max())
+
+
+def test_agop_bad_layer():
+    model = _small_cnn()
+    with pytest.raises(ValueError, match="must be a Conv1D/2D/3D or Dense layer"):
+        agop_matrix(model, model.layers[2], np.zeros((2, 10, 10, 3)))
