@@ -13,6 +13,7 @@ from keras_corrinit.extraction import (
     apply_initializers,
     application_names,
     correlation_from_application,
+    correlation_from_kernels,
     correlation_from_model,
     spatial_kernels,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "apply_initializers",
     "application_names",
     "correlation_from_application",
+    "correlation_from_kernels",
     "correlation_from_model",
     "nfm_layerwise_initializers",
     "nfm_matrix",

@@ -27,6 +27,7 @@ __all__ = [
     "CorrelationEstimate",
     "application_names",
     "correlation_from_application",
+    "correlation_from_kernels",
     "correlation_from_model",
     "spatial_kernels",
     "apply_initializers",
@@ -312,14 +313,41 @@ def correlation_from_model(
             f"{'' if layer_filter is None else ' matching `layer_filter`'}; "
             "check `kernel_size`, `include_depthwise` and `layer_filter`."
         )
-    bar = keras.utils.Progbar(len(kernels), unit_name="layer") if verbose else None
+    return correlation_from_kernels(dict(kernels), source=source or model.name, verbose=verbose)
+
+
+def correlation_from_kernels(kernels, source="", verbose=0):
+    """Spatial correlation of kernels given as arrays, e.g. from another framework.
+
+    Args:
+        kernels: `{layer name: kernel}` in depth order, each in Keras layout
+            `(*spatial, in_channels, out_channels)` and all of one spatial
+            shape (a PyTorch `(out, in, kh, kw)` weight becomes
+            `w.transpose(2, 3, 1, 0)`).
+        source: Label stored in the result.
+        verbose: 1 shows progress over layers.
+
+    Returns:
+        A `CorrelationEstimate`.
+    """
+    if not isinstance(kernels, dict) or not kernels:
+        raise ValueError("`kernels` must be a non-empty {layer name: kernel array} dict.")
+    arrays = {name: np.asarray(k, dtype=np.float64) for name, k in kernels.items()}
+    shapes = {a.shape[:-2] for a in arrays.values()}
+    if len(shapes) != 1 or any(a.ndim < 3 for a in arrays.values()):
+        raise ValueError(
+            "All `kernels` must be (*spatial, in, out) arrays of one spatial shape; "
+            f"received spatial shapes {sorted(shapes)}."
+        )
+    kernel_size = _kernel_size(shapes.pop())
+    bar = keras.utils.Progbar(len(arrays), unit_name="layer") if verbose else None
     per_layer, counts, pooled, total = {}, {}, 0.0, 0
-    for name, kernel in kernels:
+    for name, kernel in arrays.items():
         cov, n = _position_covariance(kernel, kernel_size)
-        if n < 2 or np.any(np.diag(cov) <= 0):
+        if n < 2 or np.any(np.diag(cov) <= 0) or not np.all(np.isfinite(cov)):
             warnings.warn(
-                f"Layer {name!r} is skipped: a kernel position has zero variance "
-                f"over its {n} filters.",
+                f"Layer {name!r} is skipped: a kernel position has zero (or "
+                f"non-finite) variance over its {n} filters.",
                 stacklevel=2,
             )
             continue
@@ -329,14 +357,14 @@ def correlation_from_model(
         if bar:
             bar.add(1)
     if not per_layer:
-        raise ValueError(f"No usable conv layer with kernel size {kernel_size} in {model.name!r}.")
+        raise ValueError(f"No usable kernel with spatial shape {kernel_size} in {source or 'the input'}.")
     return CorrelationEstimate(
         spatial_shape=kernel_size,
         layer_names=list(per_layer),
         per_layer=per_layer,
         counts=counts,
         matrix=_to_correlation(pooled / total),
-        source=source or model.name,
+        source=source,
     )
 
 

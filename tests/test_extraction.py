@@ -193,3 +193,22 @@ def test_cli_end_to_end(planted_vgg16, tmp_path, capsys, monkeypatch):
     assert "Unknown application 'ResNet51'" in capsys.readouterr().err
     assert cli_main(["extract", path, "--out", str(out)]) == 2
     assert "--application" in capsys.readouterr().err
+
+
+def test_correlation_from_kernels_matches_model_and_checks_shapes(planted_vgg16):
+    from keras_corrinit import correlation_from_kernels, spatial_kernels
+
+    model = planted_vgg16[0]
+    kernels = dict(spatial_kernels(model))
+    direct = correlation_from_kernels(kernels, source="arrays")
+    np.testing.assert_array_equal(direct.matrix, correlation_from_model(model).matrix)
+    with pytest.raises(ValueError, match=r"one spatial shape; received spatial shapes \[\(3, 3\), \(5, 5\)\]"):
+        correlation_from_kernels({"a": np.ones((3, 3, 2, 2)), "b": np.ones((5, 5, 2, 2))})
+    with pytest.raises(ValueError, match="non-empty"):
+        correlation_from_kernels({})
+    constant = {"flat": np.ones((3, 3, 4, 4)), "ok": RNG_KERNEL}
+    with pytest.warns(UserWarning, match="Layer 'flat' is skipped"):
+        assert correlation_from_kernels(constant).layer_names == ["ok"]
+
+
+RNG_KERNEL = np.random.default_rng(1).normal(size=(3, 3, 4, 4))
