@@ -324,26 +324,31 @@ class EnhancedGamma(_SeededInitializer):
             if self.granularity == "spatial"
             else (1, 1, out_channels)
         )
-        n_groups = math.prod(group_shape)
-        n_weights = positions * in_channels * out_channels
         std = math.sqrt(self.base_variance(shape))
-        # One draw feeds both the group scales and the weights, so an int
-        # seed needs no second stream.
+        weight_seed, group_seed = self._seeds()
         if _BASES[self.base][2] == "normal":
-            draw = keras.random.normal(
-                (n_groups + n_weights,), dtype=sample_dtype, seed=self.seed
-            )
-            group_std = std * ops.abs(draw[:n_groups])
+            weights = keras.random.normal(shape, dtype=sample_dtype, seed=weight_seed)
+            draw = keras.random.normal(group_shape, dtype=sample_dtype, seed=group_seed)
+            group_std = std * ops.abs(draw)
         else:
-            draw = keras.random.uniform(
-                (n_groups + n_weights,), minval=-1.0, maxval=1.0,
-                dtype=sample_dtype, seed=self.seed,
-            )
+            weights = keras.random.uniform(shape, -1.0, 1.0, dtype=sample_dtype, seed=weight_seed)
+            draw = keras.random.uniform(group_shape, -1.0, 1.0, dtype=sample_dtype, seed=group_seed)
             # u = a * draw ~ U(-a, a) with a = sqrt(3) std; bound sqrt(3) |u|.
-            group_std = 3.0 * std * ops.abs(draw[:n_groups])
-        weights = ops.reshape(draw[n_groups:], (positions, in_channels, out_channels))
-        weights = weights * ops.reshape(group_std, group_shape)
+            group_std = 3.0 * std * ops.abs(draw)
+        weights = ops.reshape(weights, (positions, in_channels, out_channels)) * group_std
         return _cast(ops.reshape(weights, shape), dtype)
+
+    def _seeds(self):
+        """Seeds of the weight draw and of the group-scale draw.
+
+        A SeedGenerator simply advances between the two draws. An int seed
+        gets a second, fixed stream for the group scales, derived from it by
+        a multiplicative hash, so that the scales are independent of the
+        weights and the same int seed always gives the same values.
+        """
+        if isinstance(self.seed, keras.random.SeedGenerator):
+            return self.seed, self.seed
+        return self.seed, (self.seed * 2654435761 + 97) % (2**31 - 1)
 
     def get_config(self):
         return {

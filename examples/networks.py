@@ -1,0 +1,116 @@
+"""Network builders for the examples: the correlated-initialization paper's
+VGG and ResNet variants (Section 6.1), sized for 32x32 inputs, and a small
+CNN for 8x8 digits.
+
+Every builder takes `kernel_initializer` (a factory called once per Conv2D
+and Dense kernel), `batch_norm` (BatchNormalization after every convolution,
+before the ReLU; convs then have no bias), `width` (channel multiplier; the
+paper uses 0.5) and `l2` (L2 penalty on every kernel), and returns
+an uncompiled functional model with logits as outputs.
+
+Exact layer lists (channels at width 1; "M" = 2x2 max pooling; all convs
+3x3, padding "same"; "FC n" = Dense):
+
+* VGG-8:  64 M 128 M 256 256 M 512 512 M, FC 512, FC classes
+          (6 conv + 2 dense = 8 weight layers)
+* VGG-16: 64 64 M 128 128 M 256 256 256 M 512 512 512 M 512 512 512 M,
+          FC 512, FC 512, FC classes (13 conv + 3 dense)
+* VGG-19: as VGG-16 with 4 convs in each of the last three stages
+          (16 conv + 3 dense)
+* ResNet-10/18/34: CIFAR stem (one 3x3 conv, 64 channels, no pooling),
+  basic blocks (two 3x3 convs, identity or 1x1-projection shortcut) with
+  [1, 1, 1, 1], [2, 2, 2, 2], [3, 4, 6, 3] blocks in stages of 64, 128,
+  256, 512 channels (stride 2 from the second stage), global average
+  pooling, FC classes. Counting the stem, the block convs and the head:
+  10, 18 and 34 weight layers (projection shortcuts are not counted).
+* small_cnn (digits): 32 32 M 64, Flatten, FC classes.
+"""
+
+import functools
+
+import keras
+
+def _l2(l2):
+    return keras.regularizers.L2(l2) if l2 else None
+
+
+VGG_LAYOUTS = {
+    "vgg8": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+VGG_DENSE = {"vgg8": [512], "vgg16": [512, 512], "vgg19": [512, 512]}
+RESNET_BLOCKS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
+
+
+def _conv_bn_relu(x, filters, init, batch_norm, strides=1, relu=True, l2=0.0):
+    x = keras.layers.Conv2D(
+        filters, 3, strides=strides, padding="same", use_bias=not batch_norm,
+        kernel_initializer=init(), kernel_regularizer=_l2(l2),
+    )(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization()(x)
+    return keras.layers.ReLU()(x) if relu else x
+
+
+def vgg(name, input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for item in VGG_LAYOUTS[name]:
+        if item == "M":
+            x = keras.layers.MaxPooling2D()(x)
+        else:
+            x = _conv_bn_relu(x, max(1, int(item * width)), kernel_initializer, batch_norm, l2=l2)
+    x = keras.layers.Flatten()(x)
+    for units in VGG_DENSE[name]:
+        x = keras.layers.Dense(max(1, int(units * width)), activation="relu",
+                               kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def resnet(name, input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
+    inputs = keras.Input(input_shape)
+    x = _conv_bn_relu(inputs, int(64 * width), kernel_initializer, batch_norm, l2=l2)
+    for stage, blocks in enumerate(RESNET_BLOCKS[name]):
+        filters = int(64 * 2**stage * width)
+        for block in range(blocks):
+            strides = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            if strides != 1 or x.shape[-1] != filters:
+                shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=not batch_norm,
+                                               kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+                if batch_norm:
+                    shortcut = keras.layers.BatchNormalization()(shortcut)
+            y = _conv_bn_relu(x, filters, kernel_initializer, batch_norm, strides=strides, l2=l2)
+            y = _conv_bn_relu(y, filters, kernel_initializer, batch_norm, relu=False, l2=l2)
+            x = keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def small_cnn(input_shape, classes, kernel_initializer, batch_norm=False, width=1.0, l2=0.0):
+    inputs = keras.Input(input_shape)
+    x = _conv_bn_relu(inputs, int(32 * width), kernel_initializer, batch_norm, l2=l2)
+    x = _conv_bn_relu(x, int(32 * width), kernel_initializer, batch_norm, l2=l2)
+    x = keras.layers.MaxPooling2D()(x)
+    x = _conv_bn_relu(x, int(64 * width), kernel_initializer, batch_norm, l2=l2)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+NETWORKS = {
+    **{name: functools.partial(vgg, name) for name in VGG_LAYOUTS},
+    **{name: functools.partial(resnet, name) for name in RESNET_BLOCKS},
+    "small_cnn": small_cnn,
+}
+
+
+def build(name, input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
+    """Builds a network by name (see NETWORKS); `kernel_initializer` is a
+    zero-argument factory returning a fresh initializer for each layer."""
+    if name not in NETWORKS:
+        raise ValueError(f"Unknown network {name!r}; choose from {sorted(NETWORKS)}.")
+    return NETWORKS[name](input_shape, classes, kernel_initializer, batch_norm=batch_norm, width=width, l2=l2)
