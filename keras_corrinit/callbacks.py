@@ -45,6 +45,7 @@ Semantics:
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 __all__ = ["GradientSignMonitor"]
@@ -256,8 +257,6 @@ class GradientSignMonitor(keras.callbacks.Callback):
         return [ops.convert_to_numpy(v) for v in self._wrapper.statistics]
 
     def _summaries(self, stats, base=None):
-        import numpy as np
-
         if base is not None:
             stats = [s - b for s, b in zip(stats, base)]
         changes, magnitudes, sign_steps, measured, nonfinite = stats

@@ -32,8 +32,7 @@ from keras_corrinit._data import first_batch
 
 __all__ = ["lsuv_initialize", "LSUVReport", "LayerReport", "SUPPORTED_LAYERS"]
 
-# layer class -> attribute of the kernel whose scale sets the output scale,
-# and the kernels that get the orthonormal start.
+# Layers LSUV touches; `_kernels` says which of their kernels are used.
 SUPPORTED_LAYERS = (
     keras.layers.Conv1D,
     keras.layers.Conv2D,
