@@ -10,7 +10,10 @@ def to_numpy(x):
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_session():
+    # Every test starts from the same global seed, so that layers built with
+    # Keras's unseeded default initializers are reproducible too.
     keras.backend.clear_session()
+    keras.utils.set_random_seed(1234)
     yield
 
 
