@@ -238,11 +238,15 @@ class GradientSignMonitor(keras.callbacks.Callback):
         # Per-layer keys name the layer inside the model: "conv2d", or
         # "resnet50/conv1_conv" for a nested one.
         prefix = model.name + "/"
-        self._layer_keys = [
-            (v.path[len(prefix):] if v.path.startswith(prefix) else v.path).rsplit("/", 1)[0]
-            for v in model.trainable_variables
-        ]
-        self._sizes = [int(ops.size(v)) for v in model.trainable_variables]
+        sizes = [int(ops.size(v)) for v in model.trainable_variables]
+        groups = {}
+        for i, v in enumerate(model.trainable_variables):
+            path = v.path[len(prefix):] if v.path.startswith(prefix) else v.path
+            groups.setdefault(path.rsplit("/", 1)[0], []).append(i)
+        self._total_size = float(sum(sizes))
+        self._layer_groups = {
+            layer: (np.array(idx), float(sum(sizes[i] for i in idx))) for layer, idx in groups.items()
+        }
         model.optimizer = wrapper
         model.make_train_function(force=True)
         self._global_step = 0
@@ -260,19 +264,14 @@ class GradientSignMonitor(keras.callbacks.Callback):
         if base is not None:
             stats = [s - b for s, b in zip(stats, base)]
         changes, magnitudes, sign_steps, measured, nonfinite = stats
-        d = float(sum(self._sizes))
+        d = self._total_size
         out = {
             "grad_sign_change": float(changes.sum() / (d * sign_steps)) if sign_steps else float("nan"),
             "grad_magnitude": float(magnitudes.sum() / (d * measured)) if measured else float("nan"),
             "grad_nonfinite_steps": float(nonfinite),
         }
         if self.per_layer:
-            layers = {}
-            for i, layer in enumerate(self._layer_keys):
-                layers.setdefault(layer, []).append(i)
-            for layer, idx in layers.items():
-                size = float(sum(self._sizes[i] for i in idx))
-                idx = np.array(idx)
+            for layer, (idx, size) in self._layer_groups.items():
                 out[f"grad_sign_change/{layer}"] = (
                     float(changes[idx].sum() / (size * sign_steps)) if sign_steps else float("nan")
                 )

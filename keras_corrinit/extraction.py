@@ -502,9 +502,15 @@ def apply_initializers(model, initializers):
     missing = sorted(set(initializers) - set(layers))
     if missing:
         raise ValueError(f"`initializers` names layers the model does not have: {missing}.")
-    for name, initializer in initializers.items():
-        layer = layers[name]
-        if not hasattr(layer, "kernel"):
-            raise ValueError(f"Layer {name!r} ({type(layer).__name__}) has no `kernel` to initialize.")
-        layer.kernel.assign(initializer(tuple(layer.kernel.shape), dtype=layer.kernel.dtype))
-        layer.kernel_initializer = initializer
+    without_kernel = [name for name in initializers if not hasattr(layers[name], "kernel")]
+    if without_kernel:
+        raise ValueError(f"`initializers` names layers without a `kernel` to initialize: {without_kernel}.")
+    # Draw every kernel before assigning any, so a failing initializer
+    # leaves the model untouched.
+    values = {
+        name: init(tuple(layers[name].kernel.shape), dtype=layers[name].kernel.dtype)
+        for name, init in initializers.items()
+    }
+    for name, value in values.items():
+        layers[name].kernel.assign(value)
+        layers[name].kernel_initializer = initializers[name]

@@ -177,18 +177,17 @@ class NFMInit(_SeededInitializer):
 
     def _transfer(self, shape):
         """('full', scaled A) or ('spatial', scaled C) for a kernel shape."""
-        key = shape
-        if key not in self._factors:
+        if shape not in self._factors:
             fan_in = math.prod(shape[:-1])
             positions = math.prod(shape[:-2])
             if fan_in == self.factor.shape[0]:
                 scaled = self.factor * math.sqrt(2.0 / np.sum(self.factor**2))
-                self._factors[key] = ("full", scaled)
+                self._factors[shape] = ("full", scaled)
             elif positions == math.prod(self.spatial_shape):
                 spatial = _spatial_reduction(self.factor, positions, self.in_channels)
                 # mean per-weight variance 2 / fan_in
                 scale = 2.0 / (fan_in * np.mean(np.diag(spatial)))
-                self._factors[key] = ("spatial", psd_factor(spatial * scale))
+                self._factors[shape] = ("spatial", psd_factor(spatial * scale))
             else:
                 raise ValueError(
                     f"Kernel shape {shape} has fan_in {fan_in} and {positions} "
@@ -198,7 +197,7 @@ class NFMInit(_SeededInitializer):
                     "the same fan_in (full transfer) or the same kernel size "
                     "(spatial transfer)."
                 )
-        return self._factors[key]
+        return self._factors[shape]
 
     def __call__(self, shape, dtype=None):
         shape = _kernel_shape(shape)
