@@ -1,15 +1,22 @@
-"""Gradients outside `fit`: the only backend-specific code in the package.
+"""The only backend-specific code in the package, one function per backend.
 
-One function per backend computes the gradients of a scalar function with
-respect to Keras variables; `gradients` picks the active backend's.
+* `gradients`: gradients of a scalar function with respect to Keras
+  variables, outside `fit` (AGOP; the monitor's tests).
+* `replica_sum` and `strategy_scope`: what `GradientSignMonitor` needs under
+  a `tf.distribute` strategy, where the optimizer receives each replica's
+  own gradients and variables must be made in the strategy's scope. Keras's
+  JAX distribution hands the optimizer global arrays, and Keras has no
+  multi-device `fit` on PyTorch, so both are no-ops there.
 """
+
+import contextlib
 
 import keras
 
-__all__ = ["gradients"]
+__all__ = ["gradients", "replica_sum", "strategy_scope"]
 
 
-def _tensorflow(variables, scalar_fn):
+def _tensorflow_gradients(variables, scalar_fn):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
@@ -18,7 +25,7 @@ def _tensorflow(variables, scalar_fn):
     return tape.gradient(value, [v.value for v in variables])
 
 
-def _jax(variables, scalar_fn):
+def _jax_gradients(variables, scalar_fn):
     import jax
 
     def of_values(values):
@@ -28,13 +35,17 @@ def _jax(variables, scalar_fn):
     return jax.grad(of_values)([v.value for v in variables])
 
 
-def _torch(variables, scalar_fn):
+def _torch_gradients(variables, scalar_fn):
     import torch
 
     return list(torch.autograd.grad(scalar_fn(), [v.value for v in variables]))
 
 
-_BY_BACKEND = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
+_GRADIENTS = {
+    "tensorflow": _tensorflow_gradients,
+    "jax": _jax_gradients,
+    "torch": _torch_gradients,
+}
 
 
 def gradients(variables, scalar_fn):
@@ -48,9 +59,37 @@ def gradients(variables, scalar_fn):
         A list of backend tensors, one per variable.
     """
     backend = keras.backend.backend()
-    if backend not in _BY_BACKEND:
+    if backend not in _GRADIENTS:
         raise ValueError(
-            f"Gradients are implemented for the backends {sorted(_BY_BACKEND)}; "
+            f"Gradients are implemented for the backends {sorted(_GRADIENTS)}; "
             f"the active Keras backend is {backend!r}."
         )
-    return _BY_BACKEND[backend](list(variables), scalar_fn)
+    return _GRADIENTS[backend](list(variables), scalar_fn)
+
+
+def _tensorflow_replica_sum(tensors):
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensors
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
+def replica_sum(tensors):
+    """`tensors` summed over the replicas of a `tf.distribute` strategy.
+
+    Keras scales each replica's loss by 1 / replicas, so the sum of the
+    replicas' gradients is the global batch's gradient. Outside a
+    multi-replica strategy (and on other backends) `tensors` come back as is.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return _tensorflow_replica_sum(tensors)
+    return tensors
+
+
+def strategy_scope(model):
+    """Context in which variables used in `model`'s training step are made."""
+    if keras.backend.backend() == "tensorflow":
+        return model.distribute_strategy.scope()
+    return contextlib.nullcontext()

@@ -48,6 +48,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_corrinit._backend_grads import replica_sum, strategy_scope
+
 __all__ = ["GradientSignMonitor"]
 
 
@@ -63,26 +65,30 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
         n = len(var_list)
+        distribution = keras.distribution.distribution()
 
-        def scalar(name, dtype="float32"):
-            return self.add_variable((), initializer="zeros", dtype=dtype, name=name)
+        def variable(shape, dtype, name, like=None):
+            # Every replica computes the same values from the summed
+            # gradients (tf.distribute), and per-parameter state is laid out
+            # like its parameter (a sharded kernel under JAX ModelParallel).
+            layout = None
+            if like is not None and distribution is not None:
+                layout = distribution.get_variable_layout(like)
+            return self.add_variable(
+                shape, initializer="zeros", dtype=dtype, name=name,
+                aggregation="only_first_replica", layout=layout,
+            )
 
-        self.previous_signs = [
-            self.add_variable(tuple(v.shape), initializer="zeros", dtype="int8", name="previous_sign")
-            for v in var_list
-        ]
+        self.previous_signs = [variable(tuple(v.shape), "int8", "previous_sign", v) for v in var_list]
         if self.accumulation_steps > 1:
-            self.accumulated = [
-                self.add_variable(tuple(v.shape), initializer="zeros", dtype="float32", name="accumulated_grad")
-                for v in var_list
-            ]
-            self.micro_steps = scalar("micro_steps", "int32")
-        self.has_previous = scalar("has_previous")
-        self.sign_changes = self.add_variable((n,), initializer="zeros", dtype="float32", name="sign_changes")
-        self.magnitude_sums = self.add_variable((n,), initializer="zeros", dtype="float32", name="magnitude_sums")
-        self.sign_steps = scalar("sign_steps")
-        self.measured_steps = scalar("measured_steps")
-        self.nonfinite_steps = scalar("nonfinite_steps")
+            self.accumulated = [variable(tuple(v.shape), "float32", "accumulated_grad", v) for v in var_list]
+            self.micro_steps = variable((), "int32", "micro_steps")
+        self.has_previous = variable((), "float32", "has_previous")
+        self.sign_changes = variable((n,), "float32", "sign_changes")
+        self.magnitude_sums = variable((n,), "float32", "magnitude_sums")
+        self.sign_steps = variable((), "float32", "sign_steps")
+        self.measured_steps = variable((), "float32", "measured_steps")
+        self.nonfinite_steps = variable((), "float32", "nonfinite_steps")
         super().build(var_list)
 
     @property
@@ -126,7 +132,7 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
 
     def _record(self, grads):
         """Updates the statistics with one step's gradients (no control flow)."""
-        grads = [ops.cast(g, "float32") for g in self._unscale(grads)]
+        grads = replica_sum([ops.cast(g, "float32") for g in self._unscale(grads)])
         applied = 1.0
         if self.accumulation_steps > 1:
             # The update Keras applies every k-th micro-step is the mean of
@@ -232,8 +238,9 @@ class GradientSignMonitor(keras.callbacks.Callback):
         if getattr(model, "optimizer", None) is None:
             raise ValueError("GradientSignMonitor needs a compiled model (call model.compile first).")
         self._user_optimizer = model.optimizer
-        wrapper = _SignRecordingOptimizer(model.optimizer)
-        wrapper.build(model.trainable_variables)
+        with strategy_scope(model):
+            wrapper = _SignRecordingOptimizer(model.optimizer)
+            wrapper.build(model.trainable_variables)
         self._wrapper = wrapper
         # Per-layer keys name the layer inside the model: "conv2d", or
         # "resnet50/conv1_conv" for a nested one.

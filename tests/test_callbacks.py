@@ -241,13 +241,17 @@ def test_uncompiled_model_is_a_clear_error():
         monitor.on_train_begin()
 
 
-def test_mixed_precision_loss_scale_optimizer_is_unscaled():
-    keras.config.set_dtype_policy("mixed_float16")
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_gradients_are_measured_unscaled(policy):
+    # Keras wraps the optimizer in a LossScaleOptimizer for mixed_float16
+    # (not for bfloat16); either way the monitor sees unscaled gradients.
+    keras.config.set_dtype_policy(policy)
     try:
         x = np.tile(np.concatenate([ONES, -ONES]), (2, 1))
         model, _, history = _fit_linear(x)
-        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     finally:
         keras.config.set_dtype_policy("float32")
+    assert scaled == (policy == "mixed_float16")
     assert history["grad_magnitude"] == [pytest.approx(1.0, rel=1e-3)]
     assert history["grad_sign_change"] == [1.0]

@@ -10,6 +10,7 @@ from keras_corrinit import (
     DEFAULT_CORRELATION,
     CorrelatedHeNormal,
     EnhancedGamma,
+    NFMInit,
     SpatialCorrelation,
     matrix_profile,
 )
@@ -155,6 +156,31 @@ def test_dtypes_match_keras(make, dtype):
     theirs = keras.initializers.HeNormal(seed=1)((3, 3, 8, 8), dtype=dtype)
     assert keras.backend.standardize_dtype(ours.dtype) == keras.backend.standardize_dtype(theirs.dtype)
     assert np.all(np.isfinite(to_numpy(keras.ops.cast(ours, "float32"))))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CorrelatedHeNormal(seed=1),
+        lambda: EnhancedGamma(granularity="spatial", seed=1),
+        lambda: NFMInit.from_kernel(np.random.default_rng(0).normal(size=(3, 3, 32, 16)), seed=1),
+    ],
+)
+def test_mixed_precision_policies_keep_float32_variables(policy, make):
+    # Under a mixed policy Keras creates float32 variables and asks the
+    # initializer for float32: the values are the float32 draw itself, so
+    # every statistic tested above in float32 holds.
+    keras.config.set_dtype_policy(policy)
+    try:
+        layer = keras.layers.Conv2D(64, 3, kernel_initializer=make())
+        out = layer(np.ones((2, 5, 5, 32), "float32"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert keras.backend.standardize_dtype(layer.kernel.dtype) == "float32"
+    assert keras.backend.standardize_dtype(out.dtype) == policy.split("_")[1]
+    np.testing.assert_array_equal(to_numpy(layer.kernel), to_numpy(make()((3, 3, 32, 64), "float32")))
+    assert np.all(np.isfinite(to_numpy(keras.ops.cast(out, "float32"))))
 
 
 def test_correlation_argument_forms_agree():
