@@ -17,6 +17,7 @@ valid correlation matrix for a concrete kernel.
 
 import json
 import math
+import operator
 import warnings
 
 import numpy as np
@@ -32,12 +33,26 @@ __all__ = [
 # Asymmetry and negative eigenvalues below this are float noise, not errors.
 _SYMMETRY_TOL = 1e-6
 _PSD_TOL = 1e-10
+# Largest kernel (spatial positions) handled: 32x32 or 10x10x10. Matrices
+# are P x P and their eigendecompositions cost O(P^3), so a matrix from an
+# untrusted config cannot make loading take minutes or gigabytes.
+MAX_POSITIONS = 1024
+
+
+def _check_positions(p, what):
+    if p > MAX_POSITIONS:
+        raise ValueError(
+            f"{what} has {p} spatial positions; correlated initialization "
+            f"supports at most {MAX_POSITIONS} (a 32x32 or 10x10x10 kernel)."
+        )
 
 
 def _spatial_shape_tuple(spatial_shape, name="spatial_shape"):
     try:
-        shape = tuple(int(d) for d in spatial_shape)
-    except TypeError:
+        if isinstance(spatial_shape, str):
+            raise TypeError
+        shape = tuple(operator.index(d) for d in spatial_shape)
+    except (TypeError, ValueError):
         raise TypeError(
             f"`{name}` must be a tuple of positive ints such as (3, 3); "
             f"received {spatial_shape!r}."
@@ -136,6 +151,7 @@ def _validated_matrix(matrix, name="matrix"):
             f"`{name}` must be a square (P, P) matrix with P = number of "
             f"kernel positions (9 for 3x3); received shape {m.shape}."
         )
+    _check_positions(m.shape[0], f"`{name}`")
     if not np.all(np.isfinite(m)):
         raise ValueError(
             f"`{name}` contains NaN or Inf entries; pass a finite matrix."
@@ -228,7 +244,12 @@ class SpatialCorrelation:
             spatial_shape: Kernel shape the positions belong to, e.g. `(3, 3)`.
                 Defaults to `(k, k)` when P is a perfect square, else `(P,)`.
         """
-        m = _validated_matrix(matrix)
+        return cls._from_argument(matrix, spatial_shape, "matrix")
+
+    @classmethod
+    def _from_argument(cls, matrix, spatial_shape, name):
+        """`from_matrix`, with errors naming the caller's argument `name`."""
+        m = _validated_matrix(matrix, name)
         p = m.shape[0]
         if spatial_shape is None:
             k = math.isqrt(p)
@@ -237,7 +258,7 @@ class SpatialCorrelation:
         if math.prod(spatial_shape) != p:
             raise ValueError(
                 f"`spatial_shape` {spatial_shape} has "
-                f"{math.prod(spatial_shape)} positions but `matrix` is "
+                f"{math.prod(spatial_shape)} positions but `{name}` is "
                 f"{p}x{p}; pass the kernel shape the matrix was estimated on."
             )
         return cls("matrix", matrix=m, spatial_shape=spatial_shape)
@@ -318,6 +339,7 @@ class SpatialCorrelation:
         """The structure's matrix for `spatial_shape`, before alpha or repair."""
         spatial_shape = _spatial_shape_tuple(spatial_shape)
         p = math.prod(spatial_shape)
+        _check_positions(p, f"A kernel of spatial shape {spatial_shape}")
         if p == 1:
             # One position (1x1 conv, Dense): nothing to correlate.
             return np.ones((1, 1))
@@ -325,7 +347,7 @@ class SpatialCorrelation:
             m = self._params["matrix"]
             if m.shape[0] != p:
                 raise ValueError(
-                    f"The correlation matrix is {m.shape[0]}x{m.shape[0]} (for "
+                    f"The `correlation` matrix is {m.shape[0]}x{m.shape[0]} (for "
                     f"kernel shape {self._params['spatial_shape']}) but the "
                     f"kernel's spatial shape {spatial_shape} has {p} positions. "
                     "Use a matrix of matching size, or `.to_profile()` to "
@@ -354,7 +376,16 @@ class SpatialCorrelation:
             A `(P, P)` float64 positive semi-definite matrix with unit diagonal.
         """
         check_alpha(alpha)
-        m = self.raw_matrix(spatial_shape) * alpha
+        raw = self.raw_matrix(spatial_shape)
+        np.fill_diagonal(raw, 0.0)
+        strongest = float(np.abs(raw).max())
+        if alpha * strongest > 1.0 + _PSD_TOL:
+            raise ValueError(
+                f"`alpha`={alpha} scales off-diagonal correlations up to "
+                f"{alpha * strongest:.4g}, outside [-1, 1]. For this "
+                f"correlation use alpha <= {1.0 / strongest:.4g}."
+            )
+        m = raw * alpha
         np.fill_diagonal(m, 1.0)
         smallest = float(np.linalg.eigvalsh(m)[0])
         if smallest >= -_PSD_TOL * m.shape[0]:

@@ -17,7 +17,9 @@ give, exactly as with Keras's own `he_normal`); for transposed convolutions
 `shape[-2]` is the layer's `filters`.
 """
 
+import inspect
 import math
+import operator
 import random as python_random
 
 import keras
@@ -34,6 +36,9 @@ __all__ = ["CorrelatedHeNormal", "EnhancedGamma", "DEFAULT_CORRELATION"]
 DEFAULT_CORRELATION = SpatialCorrelation.exponential_decay(0.4)
 
 _LOW_PRECISION = ("float16", "bfloat16")
+# Algorithm 1 divides by sum(R); below this fraction of P the weights would
+# grow more than 100x in standard deviation.
+_MIN_SUM_FRACTION = 1e-4
 
 
 class _SeededInitializer(keras.initializers.Initializer):
@@ -45,7 +50,7 @@ class _SeededInitializer(keras.initializers.Initializer):
             # What Keras does for None: one random int seed per instance.
             seed = python_random.randint(1, int(1e9))
         elif isinstance(seed, dict):
-            seed = keras.saving.deserialize_keras_object(seed)
+            seed = _seed_generator_from_config(seed)
         elif isinstance(seed, bool) or not isinstance(
             seed, (int, keras.random.SeedGenerator)
         ):
@@ -58,12 +63,52 @@ class _SeededInitializer(keras.initializers.Initializer):
     def get_config(self):
         return {"seed": keras.saving.serialize_keras_object(self._init_seed)}
 
+    @classmethod
+    def from_config(cls, config):
+        # A config may come from a file someone else wrote: unknown keys get
+        # a clear error, not Python's unexpected-keyword one.
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"A {cls.__name__} config must be a dict from get_config(); "
+                f"received {type(config).__name__}."
+            )
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(config) - allowed)
+        if unknown:
+            raise ValueError(
+                f"Unknown keys {unknown} in a {cls.__name__} config; the "
+                f"keys are {sorted(allowed)}."
+            )
+        return cls(**config)
+
+
+def _seed_generator_from_config(config):
+    """A serialized SeedGenerator, rebuilt without importing anything.
+
+    Only `keras.random.SeedGenerator` configs are accepted, so a config
+    cannot name another class or function to be imported and called.
+    """
+    inner = config.get("config")
+    if (
+        config.get("class_name") != "SeedGenerator"
+        or not isinstance(inner, dict)
+        or set(inner) - {"seed", "name"}
+        or isinstance(inner.get("seed"), bool)
+        or not isinstance(inner.get("seed"), (int, type(None)))
+    ):
+        raise TypeError(
+            "A dict `seed` must be a serialized keras.random.SeedGenerator "
+            "({'class_name': 'SeedGenerator', 'config': {'seed': int}}); "
+            f"received {config!r}."
+        )
+    return keras.random.SeedGenerator(**inner)
+
 
 def _kernel_shape(shape):
     try:
         if isinstance(shape, str):
             raise TypeError
-        shape = tuple(int(d) for d in shape)
+        shape = tuple(operator.index(d) for d in shape)
     except (TypeError, ValueError):
         raise TypeError(
             f"`shape` must be a tuple of ints; received {shape!r}."
@@ -117,7 +162,7 @@ def _as_correlation(correlation):
             "`correlation` must be a SpatialCorrelation, a (P, P) matrix, a "
             "{distance: correlation} dict or None; received a string."
         )
-    return SpatialCorrelation.from_matrix(correlation)
+    return SpatialCorrelation._from_argument(correlation, None, "correlation")
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
@@ -161,8 +206,12 @@ class CorrelatedHeNormal(_SeededInitializer):
             with distance as in trained CNNs, with a mean 3x3 off-diagonal
             correlation (0.25) close to the paper's ResNet estimate (0.26).
         alpha: Strength factor; off-diagonal entries of R are multiplied by it
-            (paper Table 5). 0 gives He-normal.
-        variance_mode: `"filter"` or `"weight"`, see above.
+            (paper Table 5). 0 gives He-normal. Values above 1 are fine while
+            every scaled entry stays in [-1, 1]; beyond that the kernel's
+            first call raises `ValueError`.
+        variance_mode: `"filter"` or `"weight"`, see above. `"filter"`
+            raises `ValueError` when `sum(R)` is nearly 0 (strong negative
+            correlations), since it divides by it.
         strict: If True, an R (after `alpha`) that is not positive
             semi-definite raises `ValueError`; if False it is replaced by the
             nearest valid correlation matrix with a warning.
@@ -208,6 +257,15 @@ class CorrelatedHeNormal(_SeededInitializer):
             p = r.shape[0]
             # Per-weight variance times fan_in: 2 for He, 2 P / sum(R) for
             # Algorithm 1's filter-sum correction.
+            if self.variance_mode == "filter" and r.sum() < _MIN_SUM_FRACTION * p:
+                raise ValueError(
+                    f"sum(R) = {r.sum():.3g} for kernel spatial shape "
+                    f"{spatial_shape}: negative correlations cancel, so a "
+                    "filter's sum has (almost) no variance and "
+                    "variance_mode='filter' would scale weights by "
+                    "sqrt(P / sum(R)). Use variance_mode='weight', a lower "
+                    "`alpha` or a `correlation` with less negative correlation."
+                )
             gain = 2.0 * p / r.sum() if self.variance_mode == "filter" else 2.0
             self._factors[spatial_shape] = (psd_factor(r) * math.sqrt(gain), r)
         return self._factors[spatial_shape]

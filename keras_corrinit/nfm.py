@@ -18,7 +18,7 @@ from keras import ops
 
 from keras_corrinit._backend_grads import gradients
 from keras_corrinit._data import first_batch
-from keras_corrinit.correlation import psd_factor
+from keras_corrinit.correlation import _spatial_shape_tuple, psd_factor
 from keras_corrinit.initializers import _cast, _kernel_shape, _sampling_dtype, _SeededInitializer
 
 __all__ = ["nfm_matrix", "NFMInit", "agop_matrix", "nfm_layerwise_initializers"]
@@ -125,8 +125,10 @@ class NFMInit(_SeededInitializer):
             raise ValueError("`factor` contains NaN or Inf.")
         if not np.any(factor):
             raise ValueError("`factor` is all zeros: Sigma = 0 cannot be scaled to Kaiming variance.")
-        spatial_shape = tuple(int(d) for d in spatial_shape)
-        if not isinstance(in_channels, int) or math.prod(spatial_shape) * in_channels != factor.shape[0]:
+        spatial_shape = _spatial_shape_tuple(spatial_shape)
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int):
+            raise TypeError(f"`in_channels` must be an int; received {in_channels!r}.")
+        if math.prod(spatial_shape) * in_channels != factor.shape[0]:
             raise ValueError(
                 f"`spatial_shape` {spatial_shape} x `in_channels` {in_channels!r} must "
                 f"equal the factor's fan_in {factor.shape[0]}."
@@ -190,7 +192,7 @@ class NFMInit(_SeededInitializer):
                 self._factors[shape] = ("spatial", psd_factor(spatial * scale))
             else:
                 raise ValueError(
-                    f"Kernel shape {shape} has fan_in {fan_in} and {positions} "
+                    f"`shape` {shape} has fan_in {fan_in} and {positions} "
                     f"positions; the source (spatial {self.spatial_shape}, "
                     f"{self.in_channels} channels) has fan_in {self.factor.shape[0]} "
                     f"and {math.prod(self.spatial_shape)} positions. NFMInit needs "

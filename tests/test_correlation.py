@@ -147,7 +147,7 @@ def test_bad_alpha(alpha, error):
 
 
 def test_non_psd_repaired_with_warning_or_strict_error():
-    strong = SpatialCorrelation.exponential_decay(0.9)
+    strong = SpatialCorrelation.exponential_decay(0.6)  # x 1.5: entries <= 0.9, not PSD
     m = strong.raw_matrix((3, 3)) * 1.5
     np.fill_diagonal(m, 1.0)
     smallest = np.linalg.eigvalsh(m)[0]
@@ -162,6 +162,23 @@ def test_non_psd_repaired_with_warning_or_strict_error():
     assert np.linalg.norm(repaired - m) < np.linalg.norm(np.eye(9) - m)
     with pytest.raises(ValueError, match="not positive semi-definite.*Lower `alpha`"):
         strong.matrix_for((3, 3), alpha=1.5, strict=True)
+
+
+def test_alpha_beyond_correlation_range_is_an_error():
+    # rho 0.9 times 1.5 gives 1.35 between neighbours: not a correlation at
+    # all, so it is refused even with strict=False, naming the largest alpha.
+    with pytest.raises(ValueError, match=r"`alpha`=1.5 scales off-diagonal correlations up to 1.35, outside \[-1, 1\]. For this correlation use alpha <= 1.111"):
+        SpatialCorrelation.exponential_decay(0.9).matrix_for((3, 3), alpha=1.5)
+    # exactly at the bound is allowed (entries of 1 are a valid, singular R)
+    m = SpatialCorrelation.exponential_decay(0.5).matrix_for((1, 2), alpha=2.0)
+    np.testing.assert_array_equal(m, np.ones((2, 2)))
+
+
+def test_kernels_beyond_max_positions_are_refused():
+    with pytest.raises(ValueError, match=r"spatial shape \(33, 33\) has 1089 spatial positions; correlated initialization supports at most 1024"):
+        SpatialCorrelation.exponential_decay(0.5).matrix_for((33, 33))
+    with pytest.raises(ValueError, match=r"`matrix` has 1025 spatial positions"):
+        SpatialCorrelation.from_matrix(np.eye(1025))
 
 
 def test_psd_matrix_passes_without_warning():

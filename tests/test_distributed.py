@@ -18,7 +18,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pytest
 
 from keras_corrinit import SpatialCorrelation
 

@@ -194,7 +194,7 @@ def test_correlation_argument_forms_agree():
 
 
 def test_non_psd_correlation_warns_once_or_raises():
-    strong = SpatialCorrelation.exponential_decay(0.9)
+    strong = SpatialCorrelation.exponential_decay(0.6)  # x 1.5: entries <= 0.9, not PSD
     init = CorrelatedHeNormal(strong, alpha=1.5, seed=1)
     with pytest.warns(UserWarning, match="not positive semi-definite"):
         w = to_numpy(init((3, 3, 64, 64)))

@@ -1,12 +1,13 @@
 import json
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
 from conftest import run_in_fresh_process, to_numpy
-from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, SpatialCorrelation
+from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit, SpatialCorrelation
 
 INITIALIZERS = {
     "correlated_default": lambda: CorrelatedHeNormal(seed=3),
@@ -129,3 +130,89 @@ def test_clone_model_reinitializes_resnet50_convs():
         expected_var = 2 * len(r) / (r.sum() * fan_in)
         n = w.shape[2] * w.shape[3]
         assert abs(w.var() / expected_var - 1) < 5 * np.sqrt(2 / n)
+
+
+# ------------------------------------------------------- tampered .keras files
+def _tampered_model_file(tmp_path, layer, change):
+    """Saves a model, edits `layer`'s kernel_initializer config, returns the path."""
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, name="correlated", kernel_initializer=CorrelatedHeNormal(np.eye(9) * 0.5 + 0.5, seed=1))(inputs)
+    x = keras.layers.Conv2D(4, 3, name="gamma", kernel_initializer=EnhancedGamma(seed=1))(x)
+    outputs = keras.layers.Conv2D(2, 3, name="nfm", kernel_initializer=NFMInit.from_kernel(np.arange(72.0).reshape(3, 3, 4, 2), seed=1))(x)
+    original, tampered = tmp_path / "original.keras", tmp_path / "tampered.keras"
+    keras.Model(inputs, outputs).save(original)
+    with zipfile.ZipFile(original) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    [layer_config] = [c for c in config["config"]["layers"] if c["config"]["name"] == layer]
+    change(layer_config["config"]["kernel_initializer"]["config"])
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tampered, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return tampered
+
+
+def _set(key, value):
+    return lambda config: config.__setitem__(key, value)
+
+
+def _set_matrix_entry(config):
+    config["correlation"]["matrix"][0][1] = config["correlation"]["matrix"][1][0] = float("nan")
+
+
+@pytest.mark.parametrize(
+    "layer, change, message",
+    [
+        ("correlated", _set("correlation", {"kind": "matrix", "matrix": np.eye(1100, dtype=int).tolist(), "spatial_shape": [1100]}),
+         "`matrix` has 1100 spatial positions; correlated initialization supports at most 1024"),
+        ("correlated", _set_matrix_entry, "`matrix` contains NaN or Inf entries"),
+        ("correlated", _set("alpha", "abc"), "`alpha` must be a number >= 0; received 'abc'"),
+        ("correlated", _set("strict", "no"), "`strict` must be a bool"),
+        ("correlated", _set("correlation", "rho=0.5"), "`correlation` must be a SpatialCorrelation"),
+        ("correlated", _set("correlation", {"kind": "exponential", "rho": 0.5, "extra": 1}), r"A 'exponential' SpatialCorrelation config needs exactly the keys \['rho'\]"),
+        ("correlated", _set("correlation", {"kind": "__import__", "name": "os"}), "Unknown SpatialCorrelation kind '__import__'"),
+        ("correlated", _set("evil", 1), r"Unknown keys \['evil'\] in a CorrelatedHeNormal config"),
+        ("gamma", _set("base", 3), "`base` must be one of"),
+        ("gamma", _set("seed", 1.5), "`seed` must be an int, None or a keras.random.SeedGenerator"),
+        ("nfm", _set("spatial_shape", "ab"), "`spatial_shape` must be a tuple of positive ints"),
+        ("nfm", _set("in_channels", "4"), "`in_channels` must be an int"),
+        ("nfm", _set("factor", [[float("inf")] * 2] * 36), "`factor` contains NaN or Inf"),
+    ],
+)
+def test_tampered_initializer_config_fails_to_load_clearly(tmp_path, layer, change, message):
+    path = _tampered_model_file(tmp_path, layer, change)
+    # Keras wraps the initializer's error in a TypeError that ends with it.
+    with pytest.raises(TypeError, match=f"Exception encountered: {message}"):
+        keras.saving.load_model(path, safe_mode=True)
+
+
+def test_tampered_alpha_fails_when_the_layer_is_built(tmp_path):
+    # alpha's valid range depends on the kernel's correlation matrix, known
+    # once the layer builds: the error comes from there, unwrapped.
+    path = _tampered_model_file(tmp_path, "correlated", _set("alpha", 1e300))
+    with pytest.raises(ValueError, match=r"`alpha`=1e\+300 scales off-diagonal correlations up to 5e\+299, outside \[-1, 1\]. For this correlation use alpha <= 2"):
+        keras.saving.load_model(path, safe_mode=True)
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        {"module": "os", "class_name": "system", "config": {"command": "touch {marker}"}, "registered_name": None},
+        {"module": "keras.random", "class_name": "SeedGenerator", "config": {"seed": 1, "state": "touch {marker}"}},
+        {"module": "builtins", "class_name": "SeedGenerator", "config": "touch {marker}"},
+    ],
+)
+def test_config_cannot_make_loading_import_or_call_anything(tmp_path, seed):
+    marker = tmp_path / "executed"
+    seed = json.loads(json.dumps(seed).replace("{marker}", str(marker)))
+    path = _tampered_model_file(tmp_path, "correlated", _set("seed", seed))
+    with pytest.raises(TypeError, match="A dict `seed` must be a serialized keras.random.SeedGenerator"):
+        keras.saving.load_model(path, safe_mode=True)
+    assert not marker.exists()
+
+
+def test_untampered_file_loads_with_safe_mode(tmp_path):
+    path = _tampered_model_file(tmp_path, "gamma", lambda config: None)
+    model = keras.saving.load_model(path, safe_mode=True)
+    assert type(model.get_layer("nfm").kernel_initializer) is NFMInit

@@ -1,0 +1,215 @@
+"""Property-based tests: any kernel shape, strength and matrix.
+
+Kernel shapes of rank 3-5 (1-3 spatial axes of size 1-7, 1-64 channels in
+and out), alpha in [0, 3], and random valid and invalid correlation matrices.
+Properties: weights are never NaN or Inf, every example finishes within the
+deadline (no hang), and invalid input raises ValueError or TypeError with a
+message naming the offending argument. Examples are derandomized, so CI runs
+the same ones every time.
+"""
+
+import math
+import warnings
+from datetime import timedelta
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import to_numpy
+from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit, SpatialCorrelation
+
+PROPERTY_SETTINGS = settings(
+    max_examples=30,
+    derandomize=True,
+    database=None,
+    deadline=timedelta(seconds=60),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+spatial_shapes = st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple)
+channels = st.integers(1, 64)
+
+
+@st.composite
+def kernel_shapes(draw):
+    return (*draw(spatial_shapes), draw(channels), draw(channels))
+
+
+def _random_correlation(seed, p, rank=None):
+    """A random PSD correlation matrix of size p (singular when rank < p)."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(p, rank or p))
+    c = a @ a.T + 1e-12 * np.eye(p)
+    d = 1 / np.sqrt(np.diag(c))
+    r = c * d[:, None] * d[None, :]
+    np.fill_diagonal(r, 1.0)
+    return (r + r.T) / 2
+
+
+@st.composite
+def correlations(draw, p):
+    kind = draw(st.sampled_from(["default", "exponential", "profile", "matrix", "singular_matrix"]))
+    if kind == "default":
+        return None
+    if kind == "exponential":
+        return SpatialCorrelation.exponential_decay(draw(st.floats(0, 1)))
+    if kind == "profile":
+        distances = draw(st.lists(st.floats(0.5, 10), min_size=1, max_size=6, unique=True))
+        values = draw(st.lists(st.floats(-1, 1), min_size=len(distances), max_size=len(distances)))
+        return dict(zip(sorted(distances), values))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rank = draw(st.integers(1, p)) if kind == "singular_matrix" else None
+    return _random_correlation(seed, p, rank)
+
+
+def _assert_names(error, *names):
+    assert any(f"`{name}`" in str(error) for name in names), str(error)
+
+
+def _finite(weights, shape):
+    w = to_numpy(keras.ops.convert_to_tensor(weights))
+    assert w.shape == shape
+    assert np.all(np.isfinite(w))
+
+
+# ------------------------------------------------------------ valid input
+@PROPERTY_SETTINGS
+@given(data=st.data(), shape=kernel_shapes(), alpha=st.floats(0, 3),
+       variance_mode=st.sampled_from(["filter", "weight"]))
+def test_correlated_weights_are_finite_or_the_error_names_the_argument(data, shape, alpha, variance_mode):
+    correlation = data.draw(correlations(math.prod(shape[:-2])))
+    init = CorrelatedHeNormal(correlation, alpha=alpha, variance_mode=variance_mode, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # repairs of non-PSD matrices warn
+        try:
+            weights = init(shape)
+        except ValueError as error:
+            # Only two things can be wrong with valid pieces put together:
+            # alpha pushes a correlation beyond [-1, 1], or negative
+            # correlations cancel so that sum(R) ~ 0 in "filter" mode.
+            _assert_names(error, "alpha", "correlation")
+            return
+    _finite(weights, shape)
+
+
+@PROPERTY_SETTINGS
+@given(shape=kernel_shapes(), base=st.sampled_from(sorted(["he_normal", "he_uniform", "lecun_normal",
+                                                            "lecun_uniform", "glorot_normal", "glorot_uniform"])),
+       granularity=st.sampled_from(["filter", "spatial"]), seed=st.integers(0, 2**31 - 2))
+def test_enhanced_gamma_weights_are_finite(shape, base, granularity, seed):
+    _finite(EnhancedGamma(base, granularity, seed=seed)(shape), shape)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), spatial=spatial_shapes, c_in=st.integers(1, 16), c_out=st.integers(1, 16),
+       target_in=st.integers(1, 16), target_out=channels)
+def test_nfm_weights_are_finite_for_full_and_spatial_transfer(data, spatial, c_in, c_out, target_in, target_out):
+    source = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(*spatial, c_in, c_out))
+    init = NFMInit.from_kernel(source, seed=0)
+    _finite(init((*spatial, c_in, target_out)), (*spatial, c_in, target_out))
+    _finite(init((*spatial, target_in, target_out)), (*spatial, target_in, target_out))
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), spatial=spatial_shapes, alpha=st.floats(0, 1))
+def test_random_unit_diagonal_matrices_are_used_repaired_or_refused(data, spatial, alpha):
+    # Symmetric, unit diagonal, entries in [-1, 1]: valid input, PSD or not.
+    p = math.prod(spatial)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    upper = np.triu(rng.uniform(-1, 1, size=(p, p)) ** data.draw(st.sampled_from([1, 3, 9])), 1)
+    matrix = upper + upper.T + np.eye(p)
+    scaled = matrix * alpha
+    np.fill_diagonal(scaled, 1.0)
+    psd = np.linalg.eigvalsh(scaled)[0] >= -1e-10 * p  # the library's tolerance
+    shape = (*spatial, 3, 5)
+    try:
+        _finite(CorrelatedHeNormal(matrix, alpha=alpha, strict=True, seed=0)(shape), shape)
+    except ValueError as error:
+        _assert_names(error, "alpha", "correlation")
+        assert not psd or "sum(R)" in str(error)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            _finite(CorrelatedHeNormal(matrix, alpha=alpha, seed=0)(shape), shape)
+        except ValueError as error:
+            assert "sum(R)" in str(error)
+            _assert_names(error, "alpha", "correlation")
+
+
+# ---------------------------------------------------------- invalid input
+@st.composite
+def invalid_matrices(draw):
+    p = draw(st.integers(2, 9))
+    matrix = _random_correlation(draw(st.integers(0, 2**32 - 1)), p)
+    i, j = draw(st.integers(0, p - 1)), draw(st.integers(0, p - 1))
+    defect = draw(st.sampled_from(["nan", "inf", "asymmetric", "diagonal", "not_square", "vector", "text", "ragged"]))
+    if defect in ("nan", "inf"):
+        matrix[i, j] = float(defect)
+    elif defect == "asymmetric":
+        j = (i + 1) % p
+        matrix[i, j] += draw(st.floats(0.01, 1))
+    elif defect == "diagonal":
+        matrix[i, i] = draw(st.floats(-5, 0))
+    elif defect == "not_square":
+        return matrix[:, : p - 1]
+    elif defect == "vector":
+        return matrix[0]
+    elif defect == "text":
+        return [["a"] * p] * p
+    else:
+        return [list(row[: k + 1]) for k, row in enumerate(matrix)]
+    return matrix
+
+
+@PROPERTY_SETTINGS
+@given(matrix=invalid_matrices())
+def test_invalid_matrices_are_errors_naming_correlation(matrix):
+    with pytest.raises((ValueError, TypeError)) as info:
+        CorrelatedHeNormal(matrix)
+    _assert_names(info.value, "correlation")
+
+
+@PROPERTY_SETTINGS
+@given(alpha=st.one_of(st.floats(max_value=-1e-9), st.just(float("nan")), st.just(float("inf")),
+                       st.booleans(), st.text(max_size=3), st.none()))
+def test_invalid_alpha_is_an_error_naming_alpha(alpha):
+    with pytest.raises((ValueError, TypeError)) as info:
+        CorrelatedHeNormal(alpha=alpha)
+    _assert_names(info.value, "alpha")
+
+
+bad_shapes = st.one_of(
+    st.lists(st.integers(1, 7), max_size=1).map(tuple),  # rank < 2
+    st.tuples(st.integers(-3, 0), st.integers(1, 7), st.integers(1, 7)),  # a size < 1
+    st.tuples(st.floats(0.5, 7.5).filter(lambda f: f != int(f)), st.integers(1, 7)),
+    st.text(max_size=4),
+    st.none(),
+)
+
+
+@PROPERTY_SETTINGS
+@given(shape=bad_shapes, make=st.sampled_from([
+    lambda: CorrelatedHeNormal(seed=0),
+    lambda: EnhancedGamma(seed=0),
+    lambda: NFMInit.from_kernel(np.ones((3, 3, 2, 2)) + np.eye(2), seed=0),
+]))
+def test_invalid_shapes_are_errors_naming_shape(shape, make):
+    with pytest.raises((ValueError, TypeError)) as info:
+        make()(shape)
+    _assert_names(info.value, "shape")
+
+
+@PROPERTY_SETTINGS
+@given(matrix_spatial=spatial_shapes, kernel_spatial=spatial_shapes)
+def test_matrix_for_another_kernel_size_is_an_error_naming_correlation(matrix_spatial, kernel_spatial):
+    p, q = math.prod(matrix_spatial), math.prod(kernel_spatial)
+    init = CorrelatedHeNormal(np.eye(p), seed=0)
+    if p == q or q == 1:
+        _finite(init((*kernel_spatial, 2, 2)), (*kernel_spatial, 2, 2))
+        return
+    with pytest.raises(ValueError) as info:
+        init((*kernel_spatial, 2, 2))
+    _assert_names(info.value, "correlation")
