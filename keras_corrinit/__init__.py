@@ -10,7 +10,6 @@ from keras_corrinit.correlation import (
 )
 from keras_corrinit.extraction import (
     CorrelationEstimate,
-    apply_initializers,
     application_names,
     correlation_from_application,
     correlation_from_kernels,
@@ -22,6 +21,7 @@ from keras_corrinit.initializers import (
     CorrelatedHeNormal,
     EnhancedGamma,
 )
+from keras_corrinit.layerwise import apply_initializers, layer_seeds, pair_layers
 from keras_corrinit.nfm import NFMInit, agop_matrix, nfm_layerwise_initializers, nfm_matrix
 from keras_corrinit.plots import plot_correlation_profiles, plot_training_curves
 from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
@@ -29,29 +29,31 @@ from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
 __version__ = "0.1.0"
 
 __all__ = [
-    "CorrelationEstimate",
-    "NFMInit",
-    "agop_matrix",
-    "apply_initializers",
-    "application_names",
-    "correlation_from_application",
-    "correlation_from_kernels",
-    "correlation_from_model",
-    "nfm_layerwise_initializers",
-    "nfm_matrix",
-    "plot_correlation_profiles",
-    "spatial_kernels",
-    "DEFAULT_CORRELATION",
     "CorrelatedHeNormal",
+    "CorrelationEstimate",
+    "DEFAULT_CORRELATION",
     "EnhancedGamma",
     "GradientSignMonitor",
     "LSUVReport",
     "LayerReport",
+    "NFMInit",
     "SpatialCorrelation",
+    "agop_matrix",
+    "application_names",
+    "apply_initializers",
+    "correlation_from_application",
+    "correlation_from_kernels",
+    "correlation_from_model",
+    "layer_seeds",
+    "lsuv_initialize",
     "matrix_profile",
     "nearest_correlation_matrix",
+    "nfm_layerwise_initializers",
+    "nfm_matrix",
+    "pair_layers",
+    "plot_correlation_profiles",
+    "plot_training_curves",
     "position_distances",
     "psd_factor",
-    "lsuv_initialize",
-    "plot_training_curves",
+    "spatial_kernels",
 ]

@@ -28,6 +28,12 @@ the user's (as `keras.optimizers.LossScaleOptimizer` wraps another one):
   `fit` calls without the monitor do not.
 * After training, `model.optimizer` is the user's optimizer again: saving
   the model saves the user's optimizer, nothing of the monitor.
+* If `fit` ends with an exception (KeyboardInterrupt, out of memory), Keras
+  calls no `on_train_end` and `model.optimizer` stays the wrapper. The
+  wrapper saves and loads as the user's optimizer: the same config and
+  exactly its variables, in the same places of a `.keras` file, so a model
+  saved then resumes with its optimizer state. The next `fit` with a
+  monitor unwraps it first.
 
 Semantics:
 
@@ -181,9 +187,22 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
         )
         return new_trainable, own_values + list(new_inner)
 
+    # ---- saving, reached only when `fit` ended without on_train_end
     def get_config(self):
-        # Only reached if training was interrupted before the swap back.
         return self.inner_optimizer.get_config()
+
+    def save_own_variables(self, store):
+        self.inner_optimizer.save_own_variables(store)
+
+    def load_own_variables(self, store):
+        self.inner_optimizer.load_own_variables(store)
+
+    def __dir__(self):
+        # Keras's saving walks an optimizer's attributes (`dir`) for nested
+        # saveables; the inner optimizer is saved as this one's own
+        # variables above and must not be saved a second time under
+        # "optimizer/inner_optimizer".
+        return [name for name in super().__dir__() if name != "inner_optimizer"]
 
 
 class GradientSignMonitor(keras.callbacks.Callback):
@@ -237,6 +256,9 @@ class GradientSignMonitor(keras.callbacks.Callback):
         model = self.model
         if getattr(model, "optimizer", None) is None:
             raise ValueError("GradientSignMonitor needs a compiled model (call model.compile first).")
+        if isinstance(model.optimizer, _SignRecordingOptimizer):
+            # Left by a fit that ended with an exception.
+            model.optimizer = model.optimizer.inner_optimizer
         self._user_optimizer = model.optimizer
         with strategy_scope(model):
             wrapper = _SignRecordingOptimizer(model.optimizer)

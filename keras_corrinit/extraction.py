@@ -22,6 +22,8 @@ import keras
 import numpy as np
 
 from keras_corrinit.correlation import SpatialCorrelation, matrix_profile
+from keras_corrinit.initializers import CorrelatedHeNormal
+from keras_corrinit.layerwise import layerwise, pair_layers, walk_layers
 
 __all__ = [
     "CorrelationEstimate",
@@ -30,20 +32,12 @@ __all__ = [
     "correlation_from_kernels",
     "correlation_from_model",
     "spatial_kernels",
-    "apply_initializers",
 ]
 
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 DEPTH_GROUPS = ("early", "middle", "late")
-
-
-def _walk(layer):
-    """All layers below `layer`, nested models flattened, in model order."""
-    for sub in getattr(layer, "layers", []):
-        yield sub
-        yield from _walk(sub)
 
 
 def _kernel_attribute(layer, include_depthwise):
@@ -102,7 +96,7 @@ def spatial_kernels(model, kernel_size=(3, 3), include_depthwise=False, layer_fi
     kernel_size = _kernel_size(kernel_size)
     keep = _layer_filter(layer_filter)
     found = []
-    for layer in _walk(model):
+    for layer in walk_layers(model):
         attribute = _kernel_attribute(layer, include_depthwise)
         if attribute is None or tuple(layer.kernel_size) != kernel_size or not keep(layer.name):
             continue
@@ -211,7 +205,7 @@ class CorrelationEstimate:
             return SpatialCorrelation.from_profile(distances, np.clip(values, -1, 1))
         raise ValueError(f"`form` must be 'matrix' or 'profile'; received {form!r}.")
 
-    def layerwise_initializers(self, target, mapping=None, **initializer_kwargs):
+    def layerwise_initializers(self, target, mapping=None, seed=None, **initializer_kwargs):
         """One CorrelatedHeNormal per target layer, from its counterpart's R.
 
         The paper's footnote 2: correlation varies with depth, so each layer
@@ -222,28 +216,28 @@ class CorrelationEstimate:
                 estimate's kernel size are matched, in order, with the source
                 layers, unless `mapping` is given.
             mapping: Optional `{target layer name: source layer name}`.
+            seed: An int, None or a `keras.random.SeedGenerator`; each layer
+                gets its own stream (see `layer_seeds`), so same-shaped layers
+                never share a draw and an int seed reproduces the model.
             **initializer_kwargs: Passed to `CorrelatedHeNormal` (alpha,
-                variance_mode, seed, ...).
+                variance_mode, strict).
 
         Returns:
             `{target layer name: CorrelatedHeNormal}`; apply it with
             `apply_initializers(target, ...)`.
         """
-        from keras_corrinit.initializers import CorrelatedHeNormal
-
-        if mapping is None:
-            targets = [name for name, _ in spatial_kernels(target, self.spatial_shape)]
-            if len(targets) != len(self.layer_names):
-                raise ValueError(
-                    f"The target has {len(targets)} conv layers with kernel size "
-                    f"{self.spatial_shape} but the source has {len(self.layer_names)}; "
-                    "pass `mapping={target layer: source layer}`."
-                )
-            mapping = dict(zip(targets, self.layer_names))
-        return {
-            name: CorrelatedHeNormal(self.to_correlation("matrix", layer=source), **initializer_kwargs)
-            for name, source in mapping.items()
-        }
+        targets = [name for name, _ in spatial_kernels(target, self.spatial_shape)]
+        pairs = pair_layers(
+            targets, self.layer_names, mapping,
+            what=f"conv layers with kernel size {self.spatial_shape}",
+        )
+        return layerwise(
+            pairs,
+            lambda source, layer_seed: CorrelatedHeNormal(
+                self.to_correlation("matrix", layer=source), seed=layer_seed, **initializer_kwargs
+            ),
+            seed,
+        )
 
     # -------------------------------------------------------- persistence
     def to_config(self):
@@ -485,32 +479,3 @@ def correlation_from_application(
         os.makedirs(cache_dir, exist_ok=True)
         estimate.save(cache_file)
     return estimate
-
-
-def apply_initializers(model, initializers):
-    """Re-initializes layers in place and records the initializer in them.
-
-    Args:
-        model: A built Keras model (nested models are searched).
-        initializers: `{layer name: initializer}`, e.g. from
-            `CorrelationEstimate.layerwise_initializers`. Each layer's kernel
-            is set to `initializer(kernel shape)` and the layer's
-            `kernel_initializer` becomes that initializer, so a saved model's
-            config says how it was initialized.
-    """
-    layers = {layer.name: layer for layer in _walk(model)}
-    missing = sorted(set(initializers) - set(layers))
-    if missing:
-        raise ValueError(f"`initializers` names layers the model does not have: {missing}.")
-    without_kernel = [name for name in initializers if not hasattr(layers[name], "kernel")]
-    if without_kernel:
-        raise ValueError(f"`initializers` names layers without a `kernel` to initialize: {without_kernel}.")
-    # Draw every kernel before assigning any, so a failing initializer
-    # leaves the model untouched.
-    values = {
-        name: init(tuple(layers[name].kernel.shape), dtype=layers[name].kernel.dtype)
-        for name, init in initializers.items()
-    }
-    for name, value in values.items():
-        layers[name].kernel.assign(value)
-        layers[name].kernel_initializer = initializers[name]

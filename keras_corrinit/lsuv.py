@@ -128,7 +128,7 @@ def _lsuv_layer(layer, x, tol, max_iter, center_bias, report):
         _center_bias(layer, forward())
         scaled.append(layer.bias)  # scaled with the kernel: mean stays 0
     variance = initial = _variance(forward())
-    iterations = 0
+    iterations, total_factor = 0, 1.0
     while abs(variance - 1.0) >= tol and iterations < max_iter:
         if not math.isfinite(variance) or variance <= _DEAD_VARIANCE:
             break
@@ -136,6 +136,7 @@ def _lsuv_layer(layer, x, tol, max_iter, center_bias, report):
         for variable in scaled:
             variable.assign(variable * factor)
         iterations += 1
+        total_factor *= factor
         variance = _variance(forward())
     converged = abs(variance - 1.0) < tol
     if not converged:
@@ -144,9 +145,15 @@ def _lsuv_layer(layer, x, tol, max_iter, center_bias, report):
             if math.isfinite(variance) and variance <= _DEAD_VARIANCE
             else f"its output variance is {variance:.4g} after {iterations} iterations"
         )
+        what_was_done = (
+            "Its weights were not rescaled"
+            if iterations == 0
+            else f"Its weights keep the {iterations} rescalings applied (factor "
+            f"{total_factor:.4g} in all; output variance {initial:.4g} -> {variance:.4g})"
+        )
         warnings.warn(
-            f"LSUV did not converge for layer {layer.name!r}: {reason}. The "
-            "layer was left as it is; check its inputs, or raise `max_iter`.",
+            f"LSUV did not converge for layer {layer.name!r}: {reason}. "
+            f"{what_was_done}; check its inputs, or raise `max_iter`.",
             stacklevel=4,
         )
     return LayerReport(

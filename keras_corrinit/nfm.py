@@ -20,6 +20,7 @@ from keras_corrinit._backend_grads import gradients
 from keras_corrinit._data import first_batch
 from keras_corrinit.correlation import _spatial_shape_tuple, psd_factor
 from keras_corrinit.initializers import _cast, _kernel_shape, _sampling_dtype, _SeededInitializer
+from keras_corrinit.layerwise import layerwise, pair_layers, walk_layers
 
 __all__ = ["nfm_matrix", "NFMInit", "agop_matrix", "nfm_layerwise_initializers"]
 
@@ -111,10 +112,15 @@ class NFMInit(_SeededInitializer):
         spatial_shape: Kernel spatial shape of the source, e.g. `[3, 3]`
             (`[]` for Dense).
         in_channels: Input channels of the source.
+        scaling: `"kaiming"` (default): scaled to mean per-weight variance
+            `2 / fan_in` as above. `"none"`: Sigma (or its spatial block) is
+            the covariance as it is, the unscaled "NFM"/"AGOP" arms of the
+            NFM poster; the per-weight variance is then `trace(Sigma) /
+            fan_in`, whatever scale the source had.
         seed: An int, None or a `keras.random.SeedGenerator`, as in Keras.
     """
 
-    def __init__(self, factor, spatial_shape, in_channels, seed=None):
+    def __init__(self, factor, spatial_shape, in_channels, scaling="kaiming", seed=None):
         try:
             factor = np.array(factor, dtype=np.float64)
         except (TypeError, ValueError):
@@ -133,20 +139,29 @@ class NFMInit(_SeededInitializer):
                 f"`spatial_shape` {spatial_shape} x `in_channels` {in_channels!r} must "
                 f"equal the factor's fan_in {factor.shape[0]}."
             )
+        if scaling not in ("kaiming", "none"):
+            raise ValueError(
+                "`scaling` must be 'kaiming' (mean per-weight variance 2 / fan_in) or "
+                f"'none' (Sigma as it is); received {scaling!r}."
+            )
         self.factor = _compact(factor)
+        self.scaling = scaling
         self.spatial_shape = spatial_shape
         self.in_channels = in_channels
         self._factors = {}
         super().__init__(seed=seed)
 
     @classmethod
-    def from_kernel(cls, layer_or_kernel, seed=None):
+    def from_kernel(cls, layer_or_kernel, scaling="kaiming", seed=None):
         """Sigma = the NFM `W^T W` of a (pretrained) layer or kernel."""
         kernel = _kernel_array(layer_or_kernel)
-        return cls(kernel.reshape(-1, kernel.shape[-1]), kernel.shape[:-2], int(kernel.shape[-2]), seed=seed)
+        return cls(
+            kernel.reshape(-1, kernel.shape[-1]), kernel.shape[:-2], int(kernel.shape[-2]),
+            scaling=scaling, seed=seed,
+        )
 
     @classmethod
-    def from_covariance(cls, covariance, spatial_shape, in_channels, seed=None, rtol=1e-6):
+    def from_covariance(cls, covariance, spatial_shape, in_channels, scaling="kaiming", seed=None, rtol=1e-6):
         """Sigma = any PSD `(fan_in, fan_in)` matrix, e.g. an AGOP.
 
         Eigenvalues below `rtol` times the largest (and negative rounding
@@ -170,7 +185,9 @@ class NFMInit(_SeededInitializer):
                 f"{values[0]:.4g}, largest {values[-1]:.4g})."
             )
         keep = values > rtol * values[-1]
-        return cls(vectors[:, keep] * np.sqrt(values[keep]), spatial_shape, in_channels, seed=seed)
+        return cls(
+            vectors[:, keep] * np.sqrt(values[keep]), spatial_shape, in_channels, scaling=scaling, seed=seed
+        )
 
     @property
     def covariance(self):
@@ -182,13 +199,14 @@ class NFMInit(_SeededInitializer):
         if shape not in self._factors:
             fan_in = math.prod(shape[:-1])
             positions = math.prod(shape[:-2])
+            kaiming = self.scaling == "kaiming"
             if fan_in == self.factor.shape[0]:
-                scaled = self.factor * math.sqrt(2.0 / np.sum(self.factor**2))
-                self._factors[shape] = ("full", scaled)
+                scale = 2.0 / np.sum(self.factor**2) if kaiming else 1.0
+                self._factors[shape] = ("full", self.factor * math.sqrt(scale))
             elif positions == math.prod(self.spatial_shape):
                 spatial = _spatial_reduction(self.factor, positions, self.in_channels)
                 # mean per-weight variance 2 / fan_in
-                scale = 2.0 / (fan_in * np.mean(np.diag(spatial)))
+                scale = 2.0 / (fan_in * np.mean(np.diag(spatial))) if kaiming else 1.0
                 self._factors[shape] = ("spatial", psd_factor(spatial * scale))
             else:
                 raise ValueError(
@@ -217,17 +235,16 @@ class NFMInit(_SeededInitializer):
             "factor": self.factor.tolist(),
             "spatial_shape": list(self.spatial_shape),
             "in_channels": self.in_channels,
+            "scaling": self.scaling,
             **super().get_config(),
         }
 
 
 def _kernel_layers(model):
-    from keras_corrinit.extraction import _walk
-
-    return [layer for layer in _walk(model) if isinstance(layer, _KERNEL_LAYERS)]
+    return [layer for layer in walk_layers(model) if isinstance(layer, _KERNEL_LAYERS)]
 
 
-def nfm_layerwise_initializers(source, target, mapping=None, seed=None):
+def nfm_layerwise_initializers(source, target, mapping=None, scaling="kaiming", seed=None):
     """One `NFMInit` per target Conv/Dense layer from its source counterpart.
 
     Args:
@@ -236,27 +253,20 @@ def nfm_layerwise_initializers(source, target, mapping=None, seed=None):
         mapping: `{target layer name: source layer name}`; by default the
             Conv/Dense layers of both are paired in model order (they must
             be equally many).
-        seed: Int or None; layer i gets `seed + i`.
+        scaling: `"kaiming"` or `"none"`, as in `NFMInit`.
+        seed: An int, None or a `keras.random.SeedGenerator`; each layer gets
+            its own stream (see `layer_seeds`), so an int seed reproduces the
+            model and no two layers share a draw.
 
     Returns:
         `{target layer name: NFMInit}`, for `apply_initializers(target, ...)`.
     """
     sources = {layer.name: layer for layer in _kernel_layers(source)}
-    if mapping is None:
-        targets = [layer.name for layer in _kernel_layers(target)]
-        if len(targets) != len(sources):
-            raise ValueError(
-                f"The target has {len(targets)} Conv/Dense layers and the source "
-                f"{len(sources)}; pass `mapping={{target layer: source layer}}`."
-            )
-        mapping = dict(zip(targets, sources))
-    unknown = sorted(set(mapping.values()) - set(sources))
-    if unknown:
-        raise ValueError(f"`mapping` names source layers that do not exist: {unknown}.")
-    return {
-        name: NFMInit.from_kernel(sources[src], seed=None if seed is None else seed + i)
-        for i, (name, src) in enumerate(mapping.items())
-    }
+    targets = [layer.name for layer in _kernel_layers(target)]
+    pairs = pair_layers(targets, list(sources), mapping, what="Conv/Dense layers")
+    return layerwise(
+        pairs, lambda src, layer_seed: NFMInit.from_kernel(sources[src], scaling=scaling, seed=layer_seed), seed
+    )
 
 
 def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbose=0):
@@ -275,8 +285,16 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
         data: Inputs as for `lsuv_initialize` (array, `(x, y)`, tf.data,
             PyDataset); arrays are processed in batches of `batch_size`.
         batch_size: Batch size for array data.
-        max_outputs: Models with more output units than this use as many
-            random Gaussian projections instead (unbiased for `J^T J`).
+        max_outputs: Models with at most this many output units get the
+            exact AGOP (one gradient per output). Larger outputs (e.g. a
+            1000-class head) use `max_outputs` random Gaussian projections
+            `v ~ N(0, I)` per batch instead, averaged: since
+            `E[J^T v v^T J] = J^T J`, the estimate is unbiased. Its variance
+            falls as `1 / max_outputs`: for one batch, the trace has variance
+            `2 tr(B^2) / max_outputs` with `B` the batch mean of `J J^T`
+            (a relative standard error of at most `sqrt(2 / max_outputs)`,
+            0.25 for 32, much less when many outputs contribute), and each
+            batch draws new projections, so more batches reduce it further.
         seed: Seed of those projections.
         verbose: 1 shows progress over batches.
 
@@ -284,6 +302,9 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
         `(fan_in, fan_in)` float64 numpy AGOP, usable as
         `NFMInit.from_covariance(agop, spatial_shape, in_channels)`.
     """
+    for name, value in (("batch_size", batch_size), ("max_outputs", max_outputs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an int >= 1; received {value!r}.")
     if isinstance(layer, str):
         layer = model.get_layer(layer)
     if not isinstance(layer, _KERNEL_LAYERS):
@@ -321,9 +342,11 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
             shape = holder["shape"]
             delta = keras.Variable(np.zeros(shape, "float32"), trainable=True)
             holder["delta"] = delta
-            directions = (
-                np.eye(out_dim) if out_dim <= max_outputs else rng.normal(size=(max_outputs, out_dim))
-            )
+            if out_dim <= max_outputs:
+                directions = np.eye(out_dim)
+            else:
+                # mean over projections: sum_k v_k v_k^T / m has expectation I
+                directions = rng.normal(size=(max_outputs, out_dim)) / np.sqrt(max_outputs)
             for v in directions:
                 v_tensor = ops.convert_to_tensor(v.astype("float32"))
 

@@ -91,7 +91,10 @@ def run_single_and_distributed(scopes):
     reference = small_cnn()
     weights = reference.get_weights()
     arrays = {f"single/{k}": v for k, v in kernels(reference).items()}
-    histories = {"single": monitored_fit(reference, weights)[0]}
+    histories = {
+        "parameters": sum(int(np.prod(v.shape)) for v in reference.trainable_variables),
+        "single": monitored_fit(reference, weights)[0],
+    }
     for name, scope in scopes.items():
         with scope():
             model = small_cnn()

@@ -222,6 +222,82 @@ def test_trained_model_saves_and_loads_in_fresh_process(tmp_path):
     assert n_variables == len(optimizer.variables) and iterations == 3
 
 
+_LOAD_STATE = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import keras
+    import numpy as np
+    import keras_corrinit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = keras.models.load_model(sys.argv[1], safe_mode=True)
+    np.savez(sys.argv[2], *[keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
+    print(json.dumps([str(w.message) for w in caught]))
+    print(json.dumps(keras.optimizers.serialize(model.optimizer)))
+    """
+)
+
+
+class _InterruptAtBatch(keras.callbacks.Callback):
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            raise KeyboardInterrupt
+
+
+def _weights_file(path):
+    """{dataset path: array} of a .keras file's weights."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as archive:
+        data = io.BytesIO(archive.read("model.weights.h5"))
+    found = {}
+    with h5py.File(data, "r") as f:
+        f.visititems(lambda name, obj: found.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def test_model_saved_after_an_interrupted_fit_keeps_the_optimizer_state(tmp_path):
+    model = _conv_model()
+    adam = keras.optimizers.Adam(0.01)
+    model.compile(adam, LOSS)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, Y, batch_size=4, epochs=2, verbose=0,
+                  callbacks=[GradientSignMonitor(per_layer=True), _InterruptAtBatch(3)])
+    assert int(adam.iterations) == 4
+    interrupted = tmp_path / "interrupted.keras"
+    model.save(str(interrupted))
+    # The same model and state saved with the user's optimizer in place:
+    # the interrupted save must be this file, entry for entry.
+    monitor_left = model.optimizer
+    model.optimizer = adam
+    reference = tmp_path / "reference.keras"
+    model.save(str(reference))
+    saved, expected = _weights_file(interrupted), _weights_file(reference)
+    assert sorted(saved) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(saved[name], expected[name])
+    # Loaded in a fresh process: the user's optimizer, config and variables.
+    lines = run_in_fresh_process(_LOAD_STATE, interrupted, tmp_path / "state.npz").strip().splitlines()
+    messages, config = json.loads(lines[-2]), json.loads(lines[-1])
+    assert not [m for m in messages if "Skipping variable loading" in m], messages
+    assert config == json.loads(json.dumps(keras.optimizers.serialize(adam)))
+    state = np.load(tmp_path / "state.npz")
+    assert len(state.files) == len(adam.variables) == 2 + 2 * len(model.trainable_variables)  # iterations, lr, m and v
+    for i, variable in enumerate(adam.variables):
+        np.testing.assert_array_equal(state[f"arr_{i}"], to_numpy(variable))
+    # The next monitored fit unwraps what the interrupted one left.
+    model.optimizer = monitor_left
+    model.fit(X, Y, batch_size=16, epochs=1, verbose=0, callbacks=[GradientSignMonitor()])
+    assert model.optimizer is adam and int(adam.iterations) == 7
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [

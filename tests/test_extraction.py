@@ -212,21 +212,3 @@ def test_correlation_from_kernels_matches_model_and_checks_shapes(planted_vgg16)
 
 
 RNG_KERNEL = np.random.default_rng(1).normal(size=(3, 3, 4, 4))
-
-
-def test_apply_initializers_changes_nothing_when_one_fails():
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="a"), keras.layers.Conv2D(4, 5, name="b"),
-        keras.layers.Flatten(name="flat"),
-    ])
-    before = [to_numpy(w) for w in model.weights]
-    nine = CorrelatedHeNormal(np.eye(9), seed=0)  # a 3x3 matrix cannot serve the 5x5 layer "b"
-    with pytest.raises(ValueError, match="has 25 positions"):
-        apply_initializers(model, {"a": nine, "b": nine})
-    with pytest.raises(ValueError, match=r"layers without a `kernel` to initialize: \['flat'\]"):
-        apply_initializers(model, {"a": nine, "flat": nine})
-    with pytest.raises(ValueError, match=r"names layers the model does not have: \['c'\]"):
-        apply_initializers(model, {"c": nine})
-    for w, b in zip(model.weights, before):
-        np.testing.assert_array_equal(to_numpy(w), b)
-    assert not isinstance(model.get_layer("a").kernel_initializer, CorrelatedHeNormal)

@@ -1,3 +1,4 @@
+import re
 import warnings
 
 import keras
@@ -105,12 +106,28 @@ def test_dead_layer_warns_and_leaves_weights_finite():
             keras.layers.Conv2D(8, 3, name="after"),
         ]
     )
-    with pytest.warns(UserWarning, match="LSUV did not converge for layer 'dead'.*constant"):
+    with pytest.warns(UserWarning, match="LSUV did not converge for layer 'dead'.*constant.*Its weights were not rescaled"):
         report = lsuv_initialize(model, X, verbose=0)
     assert not report["dead"].converged
     assert report["dead"].final_variance == 0.0
     for w in model.weights:
         assert np.all(np.isfinite(to_numpy(w)))
+
+
+def test_bounded_layer_warning_says_what_was_done():
+    # tanh's output variance stays below 1 - tol however large the kernel.
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, activation="tanh", name="bounded")])
+    before = to_numpy(model.get_layer("bounded").kernel)
+    with pytest.warns(UserWarning) as caught:
+        report = lsuv_initialize(model, X * 0.01, orthogonal=False, max_iter=2, verbose=0)
+    (message,) = [str(w.message) for w in caught if "did not converge" in str(w.message)]
+    match = re.search(r"Its weights keep the 2 rescalings applied \(factor ([0-9.e+-]+) in all; "
+                      r"output variance ([0-9.e+-]+) -> ([0-9.e+-]+)\)", message)
+    assert match, message
+    factor = float(match.group(1))
+    assert report["bounded"].iterations == 2 and not report["bounded"].converged
+    np.testing.assert_allclose(to_numpy(model.get_layer("bounded").kernel), before * factor, rtol=1e-3)
+    assert float(match.group(3)) == pytest.approx(report["bounded"].final_variance, rel=1e-3)
 
 
 def test_small_batch_warns():

@@ -60,6 +60,22 @@ def test_spatial_transfer_for_other_channel_counts():
     assert np.mean(w**2) == pytest.approx(2 / fan_in, rel=Z * math.sqrt(2 / w.shape[1]))
 
 
+def test_unscaled_transfer_uses_sigma_as_it_is():
+    init = NFMInit.from_kernel(SOURCE, scaling="none", seed=3)
+    w = to_numpy(init((3, 3, 8, 20000))).reshape(72, -1).astype(np.float64)
+    _empirical_check(w, init.covariance)  # no 2 / trace(Sigma) factor
+    spatial = to_numpy(init((3, 3, 32, 64))).reshape(9, -1).astype(np.float64)
+    _empirical_check(spatial, nfm_matrix(SOURCE, reduce="spatial"))
+    clone = NFMInit.from_config(json.loads(json.dumps(init.get_config())))
+    assert clone.scaling == "none"
+    np.testing.assert_array_equal(to_numpy(clone((3, 3, 8, 6))), to_numpy(init((3, 3, 8, 6))))
+    # a config saved before `scaling` existed is Kaiming-scaled
+    legacy = {k: v for k, v in NFMInit.from_kernel(SOURCE, seed=3).get_config().items() if k != "scaling"}
+    assert NFMInit.from_config(legacy).scaling == "kaiming"
+    with pytest.raises(ValueError, match="`scaling` must be 'kaiming' .* or 'none' .*; received 'he'"):
+        NFMInit.from_kernel(SOURCE, scaling="he")
+
+
 def test_from_covariance_full_rank_and_errors():
     a = RNG.normal(size=(18, 18))
     sigma = a @ a.T
@@ -151,7 +167,12 @@ def test_agop_closed_form_linear_conv():
     np.testing.assert_allclose(agop, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
     # the layer is left as it was
     assert "call" not in model.get_layer("conv").__dict__
-    NFMInit.from_covariance(agop, (3, 3), 2, seed=0)((3, 3, 2, 5))
+    # the AGOP (rank <= 3) is a valid covariance for NFMInit, kept exactly
+    init = NFMInit.from_covariance(agop, (3, 3), 2, seed=0)
+    np.testing.assert_allclose(init.covariance, agop, rtol=1e-5, atol=1e-6 * np.abs(agop).max())
+    w = to_numpy(init((3, 3, 2, 5))).reshape(18, 5)
+    basis, _ = np.linalg.qr(k @ d)  # the AGOP's column space
+    assert np.abs(w - basis @ (basis.T @ w)).max() < 1e-4 * np.abs(w).max()
 
 
 def test_agop_through_relu_matches_closed_form():
@@ -175,3 +196,46 @@ def test_agop_bad_layer():
     model = _small_cnn()
     with pytest.raises(ValueError, match="must be a Conv1D/2D/3D or Dense layer"):
         agop_matrix(model, model.layers[2], np.zeros((2, 10, 10, 3)))
+
+
+def _relu_head_model(outputs):
+    return keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="d1"), keras.layers.Dense(outputs, name="head"),
+    ])
+
+
+def _closed_form_jacobians(model, x):
+    """Per-sample Jacobians of the output with respect to d1's input."""
+    w1, b1 = (to_numpy(v).astype(np.float64) for v in model.get_layer("d1").weights)
+    w2 = to_numpy(model.get_layer("head").kernel).astype(np.float64)
+    return [w2.T @ np.diag((sample @ w1 + b1 > 0).astype(np.float64)) @ w1.T for sample in x.astype(np.float64)]
+
+
+def test_agop_with_more_outputs_than_max_outputs_is_unbiased():
+    model = _relu_head_model(100)
+    x = RNG.normal(size=(40, 6)).astype("float32")
+    jacobians = _closed_form_jacobians(model, x)
+    exact_reference = np.mean([j.T @ j for j in jacobians], axis=0)
+    # all 100 outputs: the exact path
+    exact = agop_matrix(model, "d1", x, batch_size=64, max_outputs=100)
+    np.testing.assert_allclose(exact, exact_reference, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
+    # 32 projections shared by the one batch: trace(estimate) = mean_k v_k^T B v_k
+    # with B = mean_n J_n J_n^T, so its variance is 2 tr(B^2) / 32.
+    b = np.mean([j @ j.T for j in jacobians], axis=0)
+    relative_se = math.sqrt(2 * np.trace(b @ b) / 32) / np.trace(b)
+    ratios = [
+        np.trace(agop_matrix(model, "d1", x, batch_size=64, max_outputs=32, seed=seed)) / np.trace(exact)
+        for seed in range(4)
+    ]
+    for ratio in ratios:
+        assert abs(ratio - 1) < Z * relative_se, (ratio, relative_se)
+    assert abs(np.mean(ratios) - 1) < Z * relative_se / 2  # four independent estimates
+
+
+def test_agop_argument_errors():
+    model = _relu_head_model(3)
+    x = np.zeros((4, 6), "float32")
+    with pytest.raises(ValueError, match="`max_outputs` must be an int >= 1; received 0"):
+        agop_matrix(model, "d1", x, max_outputs=0)
+    with pytest.raises(ValueError, match="`batch_size` must be an int >= 1; received 2.5"):
+        agop_matrix(model, "d1", x, batch_size=2.5)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import to_numpy
-from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit, SpatialCorrelation
+from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit, SpatialCorrelation, nearest_correlation_matrix
 
 PROPERTY_SETTINGS = settings(
     max_examples=30,
@@ -76,23 +76,49 @@ def _finite(weights, shape):
 
 
 # ------------------------------------------------------------ valid input
+def _expected_failure(correlation, spatial, alpha, variance_mode):
+    """The one error valid pieces can combine to, or None: computed here.
+
+    alpha may push an off-diagonal correlation beyond [-1, 1]; and in
+    "filter" mode negative correlations may cancel so that sum(R) (of the
+    matrix after alpha and, when not PSD, its repair) is below 1e-4 P.
+    """
+    p = math.prod(spatial)
+    if p == 1:
+        return None
+    structure = correlation if correlation is not None else SpatialCorrelation.exponential_decay(0.4)
+    raw = structure.raw_matrix(spatial) if isinstance(structure, SpatialCorrelation) else np.array(structure)
+    off = raw - np.diag(np.diag(raw))
+    if alpha * np.abs(off).max() > 1 + 1e-10:
+        return "alpha"
+    scaled = off * alpha + np.eye(p)
+    if np.linalg.eigvalsh(scaled)[0] < -1e-10 * p:
+        scaled = nearest_correlation_matrix(scaled)
+    if variance_mode == "filter" and scaled.sum() < 1e-4 * p:
+        return "sum(R)"
+    return None
+
+
 @PROPERTY_SETTINGS
 @given(data=st.data(), shape=kernel_shapes(), alpha=st.floats(0, 3),
        variance_mode=st.sampled_from(["filter", "weight"]))
-def test_correlated_weights_are_finite_or_the_error_names_the_argument(data, shape, alpha, variance_mode):
+def test_correlated_weights_are_finite_or_the_documented_error(data, shape, alpha, variance_mode):
     correlation = data.draw(correlations(math.prod(shape[:-2])))
+    if isinstance(correlation, dict):
+        correlation = SpatialCorrelation.from_profile(*zip(*correlation.items()))
+    expected = _expected_failure(correlation, shape[:-2], alpha, variance_mode)
     init = CorrelatedHeNormal(correlation, alpha=alpha, variance_mode=variance_mode, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # repairs of non-PSD matrices warn
-        try:
-            weights = init(shape)
-        except ValueError as error:
-            # Only two things can be wrong with valid pieces put together:
-            # alpha pushes a correlation beyond [-1, 1], or negative
-            # correlations cancel so that sum(R) ~ 0 in "filter" mode.
-            _assert_names(error, "alpha", "correlation")
+        if expected is None:
+            _finite(init(shape), shape)
             return
-    _finite(weights, shape)
+        with pytest.raises(ValueError) as info:
+            init(shape)
+    if expected == "alpha":
+        assert str(info.value).startswith(f"`alpha`={alpha} scales off-diagonal correlations up to")
+    else:
+        assert str(info.value).startswith("sum(R) = ") and "variance_mode='weight'" in str(info.value)
 
 
 @PROPERTY_SETTINGS
