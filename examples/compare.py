@@ -1,38 +1,42 @@
 """Compare initializers the way the correlated-initialization paper does.
 
-Initializers x networks x data sets x batch norm (on/off) x seeds, trained
-with SGD (momentum 0.8, no augmentation) and GradientSignMonitor on. Writes
-to `--out`:
+Arms (see `arms.py`) x data sets x networks x widths x batch norm x
+learning rates x L2 x alpha x seeds, trained with SGD (or Adam) and
+GradientSignMonitor on. Writes to `--out`:
 
-* `results.csv`: one row per finished run (the script is resumable: a run
-  already in it is not repeated);
-* `histories/<run>.json`: per-epoch logs (loss, accuracy, val_accuracy,
-  grad_sign_change, grad_magnitude);
-* `results.md`: test accuracy, mean +/- std over seeds, per configuration
-  (the paper's Table 3 layout), also printed;
-* `curves_<dataset>_<network>_bn-<on|off>.png`: sign changes, gradient
-  magnitude and test accuracy per epoch, mean +/- std bands (Figures 4-6).
+* `results.csv`: one row per finished run with every setting that changes
+  its result (its identity). Resumable: a run whose settings all equal a
+  finished one's is not repeated; one that differs in any setting is
+  trained and reported separately. Settings an arm does not use (alpha for
+  He, the source for Algorithm 1 with the built-in R) are "-".
+* `histories/<run id>.json`: the run's settings and per-epoch logs.
+* `sources/<id>.keras`: source networks of the learned arms, trained once
+  on the training split (never the test split) and reused.
+* `results.md` (also printed): each data set's adjacent-pixel correlation,
+  then one table per group of shared settings: mean +/- std of test
+  accuracy over seeds, the paired difference to `--baseline` with a 95% t
+  interval (`*`: excludes 0), and for each correlated arm with its scale
+  control whether its gain is the correlation or the scale; EnhancedGamma's
+  distance from its base distribution at initialization.
+* `curves_*.png` (Figures 4-6: sign changes, gradient magnitude, test
+  accuracy per epoch, mean +/- std) and `gamma-ratio_*.png` (EnhancedGamma's
+  test accuracy over its base's, per epoch), named under each table.
 
-Default (no download needed, a couple of minutes on 2 CPU cores):
-scikit-learn's handwritten digits (1,797 real 8x8 scans shipped with the
-package; the only real image data set available offline here), a small CNN,
-He vs CorrelatedHeNormal in both variance modes vs EnhancedGamma, with and
-without batch norm, 3 seeds. The paper's setting, on a machine with the data:
+The main job (defaults: digits, the small CNN, batch norm off, 5 seeds,
+Algorithm 1 vs its baseline and scale controls) runs in a few minutes on 2
+CPU cores. The paper's grid, on a machine with CIFAR:
 
     python examples/compare.py --dataset cifar10 cifar100 --network vgg8 resnet10 \\
-        --width 0.5 --epochs 40 --lr 0.005 --batch-size 256 --seeds 5 \\
-        --init he_normal correlated orthogonal glorot_normal --batch-norm on
-
-CIFAR-10/100 and SVHN come from tensorflow-datasets (`--data-dir` points at
-a TFDS data directory); if TFDS cannot download them the error says what to
-fetch and where to put it.
+        --width 0.5 --epochs 40 --lr 0.005 0.1 --l2 0 0.001 --batch-size 256 --seeds 5 \\
+        --init uncorrelated correlated correlated~var --batch-norm on
 """
 
 import argparse
 import csv
+import hashlib
+import itertools
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -41,205 +45,286 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import arms  # noqa: E402
+import datasets  # noqa: E402
 import networks  # noqa: E402
+import report  # noqa: E402
 
-from keras_corrinit import (  # noqa: E402
-    CorrelatedHeNormal,
-    CorrelationEstimate,
-    EnhancedGamma,
-    GradientSignMonitor,
-    lsuv_initialize,
-    plot_training_curves,
+from keras_corrinit import CorrelationEstimate, GradientSignMonitor  # noqa: E402
+
+# Everything that changes a run's result, in table order; `seed` last.
+SETTINGS = (
+    "backend", "dataset", "max_train", "max_test", "network", "width", "batch_norm",
+    "optimizer", "lr", "momentum", "l2", "batch_size", "epochs",
+    "init", "alpha", "correlation", "source", "gamma", "seed",
 )
-
-TFDS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn_cropped"}
-FIELDS = ["dataset", "network", "batch_norm", "init", "seed", "test_accuracy", "seconds"]
-
-
-# ------------------------------------------------------------------ data
-def load_digits(test_fraction=0.25, split_seed=0):
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    data = sklearn_digits()
-    x = (data.images / 16.0).astype("float32")[..., None]
-    y = data.target.astype("int32")
-    order = np.random.default_rng(split_seed).permutation(len(x))
-    n_test = int(len(x) * test_fraction)
-    return (x[order[n_test:]], y[order[n_test:]]), (x[order[:n_test]], y[order[:n_test]]), 10
+OUTCOMES = ("run_id", "test_accuracy", "sign_change_epoch1", "seconds")
+FIELDS = SETTINGS + OUTCOMES
+NOT_USED = "-"
 
 
-def load_tfds(name, data_dir=None):
-    import tensorflow_datasets as tfds
+# ------------------------------------------------------------ identity
+def canonical(value):
+    """The string a setting has in results.csv (and in the run id)."""
+    return "all" if value is None else str(value)
 
-    tfds_name = TFDS_NAMES[name]
-    try:
-        splits = tfds.load(tfds_name, split=["train", "test"], as_supervised=True, data_dir=data_dir)
-        # element-wise iteration: batch_size=-1 crashes under tfds.testing.mock_data
-        (x_train, y_train), (x_test, y_test) = [
-            tuple(np.stack(column) for column in zip(*tfds.as_numpy(split))) for split in splits
-        ]
-        classes = tfds.builder(tfds_name, data_dir=data_dir).info.features["label"].num_classes
-    except Exception as error:  # TFDS raises several types for a failed download
-        folder = data_dir or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+
+def run_id(run):
+    """A short hash of every setting: the run's identity and file name."""
+    text = json.dumps({name: canonical(run[name]) for name in SETTINGS}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def correlation_id(path):
+    """Identity of an R file: its name and a hash of its content."""
+    if path is None:
+        return "builtin"
+    with open(path, "rb") as f:
+        return f"{os.path.basename(path)}#{hashlib.sha256(f.read()).hexdigest()[:12]}"
+
+
+def plan(args):
+    """Every run the arguments ask for, as {setting: value} dicts.
+
+    The source id of learned arms is filled in when the run starts (it is
+    the hash of the source's own settings, see `arms.source_settings`).
+    """
+    fixed = dict(backend=keras.backend.backend(), max_train=args.max_train, max_test=args.max_test,
+                 optimizer=args.optimizer, momentum=args.momentum if args.optimizer == "sgd" else NOT_USED,
+                 batch_size=args.batch_size, epochs=args.epochs)
+    runs = []
+    for dataset in args.dataset:
+        network_names = args.network or (["small_cnn"] if dataset.startswith("digits") else ["vgg8", "resnet10"])
+        grid = itertools.product(network_names, args.width, args.batch_norm, args.lr, args.l2, args.init)
+        for network, width, bn, lr, l2, init in grid:
+            for alpha in (args.alpha if arms.uses_alpha(init) else [NOT_USED]):
+                for seed in range(args.seeds):
+                    run = dict(fixed, dataset=dataset, network=network, width=width, batch_norm=bn, lr=lr,
+                               l2=l2, init=init, alpha=alpha, seed=seed,
+                               correlation=correlation_id(args.correlation) if arms.uses_correlation(init) else NOT_USED,
+                               gamma=f"{args.gamma_base}/{args.gamma_granularity}" if init == "enhanced_gamma" else NOT_USED,
+                               source=NOT_USED)
+                    if arms.uses_source(init):
+                        run["source"] = arms.settings_id(arms.source_settings(run, args))
+                    runs.append(run)
+    return runs
+
+
+# ------------------------------------------------------------- results
+def read_results(csv_path):
+    """Rows of an existing results.csv; refuses one without every setting."""
+    if not os.path.exists(csv_path):
+        return []
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = tuple(reader.fieldnames or ())
+        rows = list(reader)
+    if header != FIELDS:
+        missing = [name for name in FIELDS if name not in header]
         raise ValueError(
-            f"tensorflow-datasets could not load {tfds_name!r} ({type(error).__name__}: "
-            f"{str(error)[:200]}). On a machine with internet run "
-            f"`python -c \"import tensorflow_datasets as tfds; tfds.load('{tfds_name}')\"`, "
-            f"copy the folder ~/tensorflow_datasets/{tfds_name} into {folder}, and "
-            "pass that parent folder as --data-dir."
-        ) from error
-    scale = lambda x: x.astype("float32") / 255.0  # noqa: E731
-    return (scale(x_train), y_train.astype("int32")), (scale(x_test), y_test.astype("int32")), classes
+            f"{csv_path} was written by another version of this script: its columns are "
+            f"{list(header)}; this version records {list(FIELDS)}"
+            + (f" (missing: {missing})" if missing else "")
+            + ". Its runs' settings cannot all be known, so they cannot be reused or compared. "
+            "Pass a new --out, or move that folder away."
+        )
+    return rows
 
 
-def load(name, data_dir=None, max_train=None, max_test=None):
-    if name == "digits":
-        train, test, classes = load_digits()
-    elif name in TFDS_NAMES:
-        train, test, classes = load_tfds(name, data_dir)
-    else:
-        raise ValueError(f"Unknown data set {name!r}; choose from {['digits', *TFDS_NAMES]}.")
-    cut = lambda pair, n: pair if n is None else (pair[0][:n], pair[1][:n])  # noqa: E731
-    return cut(train, max_train), cut(test, max_test), classes
-
-
-# ---------------------------------------------------------- initializers
-def initializer_factory(name, seed, correlation=None, alpha=1.0):
-    """Zero-argument factory giving each layer its own seeded initializer."""
-    counter = iter(range(10**6))
-    makers = {
-        "he_normal": lambda s: keras.initializers.HeNormal(seed=s),
-        "correlated": lambda s: CorrelatedHeNormal(correlation, alpha=alpha, seed=s),
-        "correlated_weight": lambda s: CorrelatedHeNormal(correlation, alpha=alpha, variance_mode="weight", seed=s),
-        "enhanced_gamma": lambda s: EnhancedGamma(seed=s),
-        "orthogonal": lambda s: keras.initializers.Orthogonal(seed=s),
-        "glorot_normal": lambda s: keras.initializers.GlorotNormal(seed=s),
-        "lsuv": lambda s: keras.initializers.Orthogonal(seed=s),  # then lsuv_initialize
-    }
-    if name not in makers:
-        raise ValueError(f"Unknown initializer {name!r}; choose from {sorted(makers)}.")
-    return lambda: makers[name](seed * 1000 + next(counter))
-
-
-INITIALIZERS = ["he_normal", "correlated", "correlated_weight", "enhanced_gamma", "orthogonal", "glorot_normal", "lsuv"]
+def append_result(csv_path, row):
+    new_file = not os.path.exists(csv_path)
+    with open(csv_path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new_file:
+            writer.writeheader()
+        writer.writerow({name: canonical(row[name]) for name in FIELDS})
 
 
 # -------------------------------------------------------------- running
-def run_key(row):
-    return "_".join(str(row[f]) for f in FIELDS[:5])
-
-
-def train_one(args, dataset, data, network, batch_norm, init, seed, correlation):
-    (x_train, y_train), (x_test, y_test), classes = data
-    keras.utils.set_random_seed(seed)
-    model = networks.build(
-        network, x_train.shape[1:], classes, initializer_factory(init, seed, correlation, args.alpha),
-        batch_norm=batch_norm, width=args.width, l2=args.l2,
-    )
-    if init == "lsuv":
-        lsuv_initialize(model, x_train[: args.batch_size], verbose=0, seed=seed)
-    model.compile(
-        optimizer=keras.optimizers.SGD(args.lr, momentum=0.8),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+def compile_and_fit(model, settings, data, validation=True):
+    """Trains with the run's optimizer settings; returns the history dict."""
+    (x_train, y_train), (x_test, y_test), _ = data
+    optimizer = (keras.optimizers.SGD(float(settings["lr"]), momentum=float(settings["momentum"]))
+                 if settings["optimizer"] == "sgd" else keras.optimizers.Adam(float(settings["lr"])))
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
     history = model.fit(
-        x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-        validation_data=(x_test, y_test), callbacks=[GradientSignMonitor()], verbose=0,
+        x_train, y_train, batch_size=int(settings["batch_size"]), epochs=int(settings["epochs"]),
+        validation_data=(x_test, y_test) if validation else None, callbacks=[GradientSignMonitor()], verbose=0,
     )
     return history.history
 
 
-def summarize(rows):
-    groups = {}
-    for row in rows:
-        groups.setdefault(tuple(row[f] for f in FIELDS[:4]), []).append(float(row["test_accuracy"]))
-    lines = ["| dataset | network | batch norm | initializer | seeds | test accuracy |", "|---|---|---|---|---|---|"]
-    for (dataset, network, bn, init), accs in sorted(groups.items()):
-        spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        lines.append(f"| {dataset} | {network} | {bn} | {init} | {len(accs)} | {statistics.mean(accs):.4f} +/- {spread:.4f} |")
-    return "\n".join(lines)
+def build_model(run, data, context):
+    """The run's network, initialized by its arm."""
+    (x_train, _), _, classes = data
+    keras.utils.set_random_seed(run["seed"])
+    model = networks.build(run["network"], x_train.shape[1:], classes,
+                           arms.layer_factory(run["init"], run["seed"], context),
+                           batch_norm=run["batch_norm"] == "on", width=run["width"], l2=run["l2"])
+    arms.post_build(run["init"], model, run["seed"], context, x_train)
+    return model
 
 
-def main(argv=None):
+class Runner:
+    """Trains planned runs, with source networks loaded or trained once."""
+
+    def __init__(self, args):
+        self.args = args
+        self.correlation = CorrelationEstimate.load(args.correlation) if args.correlation else None
+        self.sources = {}
+
+    def dataset(self, name):
+        return datasets.load(name, self.args.data_dir, self.args.max_train, self.args.max_test)
+
+    def context(self, run):
+        source = None
+        if arms.uses_source(run["init"]):
+            settings = arms.source_settings(run, self.args)
+            if run["source"] not in self.sources:
+                self.sources[run["source"]] = arms.load_or_train_source(
+                    settings, self.dataset(run["dataset"]), self.args.out, compile_and_fit)
+            source = self.sources[run["source"]]
+        return arms.Context(alpha=run["alpha"] if run["alpha"] != NOT_USED else 1.0, correlation=self.correlation,
+                            source=source, gamma_base=self.args.gamma_base,
+                            gamma_granularity=self.args.gamma_granularity)
+
+    def train(self, run):
+        data = self.dataset(run["dataset"])
+        start = time.perf_counter()
+        model = build_model(run, data, self.context(run))
+        history = compile_and_fit(model, run, data)
+        return {**run, "run_id": run_id(run), "test_accuracy": history["val_accuracy"][-1],
+                "sign_change_epoch1": history["grad_sign_change"][0],
+                "seconds": round(time.perf_counter() - start, 1)}, history
+
+
+def run_all(todo, args):
+    """Trains each planned run, appending each result as it finishes."""
+    runner, finished = Runner(args), []
+    progress = keras.utils.Progbar(len(todo), unit_name="run", stateful_metrics=["accuracy"]) if todo else None
+    for run in todo:
+        row, history = runner.train(run)
+        with open(os.path.join(args.out, "histories", row["run_id"] + ".json"), "w") as f:
+            json.dump({"settings": {k: canonical(run[k]) for k in SETTINGS}, "history": history}, f)
+        append_result(os.path.join(args.out, "results.csv"), row)
+        finished.append({name: canonical(row[name]) for name in FIELDS})
+        progress.add(1, [("accuracy", row["test_accuracy"])])
+    return finished
+
+
+# ------------------------------------------------------------ reporting
+def data_notes(rows, args):
+    """A line per data set (its adjacent-pixel correlation) and per source network."""
+    notes = []
+    for name in sorted({r["dataset"] for r in rows}):
+        (x_train, _), _, _ = datasets.load(name, args.data_dir, args.max_train, args.max_test)
+        notes.append(f"- {name}: {x_train.shape[1]}x{x_train.shape[2]} inputs, mean correlation of adjacent "
+                     f"pixels {datasets.adjacent_pixel_correlation(x_train):.3f}")
+    for source in sorted({r["source"] for r in rows} - {NOT_USED}):
+        with open(os.path.join(args.out, "sources", source + ".json")) as f:
+            saved = json.load(f)
+        notes.append(f"- source {source}: {saved['settings']['network']} trained {saved['settings']['epochs']} epochs "
+                     f"(batch norm {saved['settings']['batch_norm']}) on the {saved['settings']['dataset']} training "
+                     f"split, train accuracy {saved['train_accuracy']:.3f}; its pooled 3x3 R has mean off-diagonal "
+                     f"correlation {saved['mean_offdiagonal_correlation']:.3f} (built-in R: 0.254)")
+    return ["Data:\n\n" + "\n".join(notes)] if notes else []
+
+
+def gamma_notes(rows, args):
+    """EnhancedGamma's per-layer distance from its base at initialization."""
+    lines = []
+    configs = {(r["dataset"], r["network"], r["width"], r["batch_norm"]) for r in rows if r["init"] == "enhanced_gamma"}
+    for dataset, network, width, bn in sorted(configs):
+        data = datasets.load(dataset, args.data_dir, args.max_train, args.max_test)
+        kernels = {}
+        for label, init, seed in [("enhanced", "enhanced_gamma", 0), ("base", arms.GAMMA_BASES[args.gamma_base], 0),
+                                  ("base_again", arms.GAMMA_BASES[args.gamma_base], 1)]:
+            run = dict(network=network, width=float(width), batch_norm=bn, l2=0.0, init=init, seed=seed)
+            model = build_model(run, data, arms.Context(gamma_base=args.gamma_base,
+                                                        gamma_granularity=args.gamma_granularity))
+            # keyed by position: layer names differ between the three models
+            kernels[label] = {f"{i}: {type(l).__name__} {tuple(l.kernel.shape)}": keras.ops.convert_to_numpy(l.kernel)
+                              for i, l in enumerate(l for l in model.layers if hasattr(l, "kernel"))}
+        lines += ["", f"EnhancedGamma ({args.gamma_base}, {args.gamma_granularity}) at initialization, {dataset} "
+                  f"{network} width {width} bn {bn}: Earth mover's distance from {args.gamma_base}, in units of "
+                  "its standard deviation (noise floor: two independent base draws)", "",
+                  "| layer | EMD(enhanced, base) / std | EMD(base, base') / std | ratio |", "|---|---|---|---|"]
+        for name, distance, floor in report.weight_distances(kernels["enhanced"], kernels["base"], kernels["base_again"]):
+            lines.append(f"| {name} | {distance:.4f} | {floor:.4f} | {distance / floor:.1f}x |")
+    return lines
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", nargs="+", default=["digits"], choices=["digits", *TFDS_NAMES])
+    parser.add_argument("--dataset", nargs="+", default=["digits"], choices=datasets.DATASETS)
     parser.add_argument("--network", nargs="+", default=None, choices=sorted(networks.NETWORKS),
-                        help="default: small_cnn for digits, vgg8 and resnet10 otherwise")
-    parser.add_argument("--init", nargs="+", default=["he_normal", "correlated", "correlated_weight", "enhanced_gamma"],
-                        choices=INITIALIZERS)
-    parser.add_argument("--batch-norm", nargs="+", default=["off", "on"], choices=["off", "on"])
-    parser.add_argument("--seeds", type=int, default=3)
+                        help="default: small_cnn for digits and digits32, vgg8 and resnet10 otherwise")
+    parser.add_argument("--init", nargs="+", default=["uncorrelated", "correlated", "correlated~var",
+                                                      "correlated_weight", "correlated_weight~sum"],
+                        choices=arms.ARMS, metavar="ARM", help=f"arms, from {arms.ARMS}")
+    parser.add_argument("--baseline", default="uncorrelated", help="arm the paired differences are taken to")
+    parser.add_argument("--batch-norm", nargs="+", default=["off"], choices=["off", "on"])
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=0.005)
-    parser.add_argument("--l2", type=float, default=0.0)
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    parser.add_argument("--lr", type=float, nargs="+", default=[0.005])
+    parser.add_argument("--momentum", type=float, default=0.8, help="SGD momentum")
+    parser.add_argument("--l2", type=float, nargs="+", default=[0.0])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--alpha", type=float, default=1.0, help="CorrelatedHeNormal strength factor")
-    parser.add_argument("--correlation", help="R source: a JSON file from `keras-corrinit extract` (default: built-in)")
+    parser.add_argument("--width", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="CorrelatedHeNormal strength factor")
+    parser.add_argument("--correlation", help="R of correlated/correlated_weight: a JSON file from "
+                                              "`keras-corrinit extract` (default: the built-in R)")
+    parser.add_argument("--source-network", choices=sorted(networks.NETWORKS),
+                        help="network the learned arms take R/NFM/AGOP from (default: the run's network)")
+    parser.add_argument("--source-epochs", type=int, default=10)
+    parser.add_argument("--source-lr", type=float, default=0.02, help="SGD (momentum 0.9) rate of the source")
+    parser.add_argument("--gamma-base", default="he_normal", choices=sorted(arms.GAMMA_BASES))
+    parser.add_argument("--gamma-granularity", default="filter", choices=["filter", "spatial"])
     parser.add_argument("--data-dir", help="tensorflow-datasets data directory")
     parser.add_argument("--max-train", type=int, help="use only this many training samples")
     parser.add_argument("--max-test", type=int, help="use only this many test samples")
     parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--shard", default="0/1", help="I/N: run only every N-th planned run from the I-th "
+                        "(parallel workers, each with its own --out; merge their results.csv and histories)")
+    parser.add_argument("--sources-only", action="store_true",
+                        help="train the source networks the learned arms need, then stop (before sharding)")
     args = parser.parse_args(argv)
+    index, _, count = args.shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        parser.error(f"--shard must be I/N with 0 <= I < N, e.g. 0/4; received {args.shard!r}")
+    args.shard = (int(index), int(count))
+    return args
 
-    correlation = CorrelationEstimate.load(args.correlation) if args.correlation else None
+
+def main(argv=None):
+    args = parse_args(argv)
     os.makedirs(os.path.join(args.out, "histories"), exist_ok=True)
-    csv_path = os.path.join(args.out, "results.csv")
-    rows = list(csv.DictReader(open(csv_path))) if os.path.exists(csv_path) else []
-    done = {run_key(r) for r in rows}
-    plan = [
-        dict(dataset=d, network=n, batch_norm=b, init=i, seed=s)
-        for d in args.dataset
-        for n in (args.network or (["small_cnn"] if d == "digits" else ["vgg8", "resnet10"]))
-        for b in args.batch_norm for i in args.init for s in range(args.seeds)
-    ]
-    todo = [p for p in plan if run_key(p) not in done]
-    print(f"{len(plan)} runs planned, {len(plan) - len(todo)} already in {csv_path}; "
-          f"backend {keras.backend.backend()}", flush=True)
-    data_cache = {}
-    for number, run in enumerate(todo, 1):
-        if run["dataset"] not in data_cache:
-            data_cache[run["dataset"]] = load(run["dataset"], args.data_dir, args.max_train, args.max_test)
-        start = time.perf_counter()
-        history = train_one(args, run["dataset"], data_cache[run["dataset"]], run["network"],
-                            run["batch_norm"] == "on", run["init"], run["seed"], correlation)
-        row = {**run, "test_accuracy": history["val_accuracy"][-1], "seconds": round(time.perf_counter() - start, 1)}
-        with open(os.path.join(args.out, "histories", run_key(run) + ".json"), "w") as f:
-            json.dump(history, f)
-        new_file = not os.path.exists(csv_path)
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-        rows.append({k: str(v) for k, v in row.items()})
-        print(f"[{number}/{len(todo)}] {run_key(run)}: test accuracy {row['test_accuracy']:.4f}, "
-              f"sign changes epoch 1 {history['grad_sign_change'][0]:.4f} ({row['seconds']}s)", flush=True)
-
-    table = summarize(rows)
+    rows = read_results(os.path.join(args.out, "results.csv"))
+    done = {row["run_id"] for row in rows}
+    planned = plan(args)[args.shard[0]::args.shard[1]]
+    if args.sources_only:
+        runner = Runner(args)
+        for run in planned:
+            runner.context(run)
+        print(f"sources in {args.out}/sources: {sorted(runner.sources)}")
+        return
+    todo = [run for run in planned if run_id(run) not in done]
+    print(f"{len(planned)} runs planned, {len(planned) - len(todo)} already in {args.out}/results.csv "
+          f"with the same settings; backend {keras.backend.backend()}", flush=True)
+    rows += run_all(todo, args)
+    table = report.summarize(rows, SETTINGS, args.baseline, notes=data_notes(rows, args))
+    table += "\n" + "\n".join(gamma_notes(rows, args))
     with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(f"backend {keras.backend.backend()}, epochs {args.epochs}, lr {args.lr}, l2 {args.l2}, "
-                f"batch {args.batch_size}, width {args.width}\n\n{table}\n")
+        f.write(table + "\n")
     print(table)
-    write_plots(rows, args.out)
-
-
-def write_plots(rows, out):
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         print("matplotlib not installed: no plots (pip install 'keras_corrinit[plot]').")
         return
-    groups = {}
-    for row in rows:
-        with open(os.path.join(out, "histories", run_key(row) + ".json")) as f:
-            history = json.load(f)
-        key = (row["dataset"], row["network"], row["batch_norm"])
-        groups.setdefault(key, {}).setdefault(row["init"], []).append(history)
-    for (dataset, network, bn), runs in sorted(groups.items()):
-        path = os.path.join(out, f"curves_{dataset}_{network}_bn-{bn}.png")
-        plot_training_curves(runs, path)
+    for path in report.write_plots(rows, SETTINGS, args.out):
         print(f"wrote {path}")
 
 
