@@ -1,22 +1,36 @@
-"""Cost of lsuv_initialize on ResNet50(weights=None), batch 32 at 64x64.
+"""Cost of lsuv_initialize against one forward pass, in the same process.
 
 Usage:
 
     KERAS_BACKEND=torch python benchmarks/bench_lsuv.py
     python benchmarks/bench_lsuv.py --all-backends
 
-Prints the wall time, the forward work LSUV did (`prefix_runs`: passes that
-end at a layer's input; `layer_calls`: single-layer calls during the variance
-iterations), the time of one full forward pass of the same batch measured in
-the same process, and the naive method's count of full passes (one per layer
-and measurement) for comparison.
+For ResNet50, DenseNet121 and EfficientNetB0 (weights=None, batch 32 at
+64x64) prints: the median time of one forward pass (training=False); the
+time of `lsuv_initialize(model, x, orthogonal=False)` as a multiple of it
+(the goal: at most 2); the report's own count of the work
+(`forward_pass_equivalents`, from the multiply-adds of the extra layer
+calls) and extra `layer_calls`; and the orthonormal pre-step's cost
+(`orthogonal=True` minus `orthogonal=False`), also in forward passes.
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
+
+MODELS = ("ResNet50", "DenseNet121", "EfficientNetB0")
+
+
+def _median_time(fn, repeats=3):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def run():
@@ -25,24 +39,24 @@ def run():
 
     from keras_corrinit import lsuv_initialize
 
-    model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
     x = np.random.default_rng(0).normal(size=(32, 64, 64, 3)).astype("float32")
-    model(x, training=False)  # warm-up
-    start = time.perf_counter()
-    model(x, training=False)
-    full_pass = time.perf_counter() - start
-
-    start = time.perf_counter()
-    report = lsuv_initialize(model, x, verbose=0)
-    seconds = time.perf_counter() - start
-    naive = sum(e.iterations + 1 for e in report)
-    print(
-        f"backend={keras.backend.backend()} layers={len(report)} "
-        f"time={seconds:.1f}s full_forward={full_pass * 1e3:.0f}ms "
-        f"time/full_forward={seconds / full_pass:.0f} prefix_runs={report.prefix_runs} "
-        f"layer_calls={report.layer_calls} naive_full_passes={naive} "
-        f"not_converged={[e.name for e in report if not e.converged]}"
-    )
+    for name in MODELS:
+        model = getattr(keras.applications, name)(weights=None, input_shape=(64, 64, 3))
+        model(x, training=False)  # warm-up
+        forward = _median_time(lambda: keras.ops.convert_to_numpy(model(x, training=False)))
+        lsuv_initialize(model, x, orthogonal=False, verbose=0)  # warm-up of the eager paths
+        reports = []
+        scaled_only = _median_time(lambda: reports.append(lsuv_initialize(model, x, orthogonal=False, verbose=0)))
+        with_orthonormal = _median_time(lambda: lsuv_initialize(model, x, seed=0, verbose=0))
+        report = reports[-1]
+        print(
+            f"backend={keras.backend.backend()} model={name} layers={len(report)} "
+            f"forward={forward * 1e3:.0f}ms lsuv/forward={scaled_only / forward:.2f} "
+            f"forward_pass_equivalents={report.forward_pass_equivalents:.2f} layer_calls={report.layer_calls} "
+            f"orthonormal_prestep/forward={(with_orthonormal - scaled_only) / forward:.2f} "
+            f"not_converged={[e.name for e in report if not e.converged]}",
+            flush=True,
+        )
 
 
 def main():

@@ -24,6 +24,7 @@ from keras_corrinit.initializers import (
 from keras_corrinit.layerwise import apply_initializers, layer_seeds, pair_layers
 from keras_corrinit.nfm import NFMInit, agop_matrix, nfm_layerwise_initializers, nfm_matrix
 from keras_corrinit.plots import plot_correlation_profiles, plot_training_curves
+from keras_corrinit.tracker import GradientSignTracker
 from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_CORRELATION",
     "EnhancedGamma",
     "GradientSignMonitor",
+    "GradientSignTracker",
     "LSUVReport",
     "LayerReport",
     "NFMInit",

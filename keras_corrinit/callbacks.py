@@ -1,11 +1,9 @@
 """GradientSignMonitor: gradient sign changes ("zig-zag") during `fit`.
 
-The correlated-initialization paper (Section 6, (iii); Figures 4-6) measures
-how often gradients change sign between consecutive updates:
-
-    GradientSignChanges_i = sum_j |sign(g_j^(i)) - sign(g_j^(i+1))| / (2 d)
-
-over all d trainable parameters, with sign(0) = 0, and the mean |gradient|.
+The correlated-initialization paper's measure (Section 6, (iii); Figures
+4-6), the fraction of gradient sign changes between consecutive updates and
+the mean |gradient|, computed by `GradientSignTracker`'s formula (see
+`tracker.py`, which also serves custom training loops).
 
 Design. Keras callbacks never see gradients, and overriding `train_step` is
 not an option for users' models, so the monitor reaches the gradients where
@@ -51,10 +49,10 @@ Semantics:
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_corrinit._backend_grads import replica_sum, strategy_scope
+from keras_corrinit.tracker import GradientSignTracker
 
 __all__ = ["GradientSignMonitor"]
 
@@ -62,9 +60,10 @@ __all__ = ["GradientSignMonitor"]
 class _SignRecordingOptimizer(keras.optimizers.Optimizer):
     """Wraps an optimizer; records gradient statistics before each update."""
 
-    def __init__(self, inner_optimizer):
+    def __init__(self, inner_optimizer, tracker):
         super().__init__(learning_rate=0.0, name="gradient_sign_monitor")
         self.inner_optimizer = inner_optimizer
+        self.tracker = tracker
         self.accumulation_steps = inner_optimizer.gradient_accumulation_steps or 1
 
     def build(self, var_list):
@@ -85,29 +84,38 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
                 aggregation="only_first_replica", layout=layout,
             )
 
-        self.previous_signs = [variable(tuple(v.shape), "int8", "previous_sign", v) for v in var_list]
+        # The tracker's state, as optimizer variables: the compiled step
+        # carries them on every backend (JAX: in the jitted step's state).
+        self.state = {
+            "previous_signs": [variable(tuple(v.shape), "int8", "previous_sign", v) for v in var_list],
+            "has_previous": variable((), "float32", "has_previous"),
+            "sign_changes": variable((n,), "float32", "sign_changes"),
+            "magnitude_sums": variable((n,), "float32", "magnitude_sums"),
+            "sign_steps": variable((), "float32", "sign_steps"),
+            "measured_steps": variable((), "float32", "measured_steps"),
+            "nonfinite_steps": variable((), "float32", "nonfinite_steps"),
+        }
         if self.accumulation_steps > 1:
             self.accumulated = [variable(tuple(v.shape), "float32", "accumulated_grad", v) for v in var_list]
             self.micro_steps = variable((), "int32", "micro_steps")
-        self.has_previous = variable((), "float32", "has_previous")
-        self.sign_changes = variable((n,), "float32", "sign_changes")
-        self.magnitude_sums = variable((n,), "float32", "magnitude_sums")
-        self.sign_steps = variable((), "float32", "sign_steps")
-        self.measured_steps = variable((), "float32", "measured_steps")
-        self.nonfinite_steps = variable((), "float32", "nonfinite_steps")
         super().build(var_list)
+
+    def state_values(self):
+        """The tracker's state as a plain dict of tensors."""
+        return {k: [x.value for x in v] if isinstance(v, list) else v.value for k, v in self.state.items()}
+
+    def assign_state(self, new):
+        # Keras tracks the dict of variables as a TrackedDict: assign key by key.
+        for key, variables in self.state.items():
+            if isinstance(variables, list):
+                for variable, value in zip(variables, new[key]):
+                    variable.assign(value)
+            else:
+                variables.assign(new[key])
 
     @property
     def variables(self):
         return self._variables + self.inner_optimizer.variables
-
-    @property
-    def statistics(self):
-        """The variables that hold the running sums (reset per epoch)."""
-        return [
-            self.sign_changes, self.magnitude_sums, self.sign_steps,
-            self.measured_steps, self.nonfinite_steps,
-        ]
 
     # What trainers, schedules and callbacks read is the user's optimizer's.
     @property
@@ -137,7 +145,7 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
         return grads
 
     def _record(self, grads):
-        """Updates the statistics with one step's gradients (no control flow)."""
+        """Updates the tracker's state with one step's gradients (no control flow)."""
         grads = replica_sum([ops.cast(g, "float32") for g in self._unscale(grads)])
         applied = 1.0
         if self.accumulation_steps > 1:
@@ -150,25 +158,7 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
             for a, t in zip(self.accumulated, totals):
                 a.assign(t * (1.0 - applied))
             self.micro_steps.assign(micro)
-        finite = ops.cast(
-            ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads])), "float32"
-        )
-        valid = applied * finite
-        counted = valid * self.has_previous.value
-        changes, magnitudes = [], []
-        for previous, g in zip(self.previous_signs, grads):
-            g = ops.where(ops.isfinite(g), g, 0.0)
-            sign = ops.cast(ops.sign(g), "int8")
-            flips = ops.abs(ops.cast(sign, "int32") - ops.cast(previous.value, "int32"))
-            changes.append(ops.cast(ops.sum(flips), "float32") / 2.0)
-            magnitudes.append(ops.sum(ops.abs(g)))
-            previous.assign(ops.where(valid > 0, sign, previous.value))
-        self.sign_changes.assign(self.sign_changes.value + counted * ops.stack(changes))
-        self.magnitude_sums.assign(self.magnitude_sums.value + valid * ops.stack(magnitudes))
-        self.sign_steps.assign(self.sign_steps.value + counted)
-        self.measured_steps.assign(self.measured_steps.value + valid)
-        self.nonfinite_steps.assign(self.nonfinite_steps.value + applied * (1.0 - finite))
-        self.has_previous.assign(ops.maximum(self.has_previous.value, valid))
+        self.assign_state(self.tracker.stateless_update(self.state_values(), grads, applied))
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
@@ -260,22 +250,11 @@ class GradientSignMonitor(keras.callbacks.Callback):
             # Left by a fit that ended with an exception.
             model.optimizer = model.optimizer.inner_optimizer
         self._user_optimizer = model.optimizer
+        self._tracker = GradientSignTracker(model.trainable_variables, per_layer=self.per_layer)
         with strategy_scope(model):
-            wrapper = _SignRecordingOptimizer(model.optimizer)
+            wrapper = _SignRecordingOptimizer(model.optimizer, self._tracker)
             wrapper.build(model.trainable_variables)
         self._wrapper = wrapper
-        # Per-layer keys name the layer inside the model: "conv2d", or
-        # "resnet50/conv1_conv" for a nested one.
-        prefix = model.name + "/"
-        sizes = [int(ops.size(v)) for v in model.trainable_variables]
-        groups = {}
-        for i, v in enumerate(model.trainable_variables):
-            path = v.path[len(prefix):] if v.path.startswith(prefix) else v.path
-            groups.setdefault(path.rsplit("/", 1)[0], []).append(i)
-        self._total_size = float(sum(sizes))
-        self._layer_groups = {
-            layer: (np.array(idx), float(sum(sizes[i] for i in idx))) for layer, idx in groups.items()
-        }
         model.optimizer = wrapper
         model.make_train_function(force=True)
         self._global_step = 0
@@ -287,27 +266,7 @@ class GradientSignMonitor(keras.callbacks.Callback):
 
     # ------------------------------------------------------------- reading
     def _read(self):
-        return [ops.convert_to_numpy(v) for v in self._wrapper.statistics]
-
-    def _summaries(self, stats, base=None):
-        if base is not None:
-            stats = [s - b for s, b in zip(stats, base)]
-        changes, magnitudes, sign_steps, measured, nonfinite = stats
-        d = self._total_size
-        out = {
-            "grad_sign_change": float(changes.sum() / (d * sign_steps)) if sign_steps else float("nan"),
-            "grad_magnitude": float(magnitudes.sum() / (d * measured)) if measured else float("nan"),
-            "grad_nonfinite_steps": float(nonfinite),
-        }
-        if self.per_layer:
-            for layer, (idx, size) in self._layer_groups.items():
-                out[f"grad_sign_change/{layer}"] = (
-                    float(changes[idx].sum() / (size * sign_steps)) if sign_steps else float("nan")
-                )
-                out[f"grad_magnitude/{layer}"] = (
-                    float(magnitudes[idx].sum() / (size * measured)) if measured else float("nan")
-                )
-        return out
+        return keras.tree.map_structure(ops.convert_to_numpy, self._wrapper.state_values())
 
     def _sync(self):
         # JAX keeps the training state outside the variables during an
@@ -317,8 +276,8 @@ class GradientSignMonitor(keras.callbacks.Callback):
             sync()
 
     def on_epoch_begin(self, epoch, logs=None):
-        for v in self._wrapper.statistics:
-            v.assign(ops.zeros(v.shape, v.dtype))
+        # Sums restart each epoch; the previous step's signs are kept.
+        self._wrapper.assign_state(self._tracker.reset_state(self._wrapper.state_values(), keep_previous=True))
         self._snapshot = None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -326,11 +285,11 @@ class GradientSignMonitor(keras.callbacks.Callback):
         if self.every_n_steps and self._global_step % self.every_n_steps == 0:
             self._sync()
             stats = self._read()
-            entry = self._summaries(stats, self._snapshot)
+            entry = self._tracker.stateless_result(stats, since=self._snapshot)
             entry["step"] = self._global_step
             self.step_history.append(entry)
             self._snapshot = stats
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs.update(self._summaries(self._read()))
+            logs.update(self._tracker.stateless_result(self._read()))

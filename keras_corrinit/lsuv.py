@@ -4,16 +4,25 @@ Mishkin & Matas, "All you need is a good init" (2015): start every
 convolution and dense kernel from an orthonormal matrix, then, from the first
 layer to the last, forward a mini-batch, measure the variance of the layer's
 output and divide the kernel by the square root of that variance until it is
-within `tol` of 1.
+within `tol` of the target (1).
 
-How the work is kept small: the input of each touched layer is computed once,
-by a model that ends at that layer's input (built from the model's own
-functional graph, so residual adds, concatenations and batch norm are the
-real ones). The variance iterations then call only that layer on the cached
-input. The report counts both: `prefix_runs` (forward passes that end at a
-layer's input, each costing a fraction of a full pass) and `layer_calls`.
+One forward pass. LSUV needs each layer's input once, after every layer
+upstream of it is final. So the model is run once on the batch, with each
+touched layer's `call` intercepted on the instance: when the forward pass
+reaches the layer, its input already reflects all upstream rescaling; the
+layer is rescaled there, and the pass continues with its final output. This
+works for any model whose forward pass calls its layers: Sequential,
+Functional, nested and subclassed models alike.
 
-"Output" is the tensor the Keras layer returns: with a fused activation
+Most rescalings cost no extra call: with a linear or ReLU activation and a
+zero bias (or a bias scaled with the kernel), scaling the kernel by c
+scales the output by exactly c, so the new variance is `c^2` times the old
+one. Other layers, and iterations on a fresh batch, call the layer again on
+its (cached) input. `LSUVReport.forward_pass_equivalents` counts the work:
+one pass plus the extra layer calls, each weighted by its layer's share of
+the touched layers' multiply-adds.
+
+"Output" is what the Keras layer returns: with a fused activation
 (`Conv2D(..., activation="relu")`) that is after the activation, with a
 separate `Activation`/`ReLU` layer it is before it. The forward pass runs in
 inference mode (`training=False`): dropout is off and batch normalization
@@ -21,14 +30,16 @@ uses its moving statistics (the identity, at initialization).
 """
 
 import dataclasses
-import inspect
 import math
+import re
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
-from keras_corrinit._data import first_batch
+from keras_corrinit._data import take_batches
+from keras_corrinit.layerwise import walk_layers
 
 __all__ = ["lsuv_initialize", "LSUVReport", "LayerReport", "SUPPORTED_LAYERS"]
 
@@ -47,6 +58,7 @@ SUPPORTED_LAYERS = (
     keras.layers.Dense,
 )
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 MIN_BATCH = 16  # the paper's minimum mini-batch size
 _DEAD_VARIANCE = 1e-12
 
@@ -65,11 +77,20 @@ class LayerReport:
 
 @dataclasses.dataclass
 class LSUVReport:
-    """Per-layer results, in the order the layers were processed."""
+    """Per-layer results in the order the forward pass reached the layers.
+
+    Attributes:
+        layers: `LayerReport`s.
+        layer_calls: Extra single-layer calls made for the iterations
+            (beyond the forward pass itself).
+        forward_pass_equivalents: The work done, in forward passes of the
+            data used (all `batches` together): 1 plus the extra calls, each
+            weighted by its share of the touched layers' multiply-adds.
+    """
 
     layers: list
-    prefix_runs: int = 0
     layer_calls: int = 0
+    forward_pass_equivalents: float = 1.0
 
     def __iter__(self):
         return iter(self.layers)
@@ -84,132 +105,192 @@ class LSUVReport:
         raise KeyError(f"No layer named {name!r} was initialized by LSUV.")
 
 
-def _lsuv_batch(data, batch_size):
-    x = first_batch(data, batch_size)
-    n = keras.tree.flatten(x)[0].shape[0]
-    if n < MIN_BATCH:
-        warnings.warn(
-            f"LSUV uses a batch of {n} samples; variance estimates need at "
-            f"least {MIN_BATCH} (the paper's minimum). Pass more samples.",
-            stacklevel=3,
-        )
-    return x
-
-
 def _kernels(layer):
     if isinstance(layer, _SEPARABLE):
         return [layer.depthwise_kernel, layer.pointwise_kernel]
     return [layer.kernel]
 
 
-def _orthonormal(layer, seed_generator):
-    for kernel in _kernels(layer):
-        init = keras.initializers.Orthogonal(seed=seed_generator)
-        kernel.assign(init(tuple(kernel.shape), dtype=kernel.dtype))
+def _orthonormal_start(layers, seed_generator):
+    for layer in layers:
+        for kernel in _kernels(layer):
+            init = keras.initializers.Orthogonal(seed=seed_generator)
+            kernel.assign(init(tuple(kernel.shape), dtype=kernel.dtype))
 
 
 def _variance(x):
     return float(ops.convert_to_numpy(ops.var(ops.cast(x, "float32"))))
 
 
-def _center_bias(layer, outputs):
-    channel_mean = ops.mean(outputs, axis=tuple(range(len(outputs.shape) - 1)))
-    layer.bias.assign(layer.bias - ops.cast(channel_mean, layer.bias.dtype))
+def _multiply_adds(layer, output):
+    """Multiply-adds of one call: each output value costs a kernel column."""
+    per_output = sum(math.prod(k.shape[:-1]) for k in _kernels(layer))
+    if isinstance(layer, _DEPTHWISE):
+        per_output = math.prod(layer.kernel.shape[:-2])
+    return math.prod(output.shape) * per_output
 
 
-def _lsuv_layer(layer, x, tol, max_iter, center_bias, report):
-    """Scales one layer's kernel until its output variance is within tol of 1."""
-    def forward():
-        report.layer_calls += 1
-        return layer(x, training=False) if _takes_training(layer) else layer(x)
-
-    scaled = [_kernels(layer)[-1]]
-    if center_bias and getattr(layer, "bias", None) is not None:
-        _center_bias(layer, forward())
-        scaled.append(layer.bias)  # scaled with the kernel: mean stays 0
-    variance = initial = _variance(forward())
-    iterations, total_factor = 0, 1.0
-    while abs(variance - 1.0) >= tol and iterations < max_iter:
-        if not math.isfinite(variance) or variance <= _DEAD_VARIANCE:
-            break
-        factor = 1.0 / math.sqrt(variance)
-        for variable in scaled:
-            variable.assign(variable * factor)
-        iterations += 1
-        total_factor *= factor
-        variance = _variance(forward())
-    converged = abs(variance - 1.0) < tol
-    if not converged:
-        reason = (
-            "its output is constant (dead units, e.g. ReLU with no active input)"
-            if math.isfinite(variance) and variance <= _DEAD_VARIANCE
-            else f"its output variance is {variance:.4g} after {iterations} iterations"
-        )
-        what_was_done = (
-            "Its weights were not rescaled"
-            if iterations == 0
-            else f"Its weights keep the {iterations} rescalings applied (factor "
-            f"{total_factor:.4g} in all; output variance {initial:.4g} -> {variance:.4g})"
-        )
-        warnings.warn(
-            f"LSUV did not converge for layer {layer.name!r}: {reason}. "
-            f"{what_was_done}; check its inputs, or raise `max_iter`.",
-            stacklevel=4,
-        )
-    return LayerReport(
-        layer.name, type(layer).__name__, initial, variance, iterations, converged
-    )
+def _homogeneous(layer, center_bias):
+    """Whether scaling the scaled variables by c scales the output by c exactly."""
+    if getattr(layer, "activation", None) not in (keras.activations.linear, keras.activations.relu):
+        return False
+    bias = getattr(layer, "bias", None)
+    return bias is None or center_bias or not bool(ops.convert_to_numpy(ops.any(ops.not_equal(bias, 0))))
 
 
-def _takes_training(layer):
-    return "training" in inspect.signature(layer.call).parameters
+@dataclasses.dataclass
+class _Settings:
+    tol: float
+    max_iter: int
+    target: float
+    center_bias: bool
+    batches: int
 
 
-def _graph_inputs(model, x):
-    """The model's symbolic inputs, building a Sequential without Input first."""
-    if isinstance(model, keras.Sequential) and not model.built:
-        model(keras.tree.map_structure(lambda a: a[:1], x))
-    inputs = getattr(model, "inputs", None)
-    if inputs and len(inputs) == 1:
-        return inputs[0]  # a single-input graph takes a tensor, not a list
-    if not inputs:
-        raise TypeError(
-            f"lsuv_initialize needs a Functional or Sequential model (a graph "
-            f"of layers it can read layer outputs from); {type(model).__name__} "
-            "is a subclassed model without one. Build the model with the "
-            "functional API, or run lsuv_initialize on its functional parts."
-        )
-    return inputs
+class _Interceptor:
+    """Replaces touched layers' `call` for one forward pass, rescaling each once."""
+
+    def __init__(self, layers, settings, report, progress):
+        self.layers, self.settings, self.report, self.progress = layers, settings, report, progress
+        self.done, self.costs, self.extra = set(), {}, 0.0
+
+    def __enter__(self):
+        for layer in self.layers:
+            layer.call = self._wrap(layer, layer.call)
+        return self
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            layer.__dict__.pop("call", None)
+
+    def _wrap(self, layer, original_call):
+        def call(inputs, *args, **kwargs):
+            if id(layer) in self.done:
+                # A shared layer: rescaled at its first call, used as is after.
+                return original_call(inputs, *args, **kwargs)
+            self.done.add(id(layer))
+            return self._rescale(layer, lambda x: original_call(x, *args, **kwargs), inputs)
+
+        return call
+
+    def _rescale(self, layer, forward, inputs):
+        s = self.settings
+        slices = _split(inputs, s.batches)
+        scaled = [_kernels(layer)[-1]]
+        output = forward(inputs)
+        self.costs[layer.name] = _multiply_adds(layer, output)
+        if s.center_bias and getattr(layer, "bias", None) is not None:
+            axes = tuple(range(len(output.shape) - 1))
+            layer.bias.assign(layer.bias - ops.cast(ops.mean(output, axis=axes), layer.bias.dtype))
+            scaled.append(layer.bias)  # scaled with the kernel: the mean stays 0
+            output = self._call(layer, forward, inputs, 1.0)
+        homogeneous = _homogeneous(layer, s.center_bias)
+        sizes = [int(x.shape[0]) for x in slices]
+        ends = np.cumsum([0] + sizes)
+
+        def variance_on(j, total):
+            # Batch j's output under the current weights: the cached output
+            # times the total factor for homogeneous layers, else a call.
+            if homogeneous or total == 1.0:
+                return _variance(output[ends[j] : ends[j + 1]]) * total**2
+            return _variance(self._call(layer, forward, slices[j], sizes[j] / ends[-1]))
+
+        variance = initial = variance_on(0, 1.0)
+        iterations, total = 0, 1.0
+        # Centred bias and kernel scaled together on a linear or ReLU output:
+        # one exact step gives mean 0 and the target variance, so take it.
+        tol = 1e-6 if s.center_bias and homogeneous else s.tol
+        while abs(variance - s.target) >= tol * s.target and iterations < s.max_iter:
+            if not math.isfinite(variance) or variance <= _DEAD_VARIANCE:
+                break
+            factor = math.sqrt(s.target / variance)
+            for variable in scaled:
+                variable.assign(variable * factor)
+            iterations, total = iterations + 1, total * factor
+            variance = variance_on(iterations % len(slices), total)  # the paper's "next mini-batch"
+        if total != 1.0:
+            output = (output * ops.cast(total, output.dtype) if homogeneous
+                      else self._call(layer, forward, inputs, 1.0))
+        self._finish(layer, initial, variance, iterations, total)
+        return output
+
+    def _call(self, layer, forward, x, share):
+        """An extra call of the layer on `x`, a `share` of the full input."""
+        self.report.layer_calls += 1
+        self.extra += share * self.costs[layer.name]
+        return forward(x)
+
+    def _finish(self, layer, initial, variance, iterations, total):
+        s = self.settings
+        converged = abs(variance - s.target) < s.tol * s.target
+        if not converged:
+            reason = (
+                "its output is constant (dead units, e.g. ReLU with no active input)"
+                if math.isfinite(variance) and variance <= _DEAD_VARIANCE
+                else f"its output variance is {variance:.4g} after {iterations} iterations"
+            )
+            what_was_done = (
+                "Its weights were not rescaled"
+                if iterations == 0
+                else f"Its weights keep the {iterations} rescalings applied (factor "
+                f"{total:.4g} in all; output variance {initial:.4g} -> {variance:.4g})"
+            )
+            warnings.warn(
+                f"LSUV did not converge for layer {layer.name!r}: {reason}. "
+                f"{what_was_done}; check its inputs, or raise `max_iter`.",
+                stacklevel=6,
+            )
+        entry = LayerReport(layer.name, type(layer).__name__, initial, variance, iterations, converged)
+        self.report.layers.append(entry)
+        self.progress(entry)
+
+    def extra_work(self):
+        """The extra calls' multiply-adds over those of one pass through the touched layers."""
+        total = sum(self.costs.values())
+        return self.extra / total if total else 0.0
 
 
-def _run(model, x, tol, max_iter, center_bias, orthogonal, seed_generator, report, progress):
-    inputs = _graph_inputs(model, x)
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            # A nested model: compute its input, then treat it as a model.
-            # `Model.input` is the nested graph's own Input; the base Layer
-            # property gives the tensor that feeds it in this graph.
-            feeding = keras.layers.Layer.input.fget(layer)
-            sub_x = keras.Model(inputs, feeding)(x, training=False)
-            report.prefix_runs += 1
-            _run(layer, sub_x, tol, max_iter, center_bias, orthogonal, seed_generator, report, progress)
-            continue
-        if not isinstance(layer, SUPPORTED_LAYERS):
-            continue
-        if orthogonal:
-            _orthonormal(layer, seed_generator)
-        layer_input = keras.Model(inputs, layer.input)(x, training=False)
-        report.prefix_runs += 1
-        entry = _lsuv_layer(layer, layer_input, tol, max_iter, center_bias, report)
-        report.layers.append(entry)
-        progress(entry)
+def _split(inputs, count):
+    if count == 1:
+        return [inputs]
+    n = inputs.shape[0]
+    size = -(-n // count)
+    return [inputs[i : i + size] for i in range(0, n, size)]
 
 
-def _count_supported(model):
-    return sum(
-        _count_supported(layer) if isinstance(layer, keras.Model) else isinstance(layer, SUPPORTED_LAYERS)
-        for layer in model.layers
-    )
+def _pattern(value, name):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"`{name}` must be None, a regular expression or a list of them; received {value!r}.")
+    return [re.compile(v) for v in value]
+
+
+def _select(model, include, exclude):
+    def matches(patterns, layer):
+        return any(p.search(layer.name) for p in patterns)
+
+    return [
+        layer for layer in walk_layers(model)
+        if isinstance(layer, SUPPORTED_LAYERS)
+        and (include is None or matches(include, layer))
+        and not (exclude and matches(exclude, layer))
+    ]
+
+
+def _check_arguments(model, tol, max_iter, target_variance, batches):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"`tol` must be a number in (0, 1); received {tol!r}.")
+    if not (isinstance(max_iter, int) and max_iter >= 1):
+        raise ValueError(f"`max_iter` must be an int >= 1; received {max_iter!r}.")
+    if not (isinstance(target_variance, (int, float)) and math.isfinite(target_variance) and target_variance > 0):
+        raise ValueError(f"`target_variance` must be a finite number > 0; received {target_variance!r}.")
+    if not (isinstance(batches, int) and batches >= 1):
+        raise ValueError(f"`batches` must be an int >= 1; received {batches!r}.")
 
 
 def lsuv_initialize(
@@ -220,36 +301,57 @@ def lsuv_initialize(
     max_iter=10,
     orthogonal=True,
     center_bias=False,
+    target_variance=1.0,
+    include=None,
+    exclude=None,
+    batches=1,
     batch_size=32,
     seed=None,
     verbose=1,
 ):
-    """LSUV-initializes a model's conv and dense layers in place.
+    """LSUV-initializes a model's conv and dense layers in place, in one forward pass.
 
     Args:
-        model: A Functional or Sequential Keras model (nested models inside
-            it are handled). Touched layers: Conv1D/2D/3D and their
-            transposes, DepthwiseConv1D/2D, SeparableConv1D/2D, Dense.
+        model: Any Keras model whose forward pass calls its layers:
+            Sequential, Functional, nested or subclassed. Touched layers:
+            Conv1D/2D/3D and their transposes, DepthwiseConv1D/2D,
+            SeparableConv1D/2D (the pointwise kernel is scaled), Dense. A
+            layer called more than once (shared) is rescaled at its first
+            call, on the input it gets there, and used as is afterwards.
         data: An input array, an `(x, y)` tuple, a `tf.data.Dataset` or a
-            `keras.utils.PyDataset`; one batch is used (the first
-            `batch_size` samples of an array, else the first batch). Fewer
-            than 16 samples gives a warning.
-        tol: Stop when `|variance - 1| < tol`.
-        max_iter: Maximum number of rescalings per layer.
-        orthogonal: Start each kernel from an orthonormal matrix (the paper).
-            Pass False to keep the current weights, e.g. CorrelatedHeNormal,
-            EnhancedGamma or NFMInit weights, and only apply LSUV's scaling.
+            `keras.utils.PyDataset`. The first `batches` batches are used
+            (`batch_size` samples each from an array). Fewer than 16 samples
+            per batch gives a warning.
+        tol: Stop when `|variance - target_variance| < tol * target_variance`.
+            Default 0.1.
+        max_iter: Maximum number of rescalings per layer. Default 10.
+        orthogonal: Start each touched kernel from an orthonormal matrix
+            (the paper; default True). Pass False to keep the current
+            weights, e.g. CorrelatedHeNormal, EnhancedGamma or NFMInit
+            weights, and only apply LSUV's scaling.
         center_bias: If True, first set each layer's bias so that its output
             has zero mean per channel, then scale kernel and bias together.
-            If False (default) biases are left as they are (zero, for
-            freshly built Keras layers) and only kernels are scaled.
-        batch_size: Samples taken from an array `data`.
-        seed: Int or None, for the orthonormal matrices.
-        verbose: 1 shows a progress bar over layers, 0 is silent.
+            For a linear output this gives mean 0 and the target variance
+            exactly (one step, whatever `tol`); for ReLU the variance is
+            exact too. If False (default) biases are left as they are (zero,
+            for freshly built Keras layers).
+        target_variance: The output variance to reach. Default 1.
+        include: None (default: every supported layer), or a regular
+            expression (or list of them) searched in layer names: only
+            matching layers are touched.
+        exclude: A regular expression (or list) of layer names to leave
+            untouched. Default None.
+        batches: Number of batches. With more than one, the model runs once
+            on all of them together and each iteration measures a layer on
+            the next batch (the paper's "next mini-batch"). Default 1.
+        batch_size: Samples per batch taken from an array `data`. Default 32.
+        seed: Int or None, for the orthonormal matrices. Default None.
+        verbose: 1 (default) shows a progress bar over layers, 0 is silent.
 
     Returns:
         An `LSUVReport`: per layer (by name) initial and final variance,
-        iterations and whether it converged; `prefix_runs` and `layer_calls`.
+        iterations and whether it converged, in the order the forward pass
+        reached them; `layer_calls` and `forward_pass_equivalents`.
 
     Example:
 
@@ -258,20 +360,43 @@ def lsuv_initialize(
     ...     keras.layers.Flatten(), keras.layers.Dense(10)])
     >>> report = lsuv_initialize(model, x_train[:64], verbose=0)
     >>> report.layers[0].final_variance  # within 0.1 of 1
+
+    Reference:
+        Mishkin & Matas, "All you need is a good init", ICLR 2016
+        (arXiv 1511.06422).
     """
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
-        raise ValueError(f"`tol` must be a number in (0, 1); received {tol!r}.")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"`max_iter` must be an int >= 1; received {max_iter!r}.")
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-    x = _lsuv_batch(data, batch_size)
-    _graph_inputs(model, x)  # fails early for subclassed models
+    _check_arguments(model, tol, max_iter, target_variance, batches)
+    include, exclude = _pattern(include, "include"), _pattern(exclude, "exclude")
+    chunks = take_batches(data, batches, batch_size)
+    if not chunks:
+        raise ValueError("`data` holds no batch of samples.")
+    smallest = min(keras.tree.flatten(c)[0].shape[0] for c in chunks)
+    if smallest < MIN_BATCH:
+        warnings.warn(
+            f"LSUV uses a batch of {smallest} samples; variance estimates need at "
+            f"least {MIN_BATCH} (the paper's minimum). Pass more samples.",
+            stacklevel=2,
+        )
+    x = chunks[0] if len(chunks) == 1 else keras.tree.map_structure(lambda *a: np.concatenate(a), *chunks)
+    if not model.built:
+        model(keras.tree.map_structure(lambda a: a[:1], x), training=False)
+    layers = _select(model, include, exclude)
+    if orthogonal:
+        _orthonormal_start(layers, keras.random.SeedGenerator(seed))
     report = LSUVReport(layers=[])
     if verbose:
-        bar = keras.utils.Progbar(_count_supported(model), unit_name="layer")
+        bar = keras.utils.Progbar(len(layers), unit_name="layer")
         progress = lambda e: bar.add(1, [("variance", e.final_variance)])  # noqa: E731
     else:
         progress = lambda e: None  # noqa: E731
-    _run(model, x, tol, max_iter, center_bias, orthogonal, keras.random.SeedGenerator(seed), report, progress)
+    settings = _Settings(tol, max_iter, float(target_variance), center_bias, len(chunks))
+    with _Interceptor(layers, settings, report, progress) as interceptor:
+        model(x, training=False)
+    report.forward_pass_equivalents = 1.0 + interceptor.extra_work()
+    unreached = [layer.name for layer in layers if layer.name not in {e.name for e in report}]
+    if unreached:
+        warnings.warn(
+            f"LSUV's forward pass never called the layers {unreached}; they were not rescaled.",
+            stacklevel=2,
+        )
     return report

@@ -131,6 +131,26 @@ def tensorflow_main():
     run_single_and_distributed({"mirrored": strategy.scope})
 
 
+def tracked_torch_loop(model, x, y, ddp, steps=4):
+    """SGD steps in a PyTorch loop (DDP or not), measured by a GradientSignTracker."""
+    import torch
+
+    network = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = keras.optimizers.SGD(0.05)
+    optimizer.build(model.trainable_variables)
+    tracker = kc.GradientSignTracker(model.trainable_variables, per_layer=True)
+    for _ in range(steps):
+        for v in model.trainable_variables:
+            v.value.grad = None
+        loss_fn(torch.as_tensor(y), network(torch.as_tensor(x))).backward()
+        grads = [v.value.grad for v in model.trainable_variables]  # averaged over ranks by DDP
+        tracker.update(grads)
+        with torch.no_grad():
+            optimizer.apply(grads, model.trainable_variables)
+    return tracker.result()
+
+
 def torch_main():
     """One rank of a 2-process gloo DistributedDataParallel run (CPU)."""
     import torch
@@ -153,7 +173,12 @@ def torch_main():
             single = small_cnn()
             loss_fn(torch.as_tensor(Y), single(torch.as_tensor(X))).backward()
             arrays.update({f"single/grad/{i}": p.grad.numpy() for i, p in enumerate(single.parameters())})
-        save(f"_rank{rank}", arrays)
+        # GradientSignTracker in a DDP training loop measures the averaged
+        # gradient: the same values as one process on the whole batch.
+        histories = {f"rank{rank}": tracked_torch_loop(small_cnn(), x, y, ddp=True)}
+        if rank == 0:
+            histories["single"] = tracked_torch_loop(small_cnn(), X, Y, ddp=False)
+        save(f"_rank{rank}", arrays, histories)
     finally:
         dist.destroy_process_group()
 

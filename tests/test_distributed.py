@@ -151,6 +151,20 @@ def _torch(tmp_path):
         i = key.rsplit("/", 1)[1]
         np.testing.assert_allclose(rank0[f"rank0/grad/{i}"], rank0[key], rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(rank1[f"rank1/grad/{i}"], rank0[key], rtol=1e-4, atol=1e-7)
+    # GradientSignTracker in a DDP loop: each rank measures the averaged
+    # gradient, so both report what one process on the whole batch reports.
+    tracked = {}
+    for rank in range(2):
+        with open(tmp_path / f"histories_rank{rank}.json") as f:
+            tracked.update(json.load(f))
+    single = tracked["single"]
+    assert single["grad_sign_change"] > 0.05 and set(tracked["rank0"]) == set(single)
+    # reduction order may flip the sign of a near-zero gradient or two
+    parameters = sum(rank0[f"rank0/{layer}"].size + rank0[f"rank0/{layer}"].shape[-1] for layer in LAYERS)
+    for rank in ("rank0", "rank1"):
+        for key, value in single.items():
+            tolerance = 2 / parameters if key.startswith("grad_sign_change") else 0
+            np.testing.assert_allclose(tracked[rank][key], value, rtol=1e-4, atol=tolerance, err_msg=f"{rank} {key}")
 
 
 def test_distributed_engine_matches_one_device(tmp_path):

@@ -60,7 +60,8 @@ def test_every_layer_reaches_unit_variance(build):
         assert measured == pytest.approx(entry.final_variance, rel=1e-4)
         # a fresh batch of the same distribution: 32 * positions samples, close
         assert abs(_output_variance(model, entry.name, X_FRESH) - 1) < 0.3
-    assert report.prefix_runs == len(expected)
+    # one forward pass; only non-homogeneous layers (none here) cost extra calls
+    assert report.layer_calls == 0 and report.forward_pass_equivalents == 1.0
 
 
 def test_orthonormal_start_is_orthonormal_up_to_scale():
@@ -86,13 +87,14 @@ def test_orthogonal_false_keeps_correlated_start_and_only_scales():
     assert report["c"].converged and report["c"].iterations >= 1
 
 
-def test_center_bias_zero_mean_output():
+def test_center_bias_gives_exact_zero_mean_and_unit_variance():
     model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, name="c")])
     shifted = X + 3.0  # inputs with a mean give outputs with a channel mean
-    lsuv_initialize(model, shifted, center_bias=True, verbose=0)
-    out = to_numpy(model(shifted))
-    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
-    assert abs(out.var() - 1) < 0.1
+    report = lsuv_initialize(model, shifted, center_bias=True, verbose=0)
+    out = to_numpy(model(shifted)).astype(np.float64)
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    assert out.var() == pytest.approx(1.0, rel=1e-5)  # exact: centred first, then scaled together
+    assert report["c"].iterations == 1
     kept = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, name="c")])
     lsuv_initialize(kept, shifted, verbose=0)
     np.testing.assert_array_equal(to_numpy(kept.get_layer("c").bias), 0.0)
@@ -135,19 +137,104 @@ def test_small_batch_warns():
         lsuv_initialize(_sequential(), X[:8], verbose=0)
 
 
-def test_subclassed_model_rejected():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.conv = keras.layers.Conv2D(4, 3)
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(8, 3, activation="relu", name="conv")
+        self.shared = keras.layers.Conv2D(8, 3, padding="same", name="shared")
+        self.head = keras.layers.Dense(4, name="head")
 
-        def call(self, x):
-            return self.conv(x)
+    def call(self, x):
+        h = self.shared(self.shared(self.conv(x)))  # one layer called twice
+        return self.head(keras.ops.mean(h, axis=(1, 2)))
 
-    net = Net()
-    net(X[:1])
-    with pytest.raises(TypeError, match="needs a Functional or Sequential model.*Net is a subclassed model"):
-        lsuv_initialize(net, X, verbose=0)
+
+def test_subclassed_model_with_a_shared_layer():
+    net = _Subclassed()
+    report = lsuv_initialize(net, X, verbose=0)
+    assert [e.name for e in report] == ["conv", "shared", "head"]  # shared: once, at its first call
+    h = net.conv(X)
+    assert abs(float(np.var(to_numpy(h))) - 1) < 0.1
+    assert abs(float(np.var(to_numpy(net.shared(h)))) - 1) < 0.1
+    assert "call" not in net.shared.__dict__  # the interception is undone
+
+
+def _prefix_lsuv(model, x, tol=0.1, max_iter=10, seed=None):
+    """The previous method: each layer's input from a prefix model, then iterate."""
+    generator = keras.random.SeedGenerator(seed)
+    layers = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    for layer in layers:
+        layer.kernel.assign(keras.initializers.Orthogonal(seed=generator)(tuple(layer.kernel.shape)))
+    for layer in layers:
+        layer_input = keras.Model(model.inputs, layer.input)(x, training=False)
+        for _ in range(max_iter):
+            variance = float(np.var(to_numpy(layer(layer_input))))
+            if abs(variance - 1) < tol:
+                break
+            layer.kernel.assign(layer.kernel / np.sqrt(variance))
+
+
+def test_same_result_as_the_prefix_method():
+    one_pass, prefix = _residual(), _residual()
+    prefix.set_weights(one_pass.get_weights())
+    lsuv_initialize(one_pass, X, verbose=0, seed=7)
+    _prefix_lsuv(prefix, X, seed=7)
+    for a, b in zip(one_pass.weights, prefix.weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-6)
+
+
+def test_fresh_batch_per_iteration():
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, name="c")])
+    # batch 2 is batch 1 times 1.02: after the rescaling measured on batch 1,
+    # the next iteration measures batch 2, with variance 1.02^2.
+    data = np.concatenate([X[:16], 1.02 * X[:16]])
+    report = lsuv_initialize(model, data, batches=2, batch_size=16, orthogonal=False, verbose=0)
+    assert report["c"].iterations == 1 and report["c"].converged
+    assert report["c"].final_variance == pytest.approx(1.02**2, rel=1e-4)
+    # a linear layer: every measurement is the cached output times the factor
+    assert report.layer_calls == 0 and report.forward_pass_equivalents == 1.0
+    # a bias makes it non-homogeneous: the next batch is called again
+    biased = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(
+        8, 3, bias_initializer=keras.initializers.Constant(0.01), name="c")])
+    report = lsuv_initialize(biased, data, batches=2, batch_size=16, orthogonal=False, verbose=0)
+    assert report["c"].iterations == 1
+    assert report.layer_calls == 2  # batch 2 after the rescaling, then the final output
+    assert report.forward_pass_equivalents == pytest.approx(1 + 0.5 + 1)
+
+
+def test_include_exclude_and_target_variance():
+    model = _sequential()
+    before = {l.name: to_numpy(l.kernel if hasattr(l, "kernel") else l.pointwise_kernel) for l in model.layers
+              if l.name in ("c1", "sep", "d2")}
+    report = lsuv_initialize(model, X, include=["^c", r"^d\d"], exclude="d2", target_variance=2.0, verbose=0)
+    assert [e.name for e in report] == ["c1", "d1"]
+    np.testing.assert_array_equal(to_numpy(model.get_layer("d2").kernel), before["d2"])
+    np.testing.assert_array_equal(to_numpy(model.get_layer("sep").pointwise_kernel), before["sep"])
+    for entry in report:
+        assert abs(entry.final_variance - 2.0) < 0.2
+    with pytest.raises(TypeError, match="`include` must be None, a regular expression or a list"):
+        lsuv_initialize(model, X, include=3, verbose=0)
+
+
+class _WithUnusedLayer(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.used = keras.layers.Conv2D(4, 3, name="used")
+        self.stray = keras.layers.Dense(3, name="stray")
+
+    def build(self, input_shape):
+        self.stray.build((None, 5))
+
+    def call(self, x):
+        return self.used(x)
+
+
+def test_unreached_layers_are_named():
+    model = _WithUnusedLayer()
+    model(X[:1])
+    with pytest.warns(UserWarning, match=r"never called the layers \['stray'\]"):
+        report = lsuv_initialize(model, X, verbose=0)
+    assert [e.name for e in report] == ["used"]
 
 
 class _Batches(keras.utils.PyDataset):
@@ -205,5 +292,6 @@ def test_resnet50_nested_in_a_model():
     assert len(report) == 53 + 1  # ResNet50's convolutions, then the head
     assert report.layers[-1].name == "head"
     assert all(e.converged for e in report)
+    assert report.forward_pass_equivalents <= 2.0
     probe = keras.Model(resnet.inputs[0], resnet.get_layer("conv5_block3_3_conv").output)
     assert abs(float(np.var(to_numpy(probe(x, training=False)))) - 1) < 0.1

@@ -1,0 +1,193 @@
+"""GradientSignTracker: the paper's zig-zag measure in any training loop.
+
+The correlated-initialization paper (Section 6, (iii); Figures 4-6) measures
+how often gradients change sign between consecutive updates,
+
+    GradientSignChanges_i = sum_j |sign(g_j^(i)) - sign(g_j^(i+1))| / (2 d)
+
+over all d trainable parameters, with sign(0) = 0, and the mean |gradient|.
+This module holds that formula once: `GradientSignTracker` applies it in
+custom training loops (a `tf.GradientTape` loop, a PyTorch loop, PyTorch
+DDP around a Keras model, a jitted JAX step), and `GradientSignMonitor`
+applies it inside `fit` through the same `stateless_update`.
+
+Semantics (the same in both): the first update after a start (or a
+`reset(keep_previous=False)`) has no predecessor, so it counts for the
+magnitude only; an update with any non-finite gradient is counted in
+`grad_nonfinite_steps` and not measured (nor does it become the
+predecessor).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["GradientSignTracker"]
+
+_SUMS = ("sign_changes", "magnitude_sums", "sign_steps", "measured_steps", "nonfinite_steps")
+
+
+def _layer_of(path, prefix):
+    path = path[len(prefix):] if prefix and path.startswith(prefix) else path
+    return path.rsplit("/", 1)[0]
+
+
+class GradientSignTracker:
+    """Gradient sign changes and magnitude, updated once per optimizer step.
+
+    Stateful use (eager loops, `tf.function`, PyTorch, DDP):
+
+    >>> tracker = GradientSignTracker(model.trainable_variables, per_layer=True)
+    >>> for x, y in batches:
+    ...     grads = ...  # the gradients the optimizer applies (DDP: after backward, averaged)
+    ...     tracker.update(grads)
+    ...     optimizer.apply(grads, model.trainable_variables)
+    >>> tracker.result()["grad_sign_change"]
+
+    Stateless use (jitted JAX steps): the state is a pytree of arrays.
+
+    >>> state = tracker.initial_state()
+    >>> @jax.jit
+    ... def step(params, state, x, y):
+    ...     grads = jax.grad(loss)(params, x, y)
+    ...     return update(params, grads), tracker.stateless_update(state, grads)
+    >>> tracker.stateless_result(state)
+
+    `result()` has the keys of `GradientSignMonitor`'s logs:
+    `grad_sign_change`, `grad_magnitude`, `grad_nonfinite_steps`, and with
+    `per_layer=True` `grad_sign_change/<layer>` and `grad_magnitude/<layer>`
+    (layer = the variable's path without its last part and without a first
+    part that all variables share, such as the model's name).
+
+    Args:
+        variables: The trainable variables whose gradients are passed, in
+            the same order (`keras.Variable`s, or anything with `.shape`;
+            `.path` names the layers).
+        per_layer: Also report per-layer values. Default False.
+    """
+
+    def __init__(self, variables, per_layer=False):
+        if not isinstance(per_layer, bool):
+            raise TypeError(f"`per_layer` must be a bool; received {per_layer!r}.")
+        variables = list(variables)
+        if not variables:
+            raise ValueError("`variables` must hold at least one variable.")
+        self.per_layer = per_layer
+        self.shapes = [tuple(int(d) for d in v.shape) for v in variables]
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        self.total_size = float(sum(sizes))
+        paths = [getattr(v, "path", None) or f"variable_{i}/value" for i, v in enumerate(variables)]
+        firsts = {p.split("/", 1)[0] for p in paths}
+        prefix = f"{firsts.pop()}/" if len(firsts) == 1 and all(p.count("/") >= 2 for p in paths) else ""
+        groups = {}
+        for i, path in enumerate(paths):
+            groups.setdefault(_layer_of(path, prefix), []).append(i)
+        self.layer_groups = {
+            layer: (np.array(idx), float(sum(sizes[i] for i in idx))) for layer, idx in groups.items()
+        }
+        self._state = None
+
+    # ------------------------------------------------------------ stateless
+    def initial_state(self):
+        """A fresh state: no predecessor, all sums 0 (a dict of backend tensors)."""
+        n = len(self.shapes)
+        return {
+            "previous_signs": [ops.zeros(s, "int8") for s in self.shapes],
+            "has_previous": ops.zeros((), "float32"),
+            "sign_changes": ops.zeros((n,), "float32"),
+            "magnitude_sums": ops.zeros((n,), "float32"),
+            "sign_steps": ops.zeros((), "float32"),
+            "measured_steps": ops.zeros((), "float32"),
+            "nonfinite_steps": ops.zeros((), "float32"),
+        }
+
+    def stateless_update(self, state, gradients, applied=1.0):
+        """The state after one update; pure backend ops, so it can be jitted.
+
+        Args:
+            state: From `initial_state()` or a previous `stateless_update`.
+            gradients: One gradient per variable, in order.
+            applied: 1.0, or a 0/1 tensor: 0 for a step whose gradient is
+                not applied (gradient accumulation's micro-steps).
+        """
+        grads = [ops.cast(g, "float32") for g in gradients]
+        if len(grads) != len(self.shapes):
+            raise ValueError(f"Expected {len(self.shapes)} gradients (one per variable); received {len(grads)}.")
+        finite = ops.cast(ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads])), "float32")
+        valid = applied * finite
+        counted = valid * state["has_previous"]
+        signs, changes, magnitudes = [], [], []
+        for previous, g in zip(state["previous_signs"], grads):
+            g = ops.where(ops.isfinite(g), g, 0.0)
+            sign = ops.cast(ops.sign(g), "int8")
+            flips = ops.abs(ops.cast(sign, "int32") - ops.cast(previous, "int32"))
+            changes.append(ops.cast(ops.sum(flips), "float32") / 2.0)
+            magnitudes.append(ops.sum(ops.abs(g)))
+            signs.append(ops.where(valid > 0, sign, previous))
+        return {
+            "previous_signs": signs,
+            "has_previous": ops.maximum(state["has_previous"], valid),
+            "sign_changes": state["sign_changes"] + counted * ops.stack(changes),
+            "magnitude_sums": state["magnitude_sums"] + valid * ops.stack(magnitudes),
+            "sign_steps": state["sign_steps"] + counted,
+            "measured_steps": state["measured_steps"] + valid,
+            "nonfinite_steps": state["nonfinite_steps"] + applied * (1.0 - finite),
+        }
+
+    def stateless_result(self, state, since=None):
+        """`result()` of a state; `since`, an earlier state, gives the window between."""
+        sums = [np.asarray(ops.convert_to_numpy(state[k]), dtype=np.float64) for k in _SUMS]
+        if since is not None:
+            sums = [s - np.asarray(ops.convert_to_numpy(since[k]), dtype=np.float64) for s, k in zip(sums, _SUMS)]
+        changes, magnitudes, sign_steps, measured, nonfinite = sums
+        d = self.total_size
+        out = {
+            "grad_sign_change": float(changes.sum() / (d * sign_steps)) if sign_steps else float("nan"),
+            "grad_magnitude": float(magnitudes.sum() / (d * measured)) if measured else float("nan"),
+            "grad_nonfinite_steps": float(nonfinite),
+        }
+        if self.per_layer:
+            for layer, (idx, size) in self.layer_groups.items():
+                out[f"grad_sign_change/{layer}"] = (
+                    float(changes[idx].sum() / (size * sign_steps)) if sign_steps else float("nan")
+                )
+                out[f"grad_magnitude/{layer}"] = (
+                    float(magnitudes[idx].sum() / (size * measured)) if measured else float("nan")
+                )
+        return out
+
+    def reset_state(self, state, keep_previous=True):
+        """The state with its sums at 0; the predecessor kept unless `keep_previous=False`."""
+        fresh = self.initial_state()
+        if keep_previous:
+            fresh["previous_signs"] = state["previous_signs"]
+            fresh["has_previous"] = state["has_previous"]
+        return fresh
+
+    # -------------------------------------------------------------- stateful
+    def _variables(self):
+        if self._state is None:
+            self._state = keras.tree.map_structure(
+                lambda t: keras.Variable(t, trainable=False, dtype=t.dtype), self.initial_state()
+            )
+        return self._state
+
+    def _values(self):
+        return keras.tree.map_structure(lambda v: v.value, self._variables())
+
+    def _assign(self, state):
+        keras.tree.map_structure(lambda v, t: v.assign(t), self._variables(), state)
+
+    def update(self, gradients):
+        """Records one optimizer step's gradients (one per variable, in order)."""
+        self._assign(self.stateless_update(self._values(), gradients))
+
+    def result(self):
+        """The values since the start or the last `reset()` (see class docstring)."""
+        return self.stateless_result(self._values())
+
+    def reset(self, keep_previous=True):
+        """Restarts the sums. With `keep_previous=True` (default) the next
+        update is still compared with the last one, as the monitor does
+        across epochs; False forgets it, as at the start of a `fit`."""
+        self._assign(self.reset_state(self._values(), keep_previous))
