@@ -191,6 +191,7 @@ class Runner:
 
     def train(self, run):
         data = self.dataset(run["dataset"])
+        keras.backend.clear_session()  # models of earlier runs would pile up in memory
         start = time.perf_counter()
         model = build_model(run, data, self.context(run))
         history = compile_and_fit(model, run, data)

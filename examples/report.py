@@ -61,30 +61,32 @@ def _by_seed(rows):
     return {int(r["seed"]): float(r["test_accuracy"]) for r in rows}
 
 
-def verdict(arm, uncorrelated, control):
-    """What a correlated arm's comparison with He and its scale control says.
+def verdict(arm, against_he, against_control, control_against_he):
+    """What a correlated arm's comparisons with He and its scale control say.
 
-    Each argument is `(mean, half width, n)` of the arm minus the baseline:
-    `uncorrelated` against He (R = I), `control` against the uncorrelated
-    arm with the same scale. Returns a sentence.
+    Each argument after `arm` is `(mean, half width, n)` of a paired
+    difference: the arm minus uncorrelated He, the arm minus its scale
+    control, the control minus He. Returns a sentence.
     """
-    def significant(diff):
-        return not math.isnan(diff[1]) and abs(diff[0]) > diff[1]
+    def sign(diff):  # +1 / -1 when the interval excludes 0, else 0
+        return 0 if math.isnan(diff[1]) or abs(diff[0]) <= diff[1] else (1 if diff[0] > 0 else -1)
 
-    beats_he = significant(uncorrelated) and uncorrelated[0] > 0
-    loses_he = significant(uncorrelated) and uncorrelated[0] < 0
-    beats_control = significant(control) and control[0] > 0
-    loses_control = significant(control) and control[0] < 0
-    if beats_he and beats_control:
-        return f"{arm} beats He and its scale control: the gain is the correlation."
-    if beats_he:
-        return f"{arm} beats He but not its scale control: the gain is the scale, not the correlation."
-    if beats_control:
-        return f"{arm} beats its scale control but not He: correlation helps at this scale, the scale itself hurts."
-    if loses_he and not loses_control:
-        return f"{arm} is below He, as is its scale control: the loss is the scale, not the correlation."
-    if loses_he:
-        return f"{arm} is below He and below its scale control: the correlation hurts here."
+    he, control, scale = sign(against_he), sign(against_control), sign(control_against_he)
+    if he > 0:
+        if control > 0:
+            return f"{arm} beats He and its scale control: the gain is the correlation."
+        if scale > 0:
+            return f"{arm} beats He, and so does its scale control: the gain is the scale."
+        return f"{arm} beats He; against its scale control the difference is not significant: scale and correlation are not separated here."
+    if he < 0:
+        if control < 0:
+            return f"{arm} is below He and below its scale control: the correlation hurts here."
+        if scale < 0:
+            return f"{arm} is below He, and so is its scale control: the loss is the scale."
+        return f"{arm} is below He; against its scale control the difference is not significant: scale and correlation are not separated here."
+    if control != 0:
+        better = "above" if control > 0 else "below"
+        return f"{arm} does not differ significantly from He, but is {better} its scale control."
     return f"{arm}: no significant difference from He or from its scale control."
 
 
@@ -100,12 +102,14 @@ def _controls_section(table):
         he = [l for l in table if l.split(" (")[0] == "uncorrelated"]
         if not controls or not he:
             continue
-        values = _by_seed(rows)
-        against_he = paired_difference(values, _by_seed(table[he[0]]))
-        against_control = paired_difference(values, _by_seed(table[controls[0]]))
-        lines.append(f"- {verdict(label, against_he, against_control)} "
+        values, he_values, control_values = _by_seed(rows), _by_seed(table[he[0]]), _by_seed(table[controls[0]])
+        against_he = paired_difference(values, he_values)
+        against_control = paired_difference(values, control_values)
+        control_against_he = paired_difference(control_values, he_values)
+        lines.append(f"- {verdict(label, against_he, against_control, control_against_he)} "
                      f"(vs uncorrelated {_format_difference(*against_he)}; "
-                     f"vs {controls[0]} {_format_difference(*against_control)})")
+                     f"vs {controls[0]} {_format_difference(*against_control)}; "
+                     f"control vs uncorrelated {_format_difference(*control_against_he)})")
     return lines
 
 

@@ -216,19 +216,24 @@ def test_paired_difference_against_a_hand_computation():
     assert math.isnan(report.paired_difference({0: 1.0}, {0: 0.5})[1])
 
 
+UP, DOWN, FLAT = (0.02, 0.01, 5), (-0.02, 0.01, 5), (0.005, 0.01, 5)
+
+
 @pytest.mark.parametrize(
-    "against_he, against_control, expected",
+    "against_he, against_control, control_against_he, expected",
     [
-        ((0.02, 0.01, 5), (0.02, 0.01, 5), "the gain is the correlation"),
-        ((0.02, 0.01, 5), (0.0, 0.01, 5), "the gain is the scale, not the correlation"),
-        ((-0.02, 0.01, 5), (0.0, 0.01, 5), "the loss is the scale, not the correlation"),
-        ((-0.02, 0.01, 5), (-0.02, 0.01, 5), "the correlation hurts here"),
-        ((0.0, 0.01, 5), (0.02, 0.01, 5), "correlation helps at this scale"),
-        ((0.005, 0.01, 5), (0.005, 0.01, 5), "no significant difference"),
+        (UP, UP, FLAT, "the gain is the correlation"),
+        (UP, FLAT, UP, "and so does its scale control: the gain is the scale"),
+        (UP, FLAT, FLAT, "scale and correlation are not separated here"),
+        (DOWN, DOWN, FLAT, "the correlation hurts here"),
+        (DOWN, FLAT, DOWN, "and so is its scale control: the loss is the scale"),
+        (DOWN, FLAT, FLAT, "scale and correlation are not separated here"),
+        (FLAT, UP, DOWN, "does not differ significantly from He, but is above its scale control"),
+        (FLAT, FLAT, FLAT, "no significant difference"),
     ],
 )
-def test_verdicts(against_he, against_control, expected):
-    assert expected in report.verdict("correlated", against_he, against_control)
+def test_verdicts(against_he, against_control, control_against_he, expected):
+    assert expected in report.verdict("correlated", against_he, against_control, control_against_he)
 
 
 def test_digits32_is_the_digits_resized_shifted_and_spatially_correlated():
@@ -298,3 +303,24 @@ def test_unknown_names():
         networks.build("vgg7", (8, 8, 1), 10, he)
     with pytest.raises(SystemExit):
         compare.parse_args(["--init", "xavier"])
+
+
+def test_summary_tables_from_a_results_file(tmp_path):
+    import summary
+
+    base = compare.plan(compare.parse_args(["--init", "uncorrelated", "--seeds", "3"]))
+    accuracies = {"uncorrelated": [0.90, 0.80, 0.85], "correlated": [0.95, 0.80, 0.90],
+                  "correlated_weight": [0.40, 0.90, 0.95]}
+    for init, values in accuracies.items():
+        for run, accuracy in zip(base, values):
+            row = {**run, "init": init, "alpha": 1.0 if init != "uncorrelated" else "-"}
+            compare.append_result(str(tmp_path / "results.csv"),
+                                  {**row, "run_id": compare.run_id(row), "test_accuracy": accuracy,
+                                   "sign_change_epoch1": 0.3, "seconds": 1.0})
+    table = summary.versus_baseline([str(tmp_path)], ["correlated", "correlated_weight"])
+    # correlated - uncorrelated: 0.05, 0, 0.05 (mean 1/30, as in the hand computation above)
+    half = 4.302653 * 0.0288675 / math.sqrt(3)
+    assert f"| +0.0333 [{1 / 30 - half:+.4f}, {1 / 30 + half:+.4f}] |" in table
+    text = summary.comparisons([str(tmp_path)])
+    assert "correlated_weight vs correlated: significantly above in 0 tables, below in 0, neither in 1." in text
+    assert "Diverged (test accuracy < 0.5): correlated_weight on digits, batch norm off, lr 0.005: 1 runs." in text
