@@ -52,7 +52,7 @@ import keras
 from keras import ops
 
 from keras_corrinit._backend_grads import replica_sum, strategy_scope
-from keras_corrinit.tracker import GradientSignTracker
+from keras_corrinit.tracker import SUM_KEYS, GradientSignTracker
 
 __all__ = ["GradientSignMonitor"]
 
@@ -266,7 +266,9 @@ class GradientSignMonitor(keras.callbacks.Callback):
 
     # ------------------------------------------------------------- reading
     def _read(self):
-        return keras.tree.map_structure(ops.convert_to_numpy, self._wrapper.state_values())
+        # The sums only, read from the variables themselves (under
+        # tf.distribute their `.value` is a per-replica object).
+        return {key: ops.convert_to_numpy(self._wrapper.state[key]) for key in SUM_KEYS}
 
     def _sync(self):
         # JAX keeps the training state outside the variables during an
@@ -277,7 +279,9 @@ class GradientSignMonitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         # Sums restart each epoch; the previous step's signs are kept.
-        self._wrapper.assign_state(self._tracker.reset_state(self._wrapper.state_values(), keep_previous=True))
+        for key in SUM_KEYS:
+            variable = self._wrapper.state[key]
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
         self._snapshot = None
 
     def on_train_batch_end(self, batch, logs=None):

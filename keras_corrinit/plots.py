@@ -52,7 +52,8 @@ def plot_training_curves(runs, path, panels=DEFAULT_PANELS):
                     f"{sorted(histories[0])}. Pass `panels` with keys it logged."
                 )
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    rows = -(-len(runs) // 3)  # legend rows
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5 + 0.3 * rows), squeeze=False)
     for ax, key in zip(axes[0], panels):
         for label, histories in runs.items():
             length = min(len(h[key]) for h in histories)
@@ -63,8 +64,10 @@ def plot_training_curves(runs, path, panels=DEFAULT_PANELS):
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.25)
         ax.set_title(_TITLES.get(key, key))
         ax.set_xlabel("epoch")
-    axes[0][0].legend()
-    fig.tight_layout()
+    # One legend below the panels, where it hides no curve.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, min(0.5, 0.07 * rows + 0.02), 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -22,9 +22,10 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["GradientSignTracker"]
+__all__ = ["GradientSignTracker", "SUM_KEYS"]
 
-_SUMS = ("sign_changes", "magnitude_sums", "sign_steps", "measured_steps", "nonfinite_steps")
+# The running sums (restarted by `reset`); the rest of the state is the predecessor.
+SUM_KEYS = ("sign_changes", "magnitude_sums", "sign_steps", "measured_steps", "nonfinite_steps")
 
 
 def _layer_of(path, prefix):
@@ -135,10 +136,13 @@ class GradientSignTracker:
         }
 
     def stateless_result(self, state, since=None):
-        """`result()` of a state; `since`, an earlier state, gives the window between."""
-        sums = [np.asarray(ops.convert_to_numpy(state[k]), dtype=np.float64) for k in _SUMS]
+        """`result()` of a state; `since`, an earlier state, gives the window between.
+
+        Only the `SUM_KEYS` entries of `state` (and `since`) are read.
+        """
+        sums = [np.asarray(ops.convert_to_numpy(state[k]), dtype=np.float64) for k in SUM_KEYS]
         if since is not None:
-            sums = [s - np.asarray(ops.convert_to_numpy(since[k]), dtype=np.float64) for s, k in zip(sums, _SUMS)]
+            sums = [s - np.asarray(ops.convert_to_numpy(since[k]), dtype=np.float64) for s, k in zip(sums, SUM_KEYS)]
         changes, magnitudes, sign_steps, measured, nonfinite = sums
         d = self.total_size
         out = {

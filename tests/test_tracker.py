@@ -40,13 +40,17 @@ def _assert_epoch_matches(result, history, epoch):
         np.testing.assert_allclose(value, history[key][epoch], rtol=1e-5, atol=1e-7, err_msg=key)
 
 
-def test_custom_loop_with_the_backends_autodiff_matches_fit():
+def _setup():
+    """A model, `fit`'s monitored history from its weights, an SGD and a tracker."""
     model = _model()
-    weights = model.get_weights()
-    history = _fit_reference(weights)
+    history = _fit_reference(model.get_weights())
     optimizer = keras.optimizers.SGD(0.05)
     optimizer.build(model.trainable_variables)
-    tracker = GradientSignTracker(model.trainable_variables, per_layer=True)
+    return model, history, optimizer, GradientSignTracker(model.trainable_variables, per_layer=True)
+
+
+def test_custom_loop_with_the_backends_autodiff_matches_fit():
+    model, history, optimizer, tracker = _setup()
     for epoch in range(EPOCHS):
         tracker.reset()  # sums per epoch, the predecessor kept (as the monitor does)
         for start in range(0, len(X), BATCH):
@@ -74,12 +78,7 @@ def _compiled(fn):
 
 
 def test_stateless_update_compiled_alone_matches_fit():
-    model = _model()
-    weights = model.get_weights()
-    history = _fit_reference(weights)
-    optimizer = keras.optimizers.SGD(0.05)
-    optimizer.build(model.trainable_variables)
-    tracker = GradientSignTracker(model.trainable_variables, per_layer=True)
+    model, history, optimizer, tracker = _setup()
     update = _compiled(tracker.stateless_update)
     state = tracker.initial_state()
     for epoch in range(EPOCHS):
@@ -138,11 +137,7 @@ def _compiled_training_step(model, optimizer, tracker):
 
 
 def test_stateless_form_inside_a_compiled_training_step():
-    model = _model()
-    history = _fit_reference(model.get_weights())
-    optimizer = keras.optimizers.SGD(0.05)
-    optimizer.build(model.trainable_variables)
-    tracker = GradientSignTracker(model.trainable_variables, per_layer=True)
+    model, history, optimizer, tracker = _setup()
     step, (params, optimizer_state) = _compiled_training_step(model, optimizer, tracker)
     state = tracker.initial_state()
     for epoch in range(EPOCHS):
