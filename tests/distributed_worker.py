@@ -106,7 +106,7 @@ def run_single_and_distributed(scopes):
                 index = [v.path for v in model.trainable_variables].index("c2/kernel")
                 histories[name]["shardings"] = [
                     str(model.get_layer("c2").kernel.value.sharding.spec),
-                    str(monitor._wrapper.previous_signs[index].value.sharding.spec),
+                    str(monitor._wrapper.state["previous_signs"][index].value.sharding.spec),
                 ]
     save("", arrays, histories)
 
