@@ -92,6 +92,7 @@ def plan(args):
     fixed = dict(backend=keras.backend.backend(), max_train=args.max_train, max_test=args.max_test,
                  optimizer=args.optimizer, momentum=args.momentum if args.optimizer == "sgd" else NOT_USED,
                  batch_size=args.batch_size, epochs=args.epochs)
+    r_id = correlation_id(args.correlation)  # hashes the R file once
     runs = []
     for dataset in args.dataset:
         network_names = args.network or (["small_cnn"] if dataset.startswith("digits") else ["vgg8", "resnet10"])
@@ -101,7 +102,7 @@ def plan(args):
                 for seed in range(args.seeds):
                     run = dict(fixed, dataset=dataset, network=network, width=width, batch_norm=bn, lr=lr,
                                l2=l2, init=init, alpha=alpha, seed=seed,
-                               correlation=correlation_id(args.correlation) if arms.uses_correlation(init) else NOT_USED,
+                               correlation=r_id if arms.uses_correlation(init) else NOT_USED,
                                gamma=f"{args.gamma_base}/{args.gamma_granularity}" if init == "enhanced_gamma" else NOT_USED,
                                source=NOT_USED)
                     if arms.uses_source(init):

@@ -150,8 +150,7 @@ def plot_name(shared, kind="curves"):
 def _histories(rows, out):
     found = {}
     for row in rows:
-        with open(os.path.join(out, "histories", row["run_id"] + ".json")) as f:
-            found.setdefault(arm_label(row), []).append(json.load(f)["history"])
+        found.setdefault(arm_label(row), []).append(_history(row, out))
     return found
 
 

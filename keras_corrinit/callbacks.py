@@ -52,7 +52,7 @@ import keras
 from keras import ops
 
 from keras_corrinit._backend_grads import replica_sum, strategy_scope
-from keras_corrinit.tracker import SUM_KEYS, GradientSignTracker
+from keras_corrinit.tracker import SUM_KEYS, GradientSignTracker, read_state, write_state
 
 __all__ = ["GradientSignMonitor"]
 
@@ -69,7 +69,6 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
     def build(self, var_list):
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
-        n = len(var_list)
         distribution = keras.distribution.distribution()
 
         def variable(shape, dtype, name, like=None):
@@ -86,32 +85,18 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
 
         # The tracker's state, as optimizer variables: the compiled step
         # carries them on every backend (JAX: in the jitted step's state).
+        # Per-parameter state is laid out like its parameter.
+        def like(key, tensor, parameter=None):
+            return variable(tuple(tensor.shape), keras.backend.standardize_dtype(tensor.dtype), key, parameter)
+
         self.state = {
-            "previous_signs": [variable(tuple(v.shape), "int8", "previous_sign", v) for v in var_list],
-            "has_previous": variable((), "float32", "has_previous"),
-            "sign_changes": variable((n,), "float32", "sign_changes"),
-            "magnitude_sums": variable((n,), "float32", "magnitude_sums"),
-            "sign_steps": variable((), "float32", "sign_steps"),
-            "measured_steps": variable((), "float32", "measured_steps"),
-            "nonfinite_steps": variable((), "float32", "nonfinite_steps"),
+            key: [like(key, t, p) for t, p in zip(value, var_list)] if isinstance(value, list) else like(key, value)
+            for key, value in self.tracker.initial_state().items()
         }
         if self.accumulation_steps > 1:
             self.accumulated = [variable(tuple(v.shape), "float32", "accumulated_grad", v) for v in var_list]
             self.micro_steps = variable((), "int32", "micro_steps")
         super().build(var_list)
-
-    def state_values(self):
-        """The tracker's state as a plain dict of tensors."""
-        return {k: [x.value for x in v] if isinstance(v, list) else v.value for k, v in self.state.items()}
-
-    def assign_state(self, new):
-        # Keras tracks the dict of variables as a TrackedDict: assign key by key.
-        for key, variables in self.state.items():
-            if isinstance(variables, list):
-                for variable, value in zip(variables, new[key]):
-                    variable.assign(value)
-            else:
-                variables.assign(new[key])
 
     @property
     def variables(self):
@@ -158,7 +143,7 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
             for a, t in zip(self.accumulated, totals):
                 a.assign(t * (1.0 - applied))
             self.micro_steps.assign(micro)
-        self.assign_state(self.tracker.stateless_update(self.state_values(), grads, applied))
+        write_state(self.state, self.tracker.stateless_update(read_state(self.state), grads, applied))
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:

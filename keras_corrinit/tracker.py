@@ -22,10 +22,29 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["GradientSignTracker", "SUM_KEYS"]
+__all__ = ["GradientSignTracker", "SUM_KEYS", "read_state", "write_state"]
 
 # The running sums (restarted by `reset`); the rest of the state is the predecessor.
 SUM_KEYS = ("sign_changes", "magnitude_sums", "sign_steps", "measured_steps", "nonfinite_steps")
+
+
+def read_state(variables):
+    """The state of tensors held by a state of variables.
+
+    Key by key rather than with `keras.tree`: Keras wraps a dict of
+    variables held by a layer or optimizer in its own tracked containers.
+    """
+    return {key: [v.value for v in vs] if isinstance(vs, list) else vs.value for key, vs in variables.items()}
+
+
+def write_state(variables, values):
+    """Assigns a state of tensors to a state of variables (see `read_state`)."""
+    for key, vs in variables.items():
+        if isinstance(vs, list):
+            for variable, value in zip(vs, values[key]):
+                variable.assign(value)
+        else:
+            vs.assign(values[key])
 
 
 def _layer_of(path, prefix):
@@ -176,22 +195,16 @@ class GradientSignTracker:
             )
         return self._state
 
-    def _values(self):
-        return keras.tree.map_structure(lambda v: v.value, self._variables())
-
-    def _assign(self, state):
-        keras.tree.map_structure(lambda v, t: v.assign(t), self._variables(), state)
-
     def update(self, gradients):
         """Records one optimizer step's gradients (one per variable, in order)."""
-        self._assign(self.stateless_update(self._values(), gradients))
+        write_state(self._variables(), self.stateless_update(read_state(self._variables()), gradients))
 
     def result(self):
         """The values since the start or the last `reset()` (see class docstring)."""
-        return self.stateless_result(self._values())
+        return self.stateless_result(read_state(self._variables()))
 
     def reset(self, keep_previous=True):
         """Restarts the sums. With `keep_previous=True` (default) the next
         update is still compared with the last one, as the monitor does
         across epochs; False forgets it, as at the start of a `fit`."""
-        self._assign(self.reset_state(self._values(), keep_previous))
+        write_state(self._variables(), self.reset_state(read_state(self._variables()), keep_previous))
