@@ -17,10 +17,11 @@ valid correlation matrix for a concrete kernel.
 
 import json
 import math
-import operator
 import warnings
 
 import numpy as np
+
+from keras_corrinit._base import spatial_shape_tuple
 
 __all__ = [
     "SpatialCorrelation",
@@ -47,23 +48,6 @@ def _check_positions(p, what):
         )
 
 
-def _spatial_shape_tuple(spatial_shape, name="spatial_shape"):
-    try:
-        if isinstance(spatial_shape, str):
-            raise TypeError
-        shape = tuple(operator.index(d) for d in spatial_shape)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`{name}` must be a tuple of positive ints such as (3, 3); "
-            f"received {spatial_shape!r}."
-        ) from None
-    if any(d < 1 for d in shape):
-        raise ValueError(
-            f"`{name}` must contain positive sizes; received {shape}."
-        )
-    return shape
-
-
 def position_distances(spatial_shape):
     """Euclidean distances between all positions of a kernel.
 
@@ -73,7 +57,7 @@ def position_distances(spatial_shape):
     Returns:
         A `(P, P)` float64 array, positions in row-major order.
     """
-    shape = _spatial_shape_tuple(spatial_shape)
+    shape = spatial_shape_tuple(spatial_shape)
     coords = np.stack(
         [g.ravel() for g in np.indices(shape)], axis=-1
     ).astype(np.float64)
@@ -254,7 +238,7 @@ class SpatialCorrelation:
         if spatial_shape is None:
             k = math.isqrt(p)
             spatial_shape = (k, k) if k * k == p else (p,)
-        spatial_shape = _spatial_shape_tuple(spatial_shape)
+        spatial_shape = spatial_shape_tuple(spatial_shape)
         if math.prod(spatial_shape) != p:
             raise ValueError(
                 f"`spatial_shape` {spatial_shape} has "
@@ -337,7 +321,7 @@ class SpatialCorrelation:
 
     def raw_matrix(self, spatial_shape):
         """The structure's matrix for `spatial_shape`, before alpha or repair."""
-        spatial_shape = _spatial_shape_tuple(spatial_shape)
+        spatial_shape = spatial_shape_tuple(spatial_shape)
         p = math.prod(spatial_shape)
         _check_positions(p, f"A kernel of spatial shape {spatial_shape}")
         if p == 1:

@@ -23,7 +23,8 @@ import numpy as np
 
 from keras_corrinit.correlation import SpatialCorrelation, matrix_profile
 from keras_corrinit.initializers import CorrelatedHeNormal
-from keras_corrinit.layerwise import layerwise, pair_layers, walk_layers
+from keras_corrinit._layers import CONV_KINDS, kernel_layers
+from keras_corrinit.layerwise import layerwise, pair_layers
 
 __all__ = [
     "CorrelationEstimate",
@@ -34,20 +35,7 @@ __all__ = [
     "spatial_kernels",
 ]
 
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 DEPTH_GROUPS = ("early", "middle", "late")
-
-
-def _kernel_attribute(layer, include_depthwise):
-    if isinstance(layer, _SEPARABLE):
-        return "depthwise_kernel" if include_depthwise else None
-    if isinstance(layer, _DEPTHWISE):
-        return "kernel" if include_depthwise else None
-    if isinstance(layer, _CONV):
-        return "kernel"
-    return None
 
 
 def _layer_filter(layer_filter):
@@ -88,20 +76,20 @@ def spatial_kernels(model, kernel_size=(3, 3), include_depthwise=False, layer_fi
     Args:
         model: A Keras model; nested models are searched too.
         kernel_size: Spatial kernel shape to select, e.g. `3`, `(3, 3)`, `(7, 7)`.
-        include_depthwise: Also take DepthwiseConv and the depthwise part of
-            SeparableConv layers.
+        include_depthwise: Also take depthwise kernels (default False):
+            DepthwiseConv, the depthwise part of SeparableConv, and
+            convolutions with one input channel per group (ConvNeXt's).
         layer_filter: None, a regular expression searched in layer names, or
             a callable `name -> bool`.
     """
     kernel_size = _kernel_size(kernel_size)
     keep = _layer_filter(layer_filter)
-    found = []
-    for layer in walk_layers(model):
-        attribute = _kernel_attribute(layer, include_depthwise)
-        if attribute is None or tuple(layer.kernel_size) != kernel_size or not keep(layer.name):
-            continue
-        found.append((layer.name, keras.ops.convert_to_numpy(getattr(layer, attribute))))
-    return found
+    kinds = CONV_KINDS + (("depthwise",) if include_depthwise else ())
+    return [
+        (layer.name, keras.ops.convert_to_numpy(getattr(layer, slot.attribute)))
+        for layer, slot in kernel_layers(model, kinds)
+        if tuple(layer.kernel_size) == kernel_size and keep(layer.name)
+    ]
 
 
 def _position_covariance(kernel, spatial_shape):

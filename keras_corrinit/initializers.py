@@ -17,14 +17,12 @@ give, exactly as with Keras's own `he_normal`); for transposed convolutions
 `shape[-2]` is the layer's `filters`.
 """
 
-import inspect
 import math
-import operator
-import random as python_random
 
 import keras
 from keras import ops
 
+from keras_corrinit._base import SeededInitializer, cast, kernel_shape, sampling_dtype
 from keras_corrinit.correlation import SpatialCorrelation, check_alpha, psd_factor
 
 __all__ = ["CorrelatedHeNormal", "EnhancedGamma", "DEFAULT_CORRELATION"]
@@ -35,106 +33,9 @@ __all__ = ["CorrelatedHeNormal", "EnhancedGamma", "DEFAULT_CORRELATION"]
 # correlation that falls with distance is what its Figure 1 shows.
 DEFAULT_CORRELATION = SpatialCorrelation.exponential_decay(0.4)
 
-_LOW_PRECISION = ("float16", "bfloat16")
 # Algorithm 1 divides by sum(R); below this fraction of P the weights would
 # grow more than 100x in standard deviation.
 _MIN_SUM_FRACTION = 1e-4
-
-
-class _SeededInitializer(keras.initializers.Initializer):
-    """Keras's seed semantics for initializers (see module docstring)."""
-
-    def __init__(self, seed=None):
-        self._init_seed = seed
-        if seed is None:
-            # What Keras does for None: one random int seed per instance.
-            seed = python_random.randint(1, int(1e9))
-        elif isinstance(seed, dict):
-            seed = _seed_generator_from_config(seed)
-        elif isinstance(seed, bool) or not isinstance(
-            seed, (int, keras.random.SeedGenerator)
-        ):
-            raise TypeError(
-                "`seed` must be an int, None or a keras.random.SeedGenerator; "
-                f"received {seed!r}."
-            )
-        self.seed = seed
-
-    def get_config(self):
-        return {"seed": keras.saving.serialize_keras_object(self._init_seed)}
-
-    @classmethod
-    def from_config(cls, config):
-        # A config may come from a file someone else wrote: unknown keys get
-        # a clear error, not Python's unexpected-keyword one.
-        if not isinstance(config, dict):
-            raise TypeError(
-                f"A {cls.__name__} config must be a dict from get_config(); "
-                f"received {type(config).__name__}."
-            )
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(config) - allowed)
-        if unknown:
-            raise ValueError(
-                f"Unknown keys {unknown} in a {cls.__name__} config; the "
-                f"keys are {sorted(allowed)}."
-            )
-        return cls(**config)
-
-
-def _seed_generator_from_config(config):
-    """A serialized SeedGenerator, rebuilt without importing anything.
-
-    Only `keras.random.SeedGenerator` configs are accepted, so a config
-    cannot name another class or function to be imported and called.
-    """
-    inner = config.get("config")
-    if (
-        config.get("class_name") != "SeedGenerator"
-        or not isinstance(inner, dict)
-        or set(inner) - {"seed", "name"}
-        or isinstance(inner.get("seed"), bool)
-        or not isinstance(inner.get("seed"), (int, type(None)))
-    ):
-        raise TypeError(
-            "A dict `seed` must be a serialized keras.random.SeedGenerator "
-            "({'class_name': 'SeedGenerator', 'config': {'seed': int}}); "
-            f"received {config!r}."
-        )
-    return keras.random.SeedGenerator(**inner)
-
-
-def _kernel_shape(shape):
-    try:
-        if isinstance(shape, str):
-            raise TypeError
-        shape = tuple(operator.index(d) for d in shape)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`shape` must be a tuple of ints; received {shape!r}."
-        ) from None
-    if len(shape) < 2 or any(d < 1 for d in shape):
-        raise ValueError(
-            "`shape` must be a kernel shape with at least 2 positive "
-            "dimensions, (*spatial, in_channels, out_channels) or "
-            f"(in_features, out_features); received {shape}."
-        )
-    return shape
-
-
-def _sampling_dtype(dtype):
-    """Dtype to sample in: float32 for half precision, else `dtype` itself."""
-    dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
-    if not keras.backend.is_float_dtype(dtype):
-        raise ValueError(
-            f"`dtype` must be a floating dtype; received {dtype!r}."
-        )
-    return dtype, ("float32" if dtype in _LOW_PRECISION else dtype)
-
-
-def _cast(x, dtype):
-    # A same-dtype cast still copies on some backends.
-    return x if keras.backend.standardize_dtype(x.dtype) == dtype else ops.cast(x, dtype)
 
 
 def _as_correlation(correlation):
@@ -166,7 +67,7 @@ def _as_correlation(correlation):
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
-class CorrelatedHeNormal(_SeededInitializer):
+class CorrelatedHeNormal(SeededInitializer):
     """He-normal initializer with spatially correlated filter weights.
 
     Algorithm 1 of "Correlated Initialization for Correlated Data": for every
@@ -271,8 +172,8 @@ class CorrelatedHeNormal(_SeededInitializer):
         return self._factors[spatial_shape]
 
     def __call__(self, shape, dtype=None):
-        shape = _kernel_shape(shape)
-        dtype, sample_dtype = _sampling_dtype(dtype)
+        shape = kernel_shape(shape)
+        dtype, sample_dtype = sampling_dtype(dtype)
         spatial = shape[:-2]
         positions = math.prod(spatial)
         fan_in = positions * shape[-2]
@@ -284,7 +185,7 @@ class CorrelatedHeNormal(_SeededInitializer):
             ops.convert_to_tensor(factor, dtype=sample_dtype),
             ops.reshape(z, (positions, -1)),
         )
-        return _cast(ops.reshape(weights, shape), dtype)
+        return cast(ops.reshape(weights, shape), dtype)
 
     def get_config(self):
         return {
@@ -308,7 +209,7 @@ _BASES = {
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
-class EnhancedGamma(_SeededInitializer):
+class EnhancedGamma(SeededInitializer):
     """Base initializer with a random variance per filter (or sub-vector).
 
     "Enhanced Gamma Initialization": instead of one variance sigma^2 for the
@@ -364,15 +265,15 @@ class EnhancedGamma(_SeededInitializer):
 
     def base_variance(self, shape):
         """The base distribution's per-weight variance for `shape`."""
-        shape = _kernel_shape(shape)
+        shape = kernel_shape(shape)
         receptive = math.prod(shape[:-2])
         fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
         scale, mode, _ = _BASES[self.base]
         return scale / (fan_in if mode == "fan_in" else (fan_in + fan_out) / 2)
 
     def __call__(self, shape, dtype=None):
-        shape = _kernel_shape(shape)
-        dtype, sample_dtype = _sampling_dtype(dtype)
+        shape = kernel_shape(shape)
+        dtype, sample_dtype = sampling_dtype(dtype)
         positions, in_channels, out_channels = (
             math.prod(shape[:-2]), shape[-2], shape[-1]
         )
@@ -394,7 +295,7 @@ class EnhancedGamma(_SeededInitializer):
             # u = a * draw ~ U(-a, a) with a = sqrt(3) std; bound sqrt(3) |u|.
             group_std = 3.0 * std * ops.abs(draw)
         weights = ops.reshape(weights, (positions, in_channels, out_channels)) * group_std
-        return _cast(ops.reshape(weights, shape), dtype)
+        return cast(ops.reshape(weights, shape), dtype)
 
     def _seeds(self):
         """Seeds of the weight draw and of the group-scale draw.

@@ -14,6 +14,8 @@ build one initializer per target layer. What they share lives here, once:
 import keras
 import numpy as np
 
+from keras_corrinit._layers import kernel_slots, walk_layers
+
 __all__ = ["apply_initializers", "layer_seeds", "pair_layers"]
 
 # Derived int seeds stay below 2**31 - 1: valid on every backend, including
@@ -96,15 +98,36 @@ def layerwise(pairs, make_initializer, seed):
     return {target: make_initializer(source, s) for (target, source), s in zip(pairs.items(), seeds)}
 
 
-def walk_layers(model):
-    """All layers below `model`, nested models flattened, in model order."""
-    for sub in getattr(model, "layers", []):
-        yield sub
-        yield from walk_layers(sub)
+def _kernel_targets(model, names):
+    """`{key: (layer, slot)}` for `names`: layer names, or "layer/attribute"."""
+    layers = {layer.name: layer for layer in walk_layers(model)}
+    targets, problems = {}, []
+    for key in names:
+        name, _, attribute = key.partition("/")
+        layer = layers.get(name)
+        slots = kernel_slots(layer) if layer is not None else ()
+        if attribute:
+            slots = tuple(slot for slot in slots if slot.attribute == attribute)
+        if layer is None:
+            problems.append(f"{key!r}: the model has no layer {name!r}")
+        elif len(slots) != 1:
+            options = [f"{name}/{slot.attribute}" for slot in kernel_slots(layer)]
+            if len(slots) > 1:
+                why = f"has the kernels {options}; name one"
+            elif attribute:
+                why = f"has no kernel {attribute!r}" + (f" (its kernels: {options})" if options else "")
+            else:
+                why = "has no kernel to initialize"
+            problems.append(f"{key!r}: {type(layer).__name__} {why}")
+        else:
+            targets[key] = (layer, slots[0])
+    if problems:
+        raise ValueError("`initializers` names kernels the model does not have: " + "; ".join(problems) + ".")
+    return targets
 
 
 def apply_initializers(model, initializers):
-    """Re-initializes layers in place and records the initializer in them.
+    """Re-initializes kernels in place and records the initializer in the layer.
 
     Every kernel is drawn before any is assigned, so a failing initializer
     leaves the model untouched. Draws happen in the order of `initializers`,
@@ -113,28 +136,31 @@ def apply_initializers(model, initializers):
 
     Args:
         model: A built Keras model (nested models are searched).
-        initializers: `{layer name: initializer}`, e.g. from
-            `CorrelationEstimate.layerwise_initializers` or
-            `nfm_layerwise_initializers`. Each layer's kernel is set to
-            `initializer(kernel shape)` and the layer's `kernel_initializer`
+        initializers: `{key: initializer}`, e.g. from
+            `CorrelationEstimate.layerwise_initializers`,
+            `nfm_layerwise_initializers` or `depthwise_layerwise_initializers`.
+            A key is a layer name, or `"layer name/attribute"` for layers with
+            two kernels (SeparableConv: `depthwise_kernel`,
+            `pointwise_kernel`). Each kernel is set to
+            `initializer(kernel shape)` and the layer's matching initializer
+            attribute (`kernel_initializer`, `depthwise_initializer`, ...)
             becomes that initializer, so a saved model's config says how it
             was initialized.
 
     Example:
 
-    >>> apply_initializers(target, estimate.layerwise_initializers(target, seed=3))
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
+    >>> apply_initializers(model, {"c": keras.initializers.Zeros()})
+    >>> float(keras.ops.max(keras.ops.abs(model.get_layer("c").kernel)))
+    0.0
     """
-    layers = {layer.name: layer for layer in walk_layers(model)}
-    missing = sorted(set(initializers) - set(layers))
-    if missing:
-        raise ValueError(f"`initializers` names layers the model does not have: {missing}.")
-    without_kernel = [name for name in initializers if not hasattr(layers[name], "kernel")]
-    if without_kernel:
-        raise ValueError(f"`initializers` names layers without a `kernel` to initialize: {without_kernel}.")
-    values = {
-        name: init(tuple(layers[name].kernel.shape), dtype=layers[name].kernel.dtype)
-        for name, init in initializers.items()
-    }
-    for name, value in values.items():
-        layers[name].kernel.assign(value)
-        layers[name].kernel_initializer = initializers[name]
+    targets = _kernel_targets(model, initializers)
+    values = {}
+    for key, init in initializers.items():
+        layer, slot = targets[key]
+        kernel = getattr(layer, slot.attribute)
+        values[key] = init(tuple(kernel.shape), dtype=kernel.dtype)
+    for key, value in values.items():
+        layer, slot = targets[key]
+        getattr(layer, slot.attribute).assign(value)
+        setattr(layer, slot.initializer, initializers[key])

@@ -39,26 +39,10 @@ import numpy as np
 from keras import ops
 
 from keras_corrinit._data import take_batches
-from keras_corrinit.layerwise import walk_layers
+from keras_corrinit._layers import kernel_slots, walk_layers
 
-__all__ = ["lsuv_initialize", "LSUVReport", "LayerReport", "SUPPORTED_LAYERS"]
+__all__ = ["LSUVReport", "LayerReport", "lsuv_initialize"]
 
-# Layers LSUV touches; `_kernels` says which of their kernels are used.
-SUPPORTED_LAYERS = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Dense,
-)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 MIN_BATCH = 16  # the paper's minimum mini-batch size
 _DEAD_VARIANCE = 1e-12
 
@@ -106,9 +90,7 @@ class LSUVReport:
 
 
 def _kernels(layer):
-    if isinstance(layer, _SEPARABLE):
-        return [layer.depthwise_kernel, layer.pointwise_kernel]
-    return [layer.kernel]
+    return [getattr(layer, slot.attribute) for slot in kernel_slots(layer)]
 
 
 def _orthonormal_start(layers, seed_generator):
@@ -125,7 +107,7 @@ def _variance(x):
 def _multiply_adds(layer, output):
     """Multiply-adds of one call: each output value costs a kernel column."""
     per_output = sum(math.prod(k.shape[:-1]) for k in _kernels(layer))
-    if isinstance(layer, _DEPTHWISE):
+    if [slot.kind for slot in kernel_slots(layer)] == ["depthwise"]:
         per_output = math.prod(layer.kernel.shape[:-2])
     return math.prod(output.shape) * per_output
 
@@ -274,7 +256,7 @@ def _select(model, include, exclude):
 
     return [
         layer for layer in walk_layers(model)
-        if isinstance(layer, SUPPORTED_LAYERS)
+        if kernel_slots(layer)
         and (include is None or matches(include, layer))
         and not (exclude and matches(exclude, layer))
     ]

@@ -18,15 +18,15 @@ from keras import ops
 
 from keras_corrinit._backend_grads import gradients
 from keras_corrinit._data import first_batch
-from keras_corrinit.correlation import _spatial_shape_tuple, psd_factor
-from keras_corrinit.initializers import _cast, _kernel_shape, _sampling_dtype, _SeededInitializer
-from keras_corrinit.layerwise import layerwise, pair_layers, walk_layers
+from keras_corrinit._base import SeededInitializer, cast, kernel_shape, sampling_dtype, spatial_shape_tuple
+from keras_corrinit.correlation import psd_factor
+from keras_corrinit._layers import kernel_layers, kernel_slots
+from keras_corrinit.layerwise import layerwise, pair_layers
 
 __all__ = ["nfm_matrix", "NFMInit", "agop_matrix", "nfm_layerwise_initializers"]
 
-_KERNEL_LAYERS = (
-    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense,
-)
+# NFM and AGOP are defined for full convolutions and Dense layers.
+_NFM_KINDS = ("conv", "dense")
 
 
 def _kernel_array(layer_or_kernel, name="layer_or_kernel"):
@@ -86,7 +86,7 @@ def _compact(values):
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
-class NFMInit(_SeededInitializer):
+class NFMInit(SeededInitializer):
     """Weights drawn from N(0, Sigma) with Sigma a (pretrained) feature matrix.
 
     Sigma is held as a factor `A` with `Sigma = A A^T` (`fan_in x rank`), so
@@ -131,7 +131,7 @@ class NFMInit(_SeededInitializer):
             raise ValueError("`factor` contains NaN or Inf.")
         if not np.any(factor):
             raise ValueError("`factor` is all zeros: Sigma = 0 cannot be scaled to Kaiming variance.")
-        spatial_shape = _spatial_shape_tuple(spatial_shape)
+        spatial_shape = spatial_shape_tuple(spatial_shape)
         if isinstance(in_channels, bool) or not isinstance(in_channels, int):
             raise TypeError(f"`in_channels` must be an int; received {in_channels!r}.")
         if math.prod(spatial_shape) * in_channels != factor.shape[0]:
@@ -220,15 +220,15 @@ class NFMInit(_SeededInitializer):
         return self._factors[shape]
 
     def __call__(self, shape, dtype=None):
-        shape = _kernel_shape(shape)
-        dtype, sample_dtype = _sampling_dtype(dtype)
+        shape = kernel_shape(shape)
+        dtype, sample_dtype = sampling_dtype(dtype)
         mode, factor = self._transfer(shape)
         if mode == "full":
             z = keras.random.normal((factor.shape[1], shape[-1]), dtype=sample_dtype, seed=self.seed)
         else:
             z = keras.random.normal((factor.shape[1], math.prod(shape[-2:])), dtype=sample_dtype, seed=self.seed)
         weights = ops.matmul(ops.convert_to_tensor(factor, dtype=sample_dtype), z)
-        return _cast(ops.reshape(weights, shape), dtype)
+        return cast(ops.reshape(weights, shape), dtype)
 
     def get_config(self):
         return {
@@ -241,7 +241,7 @@ class NFMInit(_SeededInitializer):
 
 
 def _kernel_layers(model):
-    return [layer for layer in walk_layers(model) if isinstance(layer, _KERNEL_LAYERS)]
+    return [layer for layer, _ in kernel_layers(model, _NFM_KINDS)]
 
 
 def nfm_layerwise_initializers(source, target, mapping=None, scaling="kaiming", seed=None):
@@ -307,7 +307,7 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
             raise ValueError(f"`{name}` must be an int >= 1; received {value!r}.")
     if isinstance(layer, str):
         layer = model.get_layer(layer)
-    if not isinstance(layer, _KERNEL_LAYERS):
+    if tuple(slot.kind for slot in kernel_slots(layer)) not in (("conv",), ("dense",)):
         raise ValueError(
             f"`layer` must be a Conv1D/2D/3D or Dense layer of the model; received "
             f"{type(layer).__name__}."

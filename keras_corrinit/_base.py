@@ -1,0 +1,130 @@
+"""Machinery the package's initializers share (private).
+
+Keras's seed semantics: `seed` is an int (the same values on every call),
+None (a random int seed picked once, at construction, as Keras does) or a
+`keras.random.SeedGenerator` (new values on every call); configs are plain
+JSON and `from_config` names unknown keys. Kernel shapes, spatial shapes and
+dtypes are checked and normalized here once, for every initializer.
+"""
+
+import inspect
+import operator
+import random as python_random
+
+import keras
+from keras import ops
+
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+class SeededInitializer(keras.initializers.Initializer):
+    """Keras's seed semantics for initializers (see module docstring)."""
+
+    def __init__(self, seed=None):
+        self._init_seed = seed
+        if seed is None:
+            # What Keras does for None: one random int seed per instance.
+            seed = python_random.randint(1, int(1e9))
+        elif isinstance(seed, dict):
+            seed = seed_generator_from_config(seed)
+        elif isinstance(seed, bool) or not isinstance(
+            seed, (int, keras.random.SeedGenerator)
+        ):
+            raise TypeError(
+                "`seed` must be an int, None or a keras.random.SeedGenerator; "
+                f"received {seed!r}."
+            )
+        self.seed = seed
+
+    def get_config(self):
+        return {"seed": keras.saving.serialize_keras_object(self._init_seed)}
+
+    @classmethod
+    def from_config(cls, config):
+        # A config may come from a file someone else wrote: unknown keys get
+        # a clear error, not Python's unexpected-keyword one.
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"A {cls.__name__} config must be a dict from get_config(); "
+                f"received {type(config).__name__}."
+            )
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(config) - allowed)
+        if unknown:
+            raise ValueError(
+                f"Unknown keys {unknown} in a {cls.__name__} config; the "
+                f"keys are {sorted(allowed)}."
+            )
+        return cls(**config)
+
+
+def seed_generator_from_config(config):
+    """A serialized SeedGenerator, rebuilt without importing anything.
+
+    Only `keras.random.SeedGenerator` configs are accepted, so a config
+    cannot name another class or function to be imported and called.
+    """
+    inner = config.get("config")
+    if (
+        config.get("class_name") != "SeedGenerator"
+        or not isinstance(inner, dict)
+        or set(inner) - {"seed", "name"}
+        or isinstance(inner.get("seed"), bool)
+        or not isinstance(inner.get("seed"), (int, type(None)))
+    ):
+        raise TypeError(
+            "A dict `seed` must be a serialized keras.random.SeedGenerator "
+            "({'class_name': 'SeedGenerator', 'config': {'seed': int}}); "
+            f"received {config!r}."
+        )
+    return keras.random.SeedGenerator(**inner)
+
+
+def kernel_shape(shape):
+    try:
+        if isinstance(shape, str):
+            raise TypeError
+        shape = tuple(operator.index(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`shape` must be a tuple of ints; received {shape!r}."
+        ) from None
+    if len(shape) < 2 or any(d < 1 for d in shape):
+        raise ValueError(
+            "`shape` must be a kernel shape with at least 2 positive "
+            "dimensions, (*spatial, in_channels, out_channels) or "
+            f"(in_features, out_features); received {shape}."
+        )
+    return shape
+
+
+def sampling_dtype(dtype):
+    """Dtype to sample in: float32 for half precision, else `dtype` itself."""
+    dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
+    if not keras.backend.is_float_dtype(dtype):
+        raise ValueError(
+            f"`dtype` must be a floating dtype; received {dtype!r}."
+        )
+    return dtype, ("float32" if dtype in _LOW_PRECISION else dtype)
+
+
+def cast(x, dtype):
+    # A same-dtype cast still copies on some backends.
+    return x if keras.backend.standardize_dtype(x.dtype) == dtype else ops.cast(x, dtype)
+
+
+def spatial_shape_tuple(spatial_shape, name="spatial_shape"):
+    try:
+        if isinstance(spatial_shape, str):
+            raise TypeError
+        shape = tuple(operator.index(d) for d in spatial_shape)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be a tuple of positive ints such as (3, 3); "
+            f"received {spatial_shape!r}."
+        ) from None
+    if any(d < 1 for d in shape):
+        raise ValueError(
+            f"`{name}` must contain positive sizes; received {shape}."
+        )
+    return shape

@@ -1,0 +1,85 @@
+"""Which layer kinds carry which kernels, and one walk over (nested) models.
+
+Extraction, LSUV, NFM and layer-wise initialization all ask the same two
+questions: which layers of a model hold kernels, and what kind of kernel
+each is. They are answered here, once.
+
+Kinds:
+
+* `"conv"`: Conv1D/2D/3D with `groups=1`, kernel `(*spatial, in, out)`.
+* `"grouped"`: a grouped convolution with more than one input channel per
+  group.
+* `"depthwise"`: one spatial filter per channel: DepthwiseConv1D/2D
+  (`(*spatial, channels, multiplier)`), the depthwise part of
+  SeparableConv1D/2D, and a Conv with one input channel per group (as
+  ConvNeXt builds its depthwise convolutions: `(*spatial, 1, channels)`).
+* `"pointwise"`: the pointwise part of SeparableConv1D/2D.
+* `"transpose"`: Conv1D/2D/3DTranspose, `(*spatial, filters, in)`.
+* `"dense"`: Dense, `(in, out)`.
+"""
+
+import dataclasses
+
+import keras
+
+CONV_KINDS = ("conv", "grouped")
+KINDS = ("conv", "grouped", "depthwise", "pointwise", "transpose", "dense")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSlot:
+    """One kernel of a layer: where it is, its initializer attribute, its kind."""
+
+    attribute: str
+    initializer: str
+    kind: str
+
+
+_KERNEL = KernelSlot("kernel", "kernel_initializer", "conv")
+_DEPTHWISE = KernelSlot("kernel", "depthwise_initializer", "depthwise")
+_SEPARABLE = (
+    KernelSlot("depthwise_kernel", "depthwise_initializer", "depthwise"),
+    KernelSlot("pointwise_kernel", "pointwise_initializer", "pointwise"),
+)
+
+# Checked in order: the transposed and depthwise classes first, the plain
+# convolutions (whose subclasses some of them may be) after.
+_TABLE = (
+    ((keras.layers.SeparableConv1D, keras.layers.SeparableConv2D), _SEPARABLE),
+    ((keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D), (_DEPTHWISE,)),
+    (
+        (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose),
+        (dataclasses.replace(_KERNEL, kind="transpose"),),
+    ),
+    ((keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D), (_KERNEL,)),
+    ((keras.layers.Dense,), (dataclasses.replace(_KERNEL, kind="dense"),)),
+)
+
+
+def kernel_slots(layer):
+    """The `KernelSlot`s of `layer`, or `()` for layers without kernels."""
+    for classes, slots in _TABLE:
+        if isinstance(layer, classes):
+            if slots == (_KERNEL,) and getattr(layer, "groups", 1) > 1:
+                per_group = layer.kernel.shape[-2] if layer.built else None
+                kind = "depthwise" if per_group == 1 else "grouped"
+                return (dataclasses.replace(_KERNEL, kind=kind),)
+            return slots
+    return ()
+
+
+def walk_layers(model):
+    """All layers below `model`, nested models flattened, in model order."""
+    for sub in getattr(model, "layers", []):
+        yield sub
+        yield from walk_layers(sub)
+
+
+def kernel_layers(model, kinds=KINDS):
+    """`(layer, slot)` for every kernel of one of `kinds`, in model order."""
+    return [
+        (layer, slot)
+        for layer in walk_layers(model)
+        for slot in kernel_slots(layer)
+        if slot.kind in kinds
+    ]
