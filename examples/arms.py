@@ -28,9 +28,21 @@ Arms (`--init`):
   layers get their NFM (see `Source.agop`).
 * `enhanced_gamma` (`--gamma-base`, `--gamma-granularity`); `lsuv`
   (orthonormal, then LSUV on one training batch).
+* Depthwise filters (ConvMixer; Trockman et al. 2023). Every other kernel
+  is He-normal (`uncorrelated`) in all of them; the depthwise kernels are
+  `depthwise_default` (Keras's `glorot_uniform`, as built),
+  `depthwise_he` (Keras's `he_normal`), `covariance_closed_form`
+  (`ConstructedFilterCovariance` by relative depth) or
+  `covariance_learned` (each layer's covariance from the source ConvMixer
+  at the same relative depth, resampled to the kernel size). Their scale
+  controls `covariance_closed_form~var` and `covariance_learned~var` draw
+  independent weights with the same per-position variances (the diagonal
+  of the arm's covariance): the arm differs from its control only in the
+  off-diagonal covariance.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -48,13 +60,18 @@ from keras_corrinit import (
     agop_matrix,
     apply_initializers,
     correlation_from_model,
+    depthwise_covariance_from_model,
+    depthwise_layerwise_initializers,
     layer_seeds,
     lsuv_initialize,
+    spatial_kernels,
 )
 
 IDENTITY = SpatialCorrelation.identity()
 CORRELATED = ("correlated", "correlated_weight", "correlated_learned", "correlated_layerwise")
-LEARNED = ("correlated_learned", "correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming")
+LEARNED = ("correlated_learned", "correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming",
+           "covariance_learned")
+DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
 GAMMA_BASES = {"he_normal": "uncorrelated", "he_uniform": "he_uniform"}  # EnhancedGamma base -> its arm
 PLAIN = {
     "uncorrelated": lambda s, ctx: CorrelatedHeNormal(IDENTITY, seed=s),
@@ -71,10 +88,10 @@ PLAIN = {
     "correlated_learned": lambda s, ctx: CorrelatedHeNormal(ctx.source.estimate, alpha=ctx.alpha, seed=s),
     "enhanced_gamma": lambda s, ctx: EnhancedGamma(ctx.gamma_base, ctx.gamma_granularity, seed=s),
 }
-POST_BUILD = ("correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming", "lsuv")
+POST_BUILD = ("correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming", "lsuv") + DEPTHWISE
 BASE_ARMS = sorted(set(PLAIN) | set(POST_BUILD))
 CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
-    "correlated_weight~sum"
+    "correlated_weight~sum", "covariance_closed_form~var", "covariance_learned~var"
 ]
 ARMS = BASE_ARMS + CONTROLS
 
@@ -134,6 +151,18 @@ class MatchedScale(keras.initializers.Initializer):
         return keras.random.normal(tuple(shape), stddev=math.sqrt(self.variance(shape)), dtype=dtype, seed=self.seed)
 
 
+class DiagonalOf(keras.initializers.Initializer):
+    """Independent normal weights with the per-position variances of `reference`'s covariance."""
+
+    def __init__(self, reference, seed=None):
+        self.reference, self.seed = reference, seed
+
+    def __call__(self, shape, dtype=None):
+        variances = np.diag(self.reference.covariance_matrix(tuple(shape[:-2])))
+        stddev = keras.ops.reshape(keras.ops.sqrt(variances), tuple(shape[:-2]) + (1, 1))
+        return keras.ops.cast(stddev, dtype or "float32") * keras.random.normal(tuple(shape), dtype=dtype, seed=self.seed)
+
+
 def layer_factory(name, seed, ctx):
     """Zero-argument factory: one initializer per layer, each its own seed."""
     arm, match = split_control(name)
@@ -185,6 +214,9 @@ def post_build(name, model, seed, ctx, x_train):
     if arm not in POST_BUILD:
         return
     source = ctx.source
+    if arm in DEPTHWISE:
+        depthwise_post_build(arm, match, model, seed, ctx)
+        return
     if arm == "correlated_layerwise":
         initializers = source.estimate.layerwise_initializers(
             model, mapping=_conv_mapping(model, source.model), seed=seed, alpha=ctx.alpha)
@@ -202,6 +234,22 @@ def post_build(name, model, seed, ctx, x_train):
                 initializers[target] = NFMInit.from_kernel(source.layers[src], scaling=scaling, seed=seeds[target])
     if match:
         initializers = {k: MatchedScale(v, match, seed=v.seed) for k, v in initializers.items()}
+    apply_initializers(model, initializers)
+
+
+def depthwise_post_build(arm, match, model, seed, ctx):
+    """Sets the depthwise kernels of the depthwise arms (see the module docstring)."""
+    if arm == "depthwise_default":
+        return  # as built: Keras's glorot_uniform under the run's global seed
+    keys = list(depthwise_layerwise_initializers(model, seed=0))
+    seeds = layer_seeds(seed, len(keys))
+    if arm == "depthwise_he":
+        initializers = {key: keras.initializers.HeNormal(seed=s) for key, s in zip(keys, seeds)}
+    else:
+        covariance = ctx.source.depthwise if arm == "covariance_learned" else None
+        initializers = depthwise_layerwise_initializers(model, covariance, seed=seed)
+    if match:
+        initializers = {key: DiagonalOf(init, seed=s) for (key, init), s in zip(initializers.items(), seeds)}
     apply_initializers(model, initializers)
 
 
@@ -226,9 +274,18 @@ class Source:
 
     def __init__(self, model, identity):
         self.model, self.id = model, identity
-        self.estimate = correlation_from_model(model, kernel_size=3)
         self.layers = {layer.name: layer for layer in _kernel_layers(model)}
         self._agop = None
+
+    @functools.cached_property
+    def estimate(self):
+        """The pooled 3x3 spatial correlation (`CorrelationEstimate`)."""
+        return correlation_from_model(self.model, kernel_size=3)
+
+    @functools.cached_property
+    def depthwise(self):
+        """Per-layer depthwise filter covariances (`DepthwiseCovariance`)."""
+        return depthwise_covariance_from_model(self.model, source=f"source {self.id}")
 
     def spatial_shape(self, name):
         return tuple(self.layers[name].kernel.shape[:-2])
@@ -269,9 +326,10 @@ def load_or_train_source(settings, data, out, compile_and_fit):
     os.makedirs(folder, exist_ok=True)
     model.save(path)
     source = Source(model, identity)
-    matrix = source.estimate.matrix
+    summary = {"settings": {k: str(v) for k, v in settings.items()}, "train_accuracy": history["accuracy"][-1]}
+    if spatial_kernels(model, kernel_size=3):
+        matrix = source.estimate.matrix
+        summary["mean_offdiagonal_correlation"] = float(matrix[~np.eye(len(matrix), dtype=bool)].mean())
     with open(os.path.join(folder, identity + ".json"), "w") as f:
-        json.dump({"settings": {k: str(v) for k, v in settings.items()},
-                   "train_accuracy": history["accuracy"][-1],
-                   "mean_offdiagonal_correlation": float(matrix[~np.eye(len(matrix), dtype=bool)].mean())}, f)
+        json.dump(summary, f)
     return source

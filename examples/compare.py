@@ -226,10 +226,13 @@ def data_notes(rows, args):
     for source in sorted({r["source"] for r in rows} - {NOT_USED}):
         with open(os.path.join(args.out, "sources", source + ".json")) as f:
             saved = json.load(f)
-        notes.append(f"- source {source}: {saved['settings']['network']} trained {saved['settings']['epochs']} epochs "
-                     f"(batch norm {saved['settings']['batch_norm']}) on the {saved['settings']['dataset']} training "
-                     f"split, train accuracy {saved['train_accuracy']:.3f}; its pooled 3x3 R has mean off-diagonal "
-                     f"correlation {saved['mean_offdiagonal_correlation']:.3f} (built-in R: 0.254)")
+        note = (f"- source {source}: {saved['settings']['network']} trained {saved['settings']['epochs']} epochs "
+                f"(batch norm {saved['settings']['batch_norm']}) on the {saved['settings']['dataset']} training "
+                f"split, train accuracy {saved['train_accuracy']:.3f}")
+        if "mean_offdiagonal_correlation" in saved:
+            note += (f"; its pooled 3x3 R has mean off-diagonal correlation "
+                     f"{saved['mean_offdiagonal_correlation']:.3f} (built-in R: 0.254)")
+        notes.append(note)
     return ["Data:\n\n" + "\n".join(notes)] if notes else []
 
 

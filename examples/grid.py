@@ -42,6 +42,13 @@ GRIDS = {
     # a deeper network on the spatially correlated digits: 50 runs
     "vgg8-digits32": ["--dataset", "digits32", "--network", "vgg8", "--width", "0.25", "--batch-norm", "off", "on",
                       "--seeds", "5", "--init", *_SCALE_ARMS],
+    # depthwise covariance (Trockman et al. 2023): ConvMixer-6/k7, trained and with frozen depthwise filters,
+    # learned covariances from a ConvMixer-4/k5 (other depth and kernel size): 60 runs
+    "convmixer-digits32": ["--dataset", "digits32", "--network", "convmixer6k7", "convmixer6k7_frozen",
+                           "--source-network", "convmixer4k5", "--batch-norm", "on", "--optimizer", "adam",
+                           "--lr", "0.005", "--epochs", "3", "--seeds", "5", "--baseline", "depthwise_default",
+                           "--init", "depthwise_default", "depthwise_he", "covariance_closed_form",
+                           "covariance_closed_form~var", "covariance_learned", "covariance_learned~var"],
 }
 
 

@@ -24,6 +24,14 @@ Exact layer lists (channels at width 1; "M" = 2x2 max pooling; all convs
   pooling, FC classes. Counting the stem, the block convs and the head:
   10, 18 and 34 weight layers (projection shortcuts are not counted).
 * small_cnn (digits): 32 32 M 64, Flatten, FC classes.
+* ConvMixer-<depth>/k<kernel> (`convmixer6k7`): a 2x2-patch embedding
+  (Conv2D, 64 channels at width 1, stride 2), GELU, BN; then `depth` blocks
+  of x + BN(GELU(DepthwiseConv2D k x k (x))) followed by a 1x1 Conv2D, GELU,
+  BN; global average pooling, FC classes (Trockman and Kolter's ConvMixer,
+  sized for 32x32 inputs). The depthwise convolutions keep Keras's default
+  initializer (`glorot_uniform`): the arms set them after the build.
+  `convmixer6k7_frozen`: the same with the depthwise layers not trainable
+  (their kernels, and their zero biases, stay as initialized).
 """
 
 import functools
@@ -101,10 +109,38 @@ def small_cnn(input_shape, classes, kernel_initializer, batch_norm=False, width=
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
+def convmixer(depth, kernel_size, frozen, input_shape, classes, kernel_initializer, batch_norm=True, width=1.0,
+              l2=0.0, patch_size=2):
+    dim = max(1, int(64 * width))
+
+    def gelu_bn(x):
+        x = keras.layers.Activation("gelu")(x)
+        # momentum 0.9 (PyTorch's 0.1): short runs leave Keras's 0.99 averages unsettled
+        return keras.layers.BatchNormalization(momentum=0.9)(x) if batch_norm else x
+
+    inputs = keras.Input(input_shape)
+    x = gelu_bn(keras.layers.Conv2D(dim, patch_size, strides=patch_size, kernel_initializer=kernel_initializer(),
+                                    kernel_regularizer=_l2(l2))(inputs))
+    for i in range(depth):
+        y = keras.layers.DepthwiseConv2D(kernel_size, padding="same", name=f"depthwise_{i}", trainable=not frozen,
+                                         depthwise_regularizer=_l2(l2))(x)
+        x = keras.layers.Add()([x, gelu_bn(y)])
+        x = gelu_bn(keras.layers.Conv2D(dim, 1, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    return keras.Model(inputs, outputs, name=f"convmixer{depth}k{kernel_size}{'_frozen' if frozen else ''}")
+
+
+CONVMIXERS = {
+    f"convmixer{depth}k{kernel}{suffix}": functools.partial(convmixer, depth, kernel, bool(suffix))
+    for depth in (2, 4, 6, 8) for kernel in (3, 5, 7, 9) for suffix in ("", "_frozen")
+}
+
 NETWORKS = {
     **{name: functools.partial(vgg, name) for name in VGG_LAYOUTS},
     **{name: functools.partial(resnet, name) for name in RESNET_BLOCKS},
     "small_cnn": small_cnn,
+    **CONVMIXERS,
 }
 
 

@@ -8,6 +8,16 @@ from keras_corrinit.correlation import (
     position_distances,
     psd_factor,
 )
+from keras_corrinit.depthwise import (
+    ConstructedFilterCovariance,
+    DepthwiseCovariance,
+    FilterCovariance,
+    depthwise_covariance_from_model,
+    depthwise_layerwise_initializers,
+    filter_covariance,
+    reinitialize_depthwise,
+    resample_covariance,
+)
 from keras_corrinit.extraction import (
     CorrelationEstimate,
     application_names,
@@ -30,10 +40,13 @@ from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConstructedFilterCovariance",
     "CorrelatedHeNormal",
     "CorrelationEstimate",
     "DEFAULT_CORRELATION",
+    "DepthwiseCovariance",
     "EnhancedGamma",
+    "FilterCovariance",
     "GradientSignMonitor",
     "GradientSignTracker",
     "LSUVReport",
@@ -46,6 +59,9 @@ __all__ = [
     "correlation_from_application",
     "correlation_from_kernels",
     "correlation_from_model",
+    "depthwise_covariance_from_model",
+    "depthwise_layerwise_initializers",
+    "filter_covariance",
     "layer_seeds",
     "lsuv_initialize",
     "matrix_profile",
@@ -57,5 +73,7 @@ __all__ = [
     "plot_training_curves",
     "position_distances",
     "psd_factor",
+    "reinitialize_depthwise",
+    "resample_covariance",
     "spatial_kernels",
 ]

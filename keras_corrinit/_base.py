@@ -16,6 +16,19 @@ from keras import ops
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
+# Largest kernel (spatial positions) handled: 32x32 or 10x10x10. Matrices
+# are P x P and their eigendecompositions cost O(P^3), so a matrix from an
+# untrusted config cannot make loading take minutes or gigabytes.
+MAX_POSITIONS = 1024
+
+
+def check_positions(p, what):
+    if p > MAX_POSITIONS:
+        raise ValueError(
+            f"{what} has {p} spatial positions; this package "
+            f"supports at most {MAX_POSITIONS} (a 32x32 or 10x10x10 kernel)."
+        )
+
 
 class SeededInitializer(keras.initializers.Initializer):
     """Keras's seed semantics for initializers (see module docstring)."""

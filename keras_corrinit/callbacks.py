@@ -51,14 +51,18 @@ Semantics:
 import keras
 from keras import ops
 
-from keras_corrinit._backend_grads import replica_sum, strategy_scope
+from keras_corrinit._backend import HiddenFromSaving, replica_sum, strategy_scope, sync_training_state
 from keras_corrinit.tracker import SUM_KEYS, GradientSignTracker, read_state, write_state
 
 __all__ = ["GradientSignMonitor"]
 
 
-class _SignRecordingOptimizer(keras.optimizers.Optimizer):
+class _SignRecordingOptimizer(HiddenFromSaving, keras.optimizers.Optimizer):
     """Wraps an optimizer; records gradient statistics before each update."""
+
+    # Saved as this optimizer's own variables (below), not a second time
+    # under "optimizer/inner_optimizer".
+    _hidden_from_saving = ("inner_optimizer",)
 
     def __init__(self, inner_optimizer, tracker):
         super().__init__(learning_rate=0.0, name="gradient_sign_monitor")
@@ -172,12 +176,6 @@ class _SignRecordingOptimizer(keras.optimizers.Optimizer):
     def load_own_variables(self, store):
         self.inner_optimizer.load_own_variables(store)
 
-    def __dir__(self):
-        # Keras's saving walks an optimizer's attributes (`dir`) for nested
-        # saveables; the inner optimizer is saved as this one's own
-        # variables above and must not be saved a second time under
-        # "optimizer/inner_optimizer".
-        return [name for name in super().__dir__() if name != "inner_optimizer"]
 
 
 class GradientSignMonitor(keras.callbacks.Callback):
@@ -258,9 +256,7 @@ class GradientSignMonitor(keras.callbacks.Callback):
     def _sync(self):
         # JAX keeps the training state outside the variables during an
         # epoch; pull it in before reading (a no-op elsewhere).
-        sync = getattr(self.model, "jax_state_sync", None)
-        if sync is not None:
-            sync()
+        sync_training_state(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         # Sums restart each epoch; the previous step's signs are kept.

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from keras_corrinit._base import spatial_shape_tuple
+from keras_corrinit._base import check_positions, spatial_shape_tuple
 
 __all__ = [
     "SpatialCorrelation",
@@ -34,20 +34,6 @@ __all__ = [
 # Asymmetry and negative eigenvalues below this are float noise, not errors.
 _SYMMETRY_TOL = 1e-6
 _PSD_TOL = 1e-10
-# Largest kernel (spatial positions) handled: 32x32 or 10x10x10. Matrices
-# are P x P and their eigendecompositions cost O(P^3), so a matrix from an
-# untrusted config cannot make loading take minutes or gigabytes.
-MAX_POSITIONS = 1024
-
-
-def _check_positions(p, what):
-    if p > MAX_POSITIONS:
-        raise ValueError(
-            f"{what} has {p} spatial positions; correlated initialization "
-            f"supports at most {MAX_POSITIONS} (a 32x32 or 10x10x10 kernel)."
-        )
-
-
 def position_distances(spatial_shape):
     """Euclidean distances between all positions of a kernel.
 
@@ -135,7 +121,7 @@ def _validated_matrix(matrix, name="matrix"):
             f"`{name}` must be a square (P, P) matrix with P = number of "
             f"kernel positions (9 for 3x3); received shape {m.shape}."
         )
-    _check_positions(m.shape[0], f"`{name}`")
+    check_positions(m.shape[0], f"`{name}`")
     if not np.all(np.isfinite(m)):
         raise ValueError(
             f"`{name}` contains NaN or Inf entries; pass a finite matrix."
@@ -323,7 +309,7 @@ class SpatialCorrelation:
         """The structure's matrix for `spatial_shape`, before alpha or repair."""
         spatial_shape = spatial_shape_tuple(spatial_shape)
         p = math.prod(spatial_shape)
-        _check_positions(p, f"A kernel of spatial shape {spatial_shape}")
+        check_positions(p, f"A kernel of spatial shape {spatial_shape}")
         if p == 1:
             # One position (1x1 conv, Dense): nothing to correlate.
             return np.ones((1, 1))

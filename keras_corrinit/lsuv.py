@@ -29,6 +29,7 @@ inference mode (`training=False`): dropout is off and batch normalization
 uses its moving statistics (the identity, at initialization).
 """
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -38,6 +39,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_corrinit._backend import intercepted_call
 from keras_corrinit._data import take_batches
 from keras_corrinit._layers import kernel_slots, walk_layers
 
@@ -137,13 +139,13 @@ class _Interceptor:
         self.done, self.costs, self.extra = set(), {}, 0.0
 
     def __enter__(self):
+        self._stack = contextlib.ExitStack()
         for layer in self.layers:
-            layer.call = self._wrap(layer, layer.call)
+            self._stack.enter_context(intercepted_call(layer, lambda original, layer=layer: self._wrap(layer, original)))
         return self
 
     def __exit__(self, *exc):
-        for layer in self.layers:
-            layer.__dict__.pop("call", None)
+        self._stack.close()
 
     def _wrap(self, layer, original_call):
         def call(inputs, *args, **kwargs):

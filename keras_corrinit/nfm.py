@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_corrinit._backend_grads import gradients
+from keras_corrinit._backend import gradients, intercepted_call
 from keras_corrinit._data import first_batch
 from keras_corrinit._base import SeededInitializer, cast, kernel_shape, sampling_dtype, spatial_shape_tuple
 from keras_corrinit.correlation import psd_factor
@@ -302,6 +302,27 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
         `(fan_in, fan_in)` float64 numpy AGOP, usable as
         `NFMInit.from_covariance(agop, spatial_shape, in_channels)`.
     """
+    layer = _agop_layer(model, layer, batch_size, max_outputs)
+    x = first_batch(data)
+    n = keras.tree.flatten(x)[0].shape[0]
+    flat_kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    flat_kernel = flat_kernel.reshape(-1, flat_kernel.shape[-1])
+    rng = np.random.default_rng(seed)
+    perturbation = _PreactivationPerturbation(layer)
+    outer, count = 0.0, 0
+    bar = keras.utils.Progbar(n, unit_name="sample") if verbose else None
+    with intercepted_call(layer, perturbation.wrap):
+        for start in range(0, n, batch_size):
+            batch = keras.tree.map_structure(lambda a: a[start : start + batch_size], x)
+            batch_outer, positions = _batch_gradient_outer(model, batch, perturbation, rng, max_outputs)
+            outer, count = outer + batch_outer, count + positions
+            if bar:
+                bar.add(keras.tree.flatten(batch)[0].shape[0])
+    return flat_kernel @ (outer / count) @ flat_kernel.T
+
+
+def _agop_layer(model, layer, batch_size, max_outputs):
+    """`agop_matrix`'s arguments checked; the layer itself."""
     for name, value in (("batch_size", batch_size), ("max_outputs", max_outputs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an int >= 1; received {value!r}.")
@@ -312,56 +333,56 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
             f"`layer` must be a Conv1D/2D/3D or Dense layer of the model; received "
             f"{type(layer).__name__}."
         )
-    x = first_batch(data)
-    n = keras.tree.flatten(x)[0].shape[0]
-    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
-    flat_kernel = kernel.reshape(-1, kernel.shape[-1])
-    rng = np.random.default_rng(seed)
-    outer, count = 0.0, 0
-    bar = keras.utils.Progbar(n, unit_name="sample") if verbose else None
-    original_activation = layer.activation
-    original_call = layer.call
-    holder = {"delta": 0.0}
+    return layer
 
-    def perturbed_call(*args, **kwargs):
-        layer.activation = keras.activations.linear
-        try:
-            pre = original_call(*args, **kwargs)
-        finally:
-            layer.activation = original_activation
-        holder["shape"] = tuple(pre.shape)
-        return original_activation(pre + holder["delta"])
 
-    layer.call = perturbed_call
-    try:
-        for start in range(0, n, batch_size):
-            batch = keras.tree.map_structure(lambda a: a[start : start + batch_size], x)
-            holder["delta"] = 0.0
-            # a plain forward pass gives the pre-activation and output shapes
-            out_dim = int(np.prod(model(batch, training=False).shape[1:]))
-            shape = holder["shape"]
-            delta = keras.Variable(np.zeros(shape, "float32"), trainable=True)
-            holder["delta"] = delta
-            if out_dim <= max_outputs:
-                directions = np.eye(out_dim)
-            else:
-                # mean over projections: sum_k v_k v_k^T / m has expectation I
-                directions = rng.normal(size=(max_outputs, out_dim)) / np.sqrt(max_outputs)
-            for v in directions:
-                v_tensor = ops.convert_to_tensor(v.astype("float32"))
+class _PreactivationPerturbation:
+    """A layer call that adds `delta` to the pre-activation: `d output / d delta = df/dh`."""
 
-                def projected():
-                    out = ops.reshape(model(batch, training=False), (shape[0], -1))
-                    return ops.sum(out * v_tensor)
+    def __init__(self, layer):
+        self.layer, self.delta, self.shape = layer, 0.0, None
 
-                (g,) = gradients([delta], projected)
-                g = keras.ops.convert_to_numpy(g).astype(np.float64).reshape(-1, flat_kernel.shape[1])
-                outer = outer + g.T @ g
-            count += int(np.prod(shape[:-1]))
-            if bar:
-                bar.add(shape[0])
-    finally:
-        layer.__dict__.pop("call", None)
-        layer.activation = original_activation
-    g_mean = outer / count
-    return flat_kernel @ g_mean @ flat_kernel.T
+    def wrap(self, original_call):
+        layer, activation = self.layer, self.layer.activation
+
+        def call(*args, **kwargs):
+            layer.activation = keras.activations.linear
+            try:
+                pre = original_call(*args, **kwargs)
+            finally:
+                layer.activation = activation
+            self.shape = tuple(pre.shape)
+            return activation(pre + self.delta)
+
+        return call
+
+
+def _batch_gradient_outer(model, batch, perturbation, rng, max_outputs):
+    """Sum over a batch's positions of `(df/dh)^T (df/dh)`, and the positions' count.
+
+    Exact (one gradient per output unit) for at most `max_outputs` outputs,
+    else the mean over `max_outputs` Gaussian projections of the output.
+    """
+    perturbation.delta = 0.0
+    # a plain forward pass gives the pre-activation and output shapes
+    out_dim = int(np.prod(model(batch, training=False).shape[1:]))
+    shape = perturbation.shape
+    delta = keras.Variable(np.zeros(shape, "float32"), trainable=True)
+    perturbation.delta = delta
+    if out_dim <= max_outputs:
+        directions = np.eye(out_dim)
+    else:
+        # mean over projections: sum_k v_k v_k^T / m has expectation I
+        directions = rng.normal(size=(max_outputs, out_dim)) / np.sqrt(max_outputs)
+    outer = 0.0
+    for v in directions:
+        v_tensor = ops.convert_to_tensor(v.astype("float32"))
+
+        def projected():
+            out = ops.reshape(model(batch, training=False), (shape[0], -1))
+            return ops.sum(out * v_tensor)
+
+        (g,) = gradients([delta], projected)
+        g = keras.ops.convert_to_numpy(g).astype(np.float64).reshape(-1, shape[-1])
+        outer = outer + g.T @ g
+    return outer, int(np.prod(shape[:-1]))

@@ -175,7 +175,7 @@ def test_alpha_beyond_correlation_range_is_an_error():
 
 
 def test_kernels_beyond_max_positions_are_refused():
-    with pytest.raises(ValueError, match=r"spatial shape \(33, 33\) has 1089 spatial positions; correlated initialization supports at most 1024"):
+    with pytest.raises(ValueError, match=r"spatial shape \(33, 33\) has 1089 spatial positions; this package supports at most 1024"):
         SpatialCorrelation.exponential_decay(0.5).matrix_for((33, 33))
     with pytest.raises(ValueError, match=r"`matrix` has 1025 spatial positions"):
         SpatialCorrelation.from_matrix(np.eye(1025))

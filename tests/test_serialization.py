@@ -165,7 +165,7 @@ def _set_matrix_entry(config):
     "layer, change, message",
     [
         ("correlated", _set("correlation", {"kind": "matrix", "matrix": np.eye(1100, dtype=int).tolist(), "spatial_shape": [1100]}),
-         "`matrix` has 1100 spatial positions; correlated initialization supports at most 1024"),
+         "`matrix` has 1100 spatial positions; this package supports at most 1024"),
         ("correlated", _set_matrix_entry, "`matrix` contains NaN or Inf entries"),
         ("correlated", _set("alpha", "abc"), "`alpha` must be a number >= 0; received 'abc'"),
         ("correlated", _set("strict", "no"), "`strict` must be a bool"),

@@ -1,4 +1,7 @@
-"""The only backend-specific code in the package, one function per backend.
+"""Everything that leans on a backend's specifics or on Keras's internals.
+
+The rest of the package is plain Keras 3; what it cannot do that way is
+here, in one place:
 
 * `gradients`: gradients of a scalar function with respect to Keras
   variables, outside `fit` (AGOP; the monitor's tests).
@@ -7,13 +10,27 @@
   own gradients and variables must be made in the strategy's scope. Keras's
   JAX distribution hands the optimizer global arrays, and Keras has no
   multi-device `fit` on PyTorch, so both are no-ops there.
+* `sync_training_state`: on JAX, `fit` keeps the training state outside the
+  variables during an epoch; a callback must pull it in before reading.
+* `intercepted_call`: replaces one layer instance's `call` for the length of
+  a `with` block (LSUV's single forward pass, AGOP's perturbed
+  pre-activations) and restores the class's method after it.
+* `HiddenFromSaving`: keeps attributes out of Keras's saving walk, which
+  collects nested saveables from an object's `dir()`.
 """
 
 import contextlib
 
 import keras
 
-__all__ = ["gradients", "replica_sum", "strategy_scope"]
+__all__ = [
+    "HiddenFromSaving",
+    "gradients",
+    "intercepted_call",
+    "replica_sum",
+    "strategy_scope",
+    "sync_training_state",
+]
 
 
 def _tensorflow_gradients(variables, scalar_fn):
@@ -93,3 +110,39 @@ def strategy_scope(model):
     if keras.backend.backend() == "tensorflow":
         return model.distribute_strategy.scope()
     return contextlib.nullcontext()
+
+
+def sync_training_state(model):
+    """Writes JAX's in-flight training state back into `model`'s variables."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
+@contextlib.contextmanager
+def intercepted_call(layer, make_call):
+    """`layer.call` is `make_call(original_call)` inside the block.
+
+    Keras calls `self.call` from `Layer.__call__`, so an instance attribute
+    shadows the class's method for this layer only; removing it restores
+    the method, also when the block raises.
+    """
+    layer.call = make_call(layer.call)
+    try:
+        yield
+    finally:
+        layer.__dict__.pop("call", None)
+
+
+class HiddenFromSaving:
+    """Mixin: the names in `_hidden_from_saving` are left out of `dir()`.
+
+    Keras's saving walks an object's attributes (`dir`) for nested
+    saveables (layers, optimizers); an attribute saved in another way must
+    not be saved a second time under its own name.
+    """
+
+    _hidden_from_saving = ()
+
+    def __dir__(self):
+        return [name for name in super().__dir__() if name not in self._hidden_from_saving]
