@@ -22,5 +22,7 @@ for name in ("ResNet50", "DenseNet121", "VGG16"):
         estimate = correlation_from_model(model)
         times.append(time.perf_counter() - start)
     weights = sum(math.prod(w.shape) for w in model.weights)
-    print(f"{name:<12} {len(estimate.layer_names):>3} 3x3 layers, {weights / 1e6:.1f}M weights in model: "
-          f"median {statistics.median(times) * 1e3:.0f} ms")
+    print(
+        f"{name:<12} {len(estimate.layer_names):>3} 3x3 layers, {weights / 1e6:.1f}M weights in model: "
+        f"median {statistics.median(times) * 1e3:.0f} ms"
+    )

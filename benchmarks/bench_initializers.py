@@ -63,6 +63,7 @@ def run(repeats):
         for name, value in seconds.items():
             print(f"{workload:<18} {name:<20} {value * 1e3:>10.1f} {value / reference:>7.2f}")
 
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)

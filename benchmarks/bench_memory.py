@@ -79,7 +79,9 @@ def main():
             result = subprocess.run(
                 [sys.executable, __file__, "--child", name, "--shape", *map(str, shape)],
                 env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             row = json.loads(result.stdout.strip().splitlines()[-1])
             print(f"{backend:<11} {name:<22} {row['extra_gib']:>14.2f} {row['ratio']:>9.2f}", flush=True)

@@ -60,8 +60,9 @@ def run(epochs, steps):
     for name, callbacks in configs.items():
         keras.utils.set_random_seed(0)
         model = _resnet_like(keras)
-        model.compile(keras.optimizers.SGD(0.01, momentum=0.8),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            keras.optimizers.SGD(0.01, momentum=0.8), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
         timer = EpochTimer()
         timer.times = []
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks + [timer])

@@ -49,9 +49,9 @@ import math
 import os
 
 import keras
+import networks
 import numpy as np
 
-import networks
 from keras_corrinit import (
     CorrelatedHeNormal,
     EnhancedGamma,
@@ -69,8 +69,15 @@ from keras_corrinit import (
 
 IDENTITY = SpatialCorrelation.identity()
 CORRELATED = ("correlated", "correlated_weight", "correlated_learned", "correlated_layerwise")
-LEARNED = ("correlated_learned", "correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming",
-           "covariance_learned")
+LEARNED = (
+    "correlated_learned",
+    "correlated_layerwise",
+    "nfm",
+    "nfm_kaiming",
+    "agop",
+    "agop_kaiming",
+    "covariance_learned",
+)
 DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
 GAMMA_BASES = {"he_normal": "uncorrelated", "he_uniform": "he_uniform"}  # EnhancedGamma base -> its arm
 PLAIN = {
@@ -84,14 +91,17 @@ PLAIN = {
     "lsuv": lambda s, ctx: keras.initializers.Orthogonal(seed=s),  # then lsuv_initialize
     "correlated": lambda s, ctx: CorrelatedHeNormal(ctx.correlation, alpha=ctx.alpha, seed=s),
     "correlated_weight": lambda s, ctx: CorrelatedHeNormal(
-        ctx.correlation, alpha=ctx.alpha, variance_mode="weight", seed=s),
+        ctx.correlation, alpha=ctx.alpha, variance_mode="weight", seed=s
+    ),
     "correlated_learned": lambda s, ctx: CorrelatedHeNormal(ctx.source.estimate, alpha=ctx.alpha, seed=s),
     "enhanced_gamma": lambda s, ctx: EnhancedGamma(ctx.gamma_base, ctx.gamma_granularity, seed=s),
 }
 POST_BUILD = ("correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming", "lsuv") + DEPTHWISE
 BASE_ARMS = sorted(set(PLAIN) | set(POST_BUILD))
 CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
-    "correlated_weight~sum", "covariance_closed_form~var", "covariance_learned~var"
+    "correlated_weight~sum",
+    "covariance_closed_form~var",
+    "covariance_learned~var",
 ]
 ARMS = BASE_ARMS + CONTROLS
 
@@ -108,6 +118,10 @@ def uses_alpha(name):
 
 def uses_correlation(name):
     return split_control(name)[0] in ("correlated", "correlated_weight")
+
+
+def needs_depthwise(name):
+    return split_control(name)[0] in DEPTHWISE
 
 
 def uses_source(name):
@@ -160,7 +174,9 @@ class DiagonalOf(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         variances = np.diag(self.reference.covariance_matrix(tuple(shape[:-2])))
         stddev = keras.ops.reshape(keras.ops.sqrt(variances), tuple(shape[:-2]) + (1, 1))
-        return keras.ops.cast(stddev, dtype or "float32") * keras.random.normal(tuple(shape), dtype=dtype, seed=self.seed)
+        return keras.ops.cast(stddev, dtype or "float32") * keras.random.normal(
+            tuple(shape), dtype=dtype, seed=self.seed
+        )
 
 
 def layer_factory(name, seed, ctx):
@@ -193,15 +209,21 @@ def depth_mapping(target_names, source_names):
 
 
 def _conv_mapping(target, source):
-    convs = lambda model: [l.name for l in _kernel_layers(model) if tuple(getattr(l, "kernel_size", ())) == (3, 3)]  # noqa: E731
+    def convs(model):
+        return [layer.name for layer in _kernel_layers(model) if tuple(getattr(layer, "kernel_size", ())) == (3, 3)]
+
     return depth_mapping(convs(target), convs(source))
 
 
 def _all_mapping(target, source):
     mapping = {}
     for rank in (2, 0):  # convolutions with convolutions, Dense with Dense
-        mapping.update(depth_mapping([l.name for l in _kernel_layers(target, rank)],
-                                     [l.name for l in _kernel_layers(source, rank)]))
+        mapping.update(
+            depth_mapping(
+                [layer.name for layer in _kernel_layers(target, rank)],
+                [layer.name for layer in _kernel_layers(source, rank)],
+            )
+        )
     return mapping
 
 
@@ -219,7 +241,8 @@ def post_build(name, model, seed, ctx, x_train):
         return
     if arm == "correlated_layerwise":
         initializers = source.estimate.layerwise_initializers(
-            model, mapping=_conv_mapping(model, source.model), seed=seed, alpha=ctx.alpha)
+            model, mapping=_conv_mapping(model, source.model), seed=seed, alpha=ctx.alpha
+        )
     else:
         scaling = "kaiming" if arm.endswith("_kaiming") else "none"
         mapping = _all_mapping(model, source.model)
@@ -229,7 +252,8 @@ def post_build(name, model, seed, ctx, x_train):
         for target, src in mapping.items():
             if src in agop:
                 initializers[target] = NFMInit.from_covariance(
-                    agop[src], source.spatial_shape(src), source.in_channels(src), scaling=scaling, seed=seeds[target])
+                    agop[src], source.spatial_shape(src), source.in_channels(src), scaling=scaling, seed=seeds[target]
+                )
             else:
                 initializers[target] = NFMInit.from_kernel(source.layers[src], scaling=scaling, seed=seeds[target])
     if match:
@@ -257,10 +281,20 @@ def depthwise_post_build(arm, match, model, seed, ctx):
 def source_settings(run, args):
     """Identity of the source network a learned arm's run uses."""
     return dict(
-        backend=run["backend"], dataset=run["dataset"], max_train=run["max_train"],
-        network=args.source_network or run["network"], width=run["width"], batch_norm=run["batch_norm"],
-        init="uncorrelated", optimizer="sgd", lr=args.source_lr, momentum=0.9, l2=0.0,
-        batch_size=run["batch_size"], epochs=args.source_epochs, seed=10_007,
+        backend=run["backend"],
+        dataset=run["dataset"],
+        max_train=run["max_train"],
+        network=args.source_network or run["network"],
+        width=run["width"],
+        batch_norm=run["batch_norm"],
+        init="uncorrelated",
+        optimizer="sgd",
+        lr=args.source_lr,
+        momentum=0.9,
+        l2=0.0,
+        batch_size=run["batch_size"],
+        epochs=args.source_epochs,
+        seed=10_007,
     )
 
 
@@ -304,7 +338,8 @@ class Source:
         if self._agop is None:
             self._agop = {
                 name: agop_matrix(self.model, layer, x_train[:256])
-                for name, layer in self.layers.items() if isinstance(layer, keras.layers.Conv2D)
+                for name, layer in self.layers.items()
+                if isinstance(layer, keras.layers.Conv2D)
             }
         return self._agop
 
@@ -318,9 +353,14 @@ def load_or_train_source(settings, data, out, compile_and_fit):
         return Source(keras.models.load_model(path), identity)
     (x_train, _), _, classes = data
     keras.utils.set_random_seed(settings["seed"])
-    model = networks.build(settings["network"], x_train.shape[1:], classes,
-                           layer_factory("uncorrelated", settings["seed"], Context()),
-                           batch_norm=settings["batch_norm"] == "on", width=settings["width"])
+    model = networks.build(
+        settings["network"],
+        x_train.shape[1:],
+        classes,
+        layer_factory("uncorrelated", settings["seed"], Context()),
+        batch_norm=settings["batch_norm"] == "on",
+        width=settings["width"],
+    )
     # Trained on the training split only; the test split stays unseen.
     history = compile_and_fit(model, settings, data, validation=False)
     os.makedirs(folder, exist_ok=True)

@@ -41,7 +41,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,9 +53,25 @@ from keras_corrinit import CorrelationEstimate, GradientSignMonitor  # noqa: E40
 
 # Everything that changes a run's result, in table order; `seed` last.
 SETTINGS = (
-    "backend", "dataset", "max_train", "max_test", "network", "width", "batch_norm",
-    "optimizer", "lr", "momentum", "l2", "batch_size", "epochs",
-    "init", "alpha", "correlation", "source", "gamma", "seed",
+    "backend",
+    "dataset",
+    "max_train",
+    "max_test",
+    "network",
+    "width",
+    "batch_norm",
+    "optimizer",
+    "lr",
+    "momentum",
+    "l2",
+    "batch_size",
+    "epochs",
+    "init",
+    "alpha",
+    "correlation",
+    "source",
+    "gamma",
+    "seed",
 )
 OUTCOMES = ("run_id", "test_accuracy", "sign_change_epoch1", "seconds")
 FIELDS = SETTINGS + OUTCOMES
@@ -89,22 +104,38 @@ def plan(args):
     The source id of learned arms is filled in when the run starts (it is
     the hash of the source's own settings, see `arms.source_settings`).
     """
-    fixed = dict(backend=keras.backend.backend(), max_train=args.max_train, max_test=args.max_test,
-                 optimizer=args.optimizer, momentum=args.momentum if args.optimizer == "sgd" else NOT_USED,
-                 batch_size=args.batch_size, epochs=args.epochs)
+    fixed = dict(
+        backend=keras.backend.backend(),
+        max_train=args.max_train,
+        max_test=args.max_test,
+        optimizer=args.optimizer,
+        momentum=args.momentum if args.optimizer == "sgd" else NOT_USED,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+    )
     r_id = correlation_id(args.correlation)  # hashes the R file once
     runs = []
     for dataset in args.dataset:
         network_names = args.network or (["small_cnn"] if dataset.startswith("digits") else ["vgg8", "resnet10"])
         grid = itertools.product(network_names, args.width, args.batch_norm, args.lr, args.l2, args.init)
         for network, width, bn, lr, l2, init in grid:
-            for alpha in (args.alpha if arms.uses_alpha(init) else [NOT_USED]):
+            for alpha in args.alpha if arms.uses_alpha(init) else [NOT_USED]:
                 for seed in range(args.seeds):
-                    run = dict(fixed, dataset=dataset, network=network, width=width, batch_norm=bn, lr=lr,
-                               l2=l2, init=init, alpha=alpha, seed=seed,
-                               correlation=r_id if arms.uses_correlation(init) else NOT_USED,
-                               gamma=f"{args.gamma_base}/{args.gamma_granularity}" if init == "enhanced_gamma" else NOT_USED,
-                               source=NOT_USED)
+                    run = dict(
+                        fixed,
+                        dataset=dataset,
+                        network=network,
+                        width=width,
+                        batch_norm=bn,
+                        lr=lr,
+                        l2=l2,
+                        init=init,
+                        alpha=alpha,
+                        seed=seed,
+                        correlation=r_id if arms.uses_correlation(init) else NOT_USED,
+                        gamma=f"{args.gamma_base}/{args.gamma_granularity}" if init == "enhanced_gamma" else NOT_USED,
+                        source=NOT_USED,
+                    )
                     if arms.uses_source(init):
                         run["source"] = arms.settings_id(arms.source_settings(run, args))
                     runs.append(run)
@@ -145,13 +176,22 @@ def append_result(csv_path, row):
 def compile_and_fit(model, settings, data, validation=True):
     """Trains with the run's optimizer settings; returns the history dict."""
     (x_train, y_train), (x_test, y_test), _ = data
-    optimizer = (keras.optimizers.SGD(float(settings["lr"]), momentum=float(settings["momentum"]))
-                 if settings["optimizer"] == "sgd" else keras.optimizers.Adam(float(settings["lr"])))
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    optimizer = (
+        keras.optimizers.SGD(float(settings["lr"]), momentum=float(settings["momentum"]))
+        if settings["optimizer"] == "sgd"
+        else keras.optimizers.Adam(float(settings["lr"]))
+    )
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     history = model.fit(
-        x_train, y_train, batch_size=int(settings["batch_size"]), epochs=int(settings["epochs"]),
-        validation_data=(x_test, y_test) if validation else None, callbacks=[GradientSignMonitor()], verbose=0,
+        x_train,
+        y_train,
+        batch_size=int(settings["batch_size"]),
+        epochs=int(settings["epochs"]),
+        validation_data=(x_test, y_test) if validation else None,
+        callbacks=[GradientSignMonitor()],
+        verbose=0,
     )
     return history.history
 
@@ -160,9 +200,15 @@ def build_model(run, data, context):
     """The run's network, initialized by its arm."""
     (x_train, _), _, classes = data
     keras.utils.set_random_seed(run["seed"])
-    model = networks.build(run["network"], x_train.shape[1:], classes,
-                           arms.layer_factory(run["init"], run["seed"], context),
-                           batch_norm=run["batch_norm"] == "on", width=run["width"], l2=run["l2"])
+    model = networks.build(
+        run["network"],
+        x_train.shape[1:],
+        classes,
+        arms.layer_factory(run["init"], run["seed"], context),
+        batch_norm=run["batch_norm"] == "on",
+        width=run["width"],
+        l2=run["l2"],
+    )
     arms.post_build(run["init"], model, run["seed"], context, x_train)
     return model
 
@@ -184,11 +230,16 @@ class Runner:
             settings = arms.source_settings(run, self.args)
             if run["source"] not in self.sources:
                 self.sources[run["source"]] = arms.load_or_train_source(
-                    settings, self.dataset(run["dataset"]), self.args.out, compile_and_fit)
+                    settings, self.dataset(run["dataset"]), self.args.out, compile_and_fit
+                )
             source = self.sources[run["source"]]
-        return arms.Context(alpha=run["alpha"] if run["alpha"] != NOT_USED else 1.0, correlation=self.correlation,
-                            source=source, gamma_base=self.args.gamma_base,
-                            gamma_granularity=self.args.gamma_granularity)
+        return arms.Context(
+            alpha=run["alpha"] if run["alpha"] != NOT_USED else 1.0,
+            correlation=self.correlation,
+            source=source,
+            gamma_base=self.args.gamma_base,
+            gamma_granularity=self.args.gamma_granularity,
+        )
 
     def train(self, run):
         data = self.dataset(run["dataset"])
@@ -196,9 +247,13 @@ class Runner:
         start = time.perf_counter()
         model = build_model(run, data, self.context(run))
         history = compile_and_fit(model, run, data)
-        return {**run, "run_id": run_id(run), "test_accuracy": history["val_accuracy"][-1],
-                "sign_change_epoch1": history["grad_sign_change"][0],
-                "seconds": round(time.perf_counter() - start, 1)}, history
+        return {
+            **run,
+            "run_id": run_id(run),
+            "test_accuracy": history["val_accuracy"][-1],
+            "sign_change_epoch1": history["grad_sign_change"][0],
+            "seconds": round(time.perf_counter() - start, 1),
+        }, history
 
 
 def run_all(todo, args):
@@ -221,17 +276,23 @@ def data_notes(rows, args):
     notes = []
     for name in sorted({r["dataset"] for r in rows}):
         (x_train, _), _, _ = datasets.load(name, args.data_dir, args.max_train, args.max_test)
-        notes.append(f"- {name}: {x_train.shape[1]}x{x_train.shape[2]} inputs, mean correlation of adjacent "
-                     f"pixels {datasets.adjacent_pixel_correlation(x_train):.3f}")
+        notes.append(
+            f"- {name}: {x_train.shape[1]}x{x_train.shape[2]} inputs, mean correlation of adjacent "
+            f"pixels {datasets.adjacent_pixel_correlation(x_train):.3f}"
+        )
     for source in sorted({r["source"] for r in rows} - {NOT_USED}):
         with open(os.path.join(args.out, "sources", source + ".json")) as f:
             saved = json.load(f)
-        note = (f"- source {source}: {saved['settings']['network']} trained {saved['settings']['epochs']} epochs "
-                f"(batch norm {saved['settings']['batch_norm']}) on the {saved['settings']['dataset']} training "
-                f"split, train accuracy {saved['train_accuracy']:.3f}")
+        note = (
+            f"- source {source}: {saved['settings']['network']} trained {saved['settings']['epochs']} epochs "
+            f"(batch norm {saved['settings']['batch_norm']}) on the {saved['settings']['dataset']} training "
+            f"split, train accuracy {saved['train_accuracy']:.3f}"
+        )
         if "mean_offdiagonal_correlation" in saved:
-            note += (f"; its pooled 3x3 R has mean off-diagonal correlation "
-                     f"{saved['mean_offdiagonal_correlation']:.3f} (built-in R: 0.254)")
+            note += (
+                f"; its pooled 3x3 R has mean off-diagonal correlation "
+                f"{saved['mean_offdiagonal_correlation']:.3f} (built-in R: 0.254)"
+            )
         notes.append(note)
     return ["Data:\n\n" + "\n".join(notes)] if notes else []
 
@@ -243,19 +304,32 @@ def gamma_notes(rows, args):
     for dataset, network, width, bn in sorted(configs):
         data = datasets.load(dataset, args.data_dir, args.max_train, args.max_test)
         kernels = {}
-        for label, init, seed in [("enhanced", "enhanced_gamma", 0), ("base", arms.GAMMA_BASES[args.gamma_base], 0),
-                                  ("base_again", arms.GAMMA_BASES[args.gamma_base], 1)]:
+        for label, init, seed in [
+            ("enhanced", "enhanced_gamma", 0),
+            ("base", arms.GAMMA_BASES[args.gamma_base], 0),
+            ("base_again", arms.GAMMA_BASES[args.gamma_base], 1),
+        ]:
             run = dict(network=network, width=float(width), batch_norm=bn, l2=0.0, init=init, seed=seed)
-            model = build_model(run, data, arms.Context(gamma_base=args.gamma_base,
-                                                        gamma_granularity=args.gamma_granularity))
+            model = build_model(
+                run, data, arms.Context(gamma_base=args.gamma_base, gamma_granularity=args.gamma_granularity)
+            )
             # keyed by position: layer names differ between the three models
-            kernels[label] = {f"{i}: {type(l).__name__} {tuple(l.kernel.shape)}": keras.ops.convert_to_numpy(l.kernel)
-                              for i, l in enumerate(l for l in model.layers if hasattr(l, "kernel"))}
-        lines += ["", f"EnhancedGamma ({args.gamma_base}, {args.gamma_granularity}) at initialization, {dataset} "
-                  f"{network} width {width} bn {bn}: Earth mover's distance from {args.gamma_base}, in units of "
-                  "its standard deviation (noise floor: two independent base draws)", "",
-                  "| layer | EMD(enhanced, base) / std | EMD(base, base') / std | ratio |", "|---|---|---|---|"]
-        for name, distance, floor in report.weight_distances(kernels["enhanced"], kernels["base"], kernels["base_again"]):
+            kernels[label] = {
+                f"{i}: {type(layer).__name__} {tuple(layer.kernel.shape)}": keras.ops.convert_to_numpy(layer.kernel)
+                for i, layer in enumerate(layer for layer in model.layers if hasattr(layer, "kernel"))
+            }
+        lines += [
+            "",
+            f"EnhancedGamma ({args.gamma_base}, {args.gamma_granularity}) at initialization, {dataset} "
+            f"{network} width {width} bn {bn}: Earth mover's distance from {args.gamma_base}, in units of "
+            "its standard deviation (noise floor: two independent base draws)",
+            "",
+            "| layer | EMD(enhanced, base) / std | EMD(base, base') / std | ratio |",
+            "|---|---|---|---|",
+        ]
+        for name, distance, floor in report.weight_distances(
+            kernels["enhanced"], kernels["base"], kernels["base_again"]
+        ):
             lines.append(f"| {name} | {distance:.4f} | {floor:.4f} | {distance / floor:.1f}x |")
     return lines
 
@@ -263,11 +337,21 @@ def gamma_notes(rows, args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", nargs="+", default=["digits"], choices=datasets.DATASETS)
-    parser.add_argument("--network", nargs="+", default=None, choices=sorted(networks.NETWORKS),
-                        help="default: small_cnn for digits and digits32, vgg8 and resnet10 otherwise")
-    parser.add_argument("--init", nargs="+", default=["uncorrelated", "correlated", "correlated~var",
-                                                      "correlated_weight", "correlated_weight~sum"],
-                        choices=arms.ARMS, metavar="ARM", help=f"arms, from {arms.ARMS}")
+    parser.add_argument(
+        "--network",
+        nargs="+",
+        default=None,
+        choices=sorted(networks.NETWORKS),
+        help="default: small_cnn for digits and digits32, vgg8 and resnet10 otherwise",
+    )
+    parser.add_argument(
+        "--init",
+        nargs="+",
+        default=["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"],
+        choices=arms.ARMS,
+        metavar="ARM",
+        help=f"arms, from {arms.ARMS}",
+    )
     parser.add_argument("--baseline", default="uncorrelated", help="arm the paired differences are taken to")
     parser.add_argument("--batch-norm", nargs="+", default=["off"], choices=["off", "on"])
     parser.add_argument("--seeds", type=int, default=5)
@@ -279,10 +363,15 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--width", type=float, nargs="+", default=[1.0])
     parser.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="CorrelatedHeNormal strength factor")
-    parser.add_argument("--correlation", help="R of correlated/correlated_weight: a JSON file from "
-                                              "`keras-corrinit extract` (default: the built-in R)")
-    parser.add_argument("--source-network", choices=sorted(networks.NETWORKS),
-                        help="network the learned arms take R/NFM/AGOP from (default: the run's network)")
+    parser.add_argument(
+        "--correlation",
+        help="R of correlated/correlated_weight: a JSON file from `keras-corrinit extract` (default: the built-in R)",
+    )
+    parser.add_argument(
+        "--source-network",
+        choices=sorted(networks.NETWORKS),
+        help="network the learned arms take R/NFM/AGOP from (default: the run's network)",
+    )
     parser.add_argument("--source-epochs", type=int, default=10)
     parser.add_argument("--source-lr", type=float, default=0.02, help="SGD (momentum 0.9) rate of the source")
     parser.add_argument("--gamma-base", default="he_normal", choices=sorted(arms.GAMMA_BASES))
@@ -291,15 +380,33 @@ def parse_args(argv):
     parser.add_argument("--max-train", type=int, help="use only this many training samples")
     parser.add_argument("--max-test", type=int, help="use only this many test samples")
     parser.add_argument("--out", default="runs/compare")
-    parser.add_argument("--shard", default="0/1", help="I/N: run only every N-th planned run from the I-th "
-                        "(parallel workers, each with its own --out; merge their results.csv and histories)")
-    parser.add_argument("--sources-only", action="store_true",
-                        help="train the source networks the learned arms need, then stop (before sharding)")
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        help="I/N: run only every N-th planned run from the I-th "
+        "(parallel workers, each with its own --out; merge their results.csv and histories)",
+    )
+    parser.add_argument(
+        "--sources-only",
+        action="store_true",
+        help="train the source networks the learned arms need, then stop (before sharding)",
+    )
     args = parser.parse_args(argv)
     index, _, count = args.shard.partition("/")
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
         parser.error(f"--shard must be I/N with 0 <= I < N, e.g. 0/4; received {args.shard!r}")
     args.shard = (int(index), int(count))
+    depthwise_arms = [init for init in args.init if arms.needs_depthwise(init)]
+    without = [name for name in args.network or ["the default networks"] if name not in networks.CONVMIXERS]
+    if depthwise_arms and without:
+        parser.error(
+            f"the arms {depthwise_arms} set depthwise convolutions, which {without} do not have; "
+            f"pass --network with ConvMixers only (e.g. convmixer6k7), or run them separately"
+        )
+    if "covariance_learned" in {arms.split_control(i)[0] for i in args.init} and (
+        (args.source_network or (args.network or [""])[0]) not in networks.CONVMIXERS
+    ):
+        parser.error("covariance_learned needs a ConvMixer source: pass --source-network (e.g. convmixer4k5)")
     return args
 
 
@@ -308,7 +415,7 @@ def main(argv=None):
     os.makedirs(os.path.join(args.out, "histories"), exist_ok=True)
     rows = read_results(os.path.join(args.out, "results.csv"))
     done = {row["run_id"] for row in rows}
-    planned = plan(args)[args.shard[0]::args.shard[1]]
+    planned = plan(args)[args.shard[0] :: args.shard[1]]
     if args.sources_only:
         runner = Runner(args)
         for run in planned:
@@ -316,19 +423,17 @@ def main(argv=None):
         print(f"sources in {args.out}/sources: {sorted(runner.sources)}")
         return
     todo = [run for run in planned if run_id(run) not in done]
-    print(f"{len(planned)} runs planned, {len(planned) - len(todo)} already in {args.out}/results.csv "
-          f"with the same settings; backend {keras.backend.backend()}", flush=True)
+    print(
+        f"{len(planned)} runs planned, {len(planned) - len(todo)} already in {args.out}/results.csv "
+        f"with the same settings; backend {keras.backend.backend()}",
+        flush=True,
+    )
     rows += run_all(todo, args)
     table = report.summarize(rows, SETTINGS, args.baseline, notes=data_notes(rows, args))
     table += "\n" + "\n".join(gamma_notes(rows, args))
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")
     print(table)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print("matplotlib not installed: no plots (pip install 'keras_corrinit[plot]').")
-        return
     for path in report.write_plots(rows, SETTINGS, args.out):
         print(f"wrote {path}")
 

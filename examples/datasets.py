@@ -21,6 +21,8 @@ DATASETS = ["digits", "digits32", *TFDS_NAMES]
 
 
 def load_digits(test_fraction=0.25, split_seed=0):
+    # scikit-learn and tensorflow-datasets are optional extras, needed only
+    # by the data set that uses them.
     from sklearn.datasets import load_digits as sklearn_digits
 
     data = sklearn_digits()
@@ -95,7 +97,7 @@ def load_tfds(name, data_dir=None):
     return (scale(x_train), y_train.astype("int32")), (scale(x_test), y_test.astype("int32")), classes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name, data_dir=None, max_train=None, max_test=None):
     """`((x_train, y_train), (x_test, y_test), classes)`, optionally cut.
 

@@ -10,7 +10,6 @@ runs are kept. `--list` prints the grids.
 """
 
 import argparse
-import csv
 import os
 import shutil
 import subprocess
@@ -27,28 +26,120 @@ _PAPER_ARMS = [*_SCALE_ARMS, "correlated_learned", "correlated_learned~var", "co
 # VGG-8 at width 0.25 on digits32 13).
 GRIDS = {
     # the paper's grid (Tables 2-4, Figures 4-6) with the small CNN: 320 runs
-    "paper-digits": ["--dataset", "digits", "--lr", "0.005", "0.1", "--l2", "0", "0.001", "--batch-norm", "off",
-                     "on", "--seeds", "5", "--init", *_PAPER_ARMS],
+    "paper-digits": [
+        "--dataset",
+        "digits",
+        "--lr",
+        "0.005",
+        "0.1",
+        "--l2",
+        "0",
+        "0.001",
+        "--batch-norm",
+        "off",
+        "on",
+        "--seeds",
+        "5",
+        "--init",
+        *_PAPER_ARMS,
+    ],
     # the same on spatially correlated inputs, without the L2 axis: 120 runs
-    "paper-digits32": ["--dataset", "digits32", "--lr", "0.005", "0.1", "--batch-norm", "off", "on", "--seeds", "5",
-                       "--init", *_SCALE_ARMS, "correlated_learned"],
+    "paper-digits32": [
+        "--dataset",
+        "digits32",
+        "--lr",
+        "0.005",
+        "0.1",
+        "--batch-norm",
+        "off",
+        "on",
+        "--seeds",
+        "5",
+        "--init",
+        *_SCALE_ARMS,
+        "correlated_learned",
+    ],
     # Table 5: the strength factor alpha, at one setting: 45 runs
-    "alpha-digits32": ["--dataset", "digits32", "--alpha", "0.25", "0.5", "1", "1.5", "--seeds", "5",
-                       "--init", "uncorrelated", "correlated", "correlated~var"],
+    "alpha-digits32": [
+        "--dataset",
+        "digits32",
+        "--alpha",
+        "0.25",
+        "0.5",
+        "1",
+        "1.5",
+        "--seeds",
+        "5",
+        "--init",
+        "uncorrelated",
+        "correlated",
+        "correlated~var",
+    ],
     # the NFM/AGOP poster's arms, EnhancedGamma and LSUV, at one setting: 55 runs
-    "poster-digits": ["--dataset", "digits", "--seeds", "5", "--init", "uncorrelated", "he_normal", "he_uniform",
-                      "random_normal", "random_uniform", "nfm", "nfm_kaiming", "agop", "agop_kaiming",
-                      "enhanced_gamma", "lsuv"],
+    "poster-digits": [
+        "--dataset",
+        "digits",
+        "--seeds",
+        "5",
+        "--init",
+        "uncorrelated",
+        "he_normal",
+        "he_uniform",
+        "random_normal",
+        "random_uniform",
+        "nfm",
+        "nfm_kaiming",
+        "agop",
+        "agop_kaiming",
+        "enhanced_gamma",
+        "lsuv",
+    ],
     # a deeper network on the spatially correlated digits: 50 runs
-    "vgg8-digits32": ["--dataset", "digits32", "--network", "vgg8", "--width", "0.25", "--batch-norm", "off", "on",
-                      "--seeds", "5", "--init", *_SCALE_ARMS],
+    "vgg8-digits32": [
+        "--dataset",
+        "digits32",
+        "--network",
+        "vgg8",
+        "--width",
+        "0.25",
+        "--batch-norm",
+        "off",
+        "on",
+        "--seeds",
+        "5",
+        "--init",
+        *_SCALE_ARMS,
+    ],
     # depthwise covariance (Trockman et al. 2023): ConvMixer-6/k7, trained and with frozen depthwise filters,
     # learned covariances from a ConvMixer-4/k5 (other depth and kernel size): 60 runs
-    "convmixer-digits32": ["--dataset", "digits32", "--network", "convmixer6k7", "convmixer6k7_frozen",
-                           "--source-network", "convmixer4k5", "--batch-norm", "on", "--optimizer", "adam",
-                           "--lr", "0.005", "--epochs", "3", "--seeds", "5", "--baseline", "depthwise_default",
-                           "--init", "depthwise_default", "depthwise_he", "covariance_closed_form",
-                           "covariance_closed_form~var", "covariance_learned", "covariance_learned~var"],
+    "convmixer-digits32": [
+        "--dataset",
+        "digits32",
+        "--network",
+        "convmixer6k7",
+        "convmixer6k7_frozen",
+        "--source-network",
+        "convmixer4k5",
+        "--batch-norm",
+        "on",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.005",
+        "--epochs",
+        "3",
+        "--seeds",
+        "5",
+        "--baseline",
+        "depthwise_default",
+        "--init",
+        "depthwise_default",
+        "depthwise_he",
+        "covariance_closed_form",
+        "covariance_closed_form~var",
+        "covariance_learned",
+        "covariance_learned~var",
+    ],
 }
 
 
@@ -87,8 +178,11 @@ def main(argv=None):
         if os.path.isdir(os.path.join(out, "sources")):
             shutil.copytree(os.path.join(out, "sources"), os.path.join(shard, "sources"), dirs_exist_ok=True)
     workers = [
-        subprocess.Popen([sys.executable, script, *grid, "--out", shard, "--shard", f"{i}/{args.workers}"],
-                         stdout=open(os.path.join(out, f"shard-{i}.log"), "w"), stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, script, *grid, "--out", shard, "--shard", f"{i}/{args.workers}"],
+            stdout=open(os.path.join(out, f"shard-{i}.log"), "w"),
+            stderr=subprocess.STDOUT,
+        )
         for i, shard in enumerate(shards)
     ]
     failed = [i for i, worker in enumerate(workers) if worker.wait() != 0]

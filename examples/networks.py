@@ -38,6 +38,7 @@ import functools
 
 import keras
 
+
 def _l2(l2):
     return keras.regularizers.L2(l2) if l2 else None
 
@@ -53,8 +54,13 @@ RESNET_BLOCKS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34":
 
 def _conv_bn_relu(x, filters, init, batch_norm, strides=1, relu=True, l2=0.0):
     x = keras.layers.Conv2D(
-        filters, 3, strides=strides, padding="same", use_bias=not batch_norm,
-        kernel_initializer=init(), kernel_regularizer=_l2(l2),
+        filters,
+        3,
+        strides=strides,
+        padding="same",
+        use_bias=not batch_norm,
+        kernel_initializer=init(),
+        kernel_regularizer=_l2(l2),
     )(x)
     if batch_norm:
         x = keras.layers.BatchNormalization()(x)
@@ -71,8 +77,12 @@ def vgg(name, input_shape, classes, kernel_initializer, batch_norm=True, width=1
             x = _conv_bn_relu(x, max(1, int(item * width)), kernel_initializer, batch_norm, l2=l2)
     x = keras.layers.Flatten()(x)
     for units in VGG_DENSE[name]:
-        x = keras.layers.Dense(max(1, int(units * width)), activation="relu",
-                               kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+        x = keras.layers.Dense(
+            max(1, int(units * width)),
+            activation="relu",
+            kernel_initializer=kernel_initializer(),
+            kernel_regularizer=_l2(l2),
+        )(x)
     outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -86,8 +96,14 @@ def resnet(name, input_shape, classes, kernel_initializer, batch_norm=True, widt
             strides = 2 if stage > 0 and block == 0 else 1
             shortcut = x
             if strides != 1 or x.shape[-1] != filters:
-                shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=not batch_norm,
-                                               kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+                shortcut = keras.layers.Conv2D(
+                    filters,
+                    1,
+                    strides=strides,
+                    use_bias=not batch_norm,
+                    kernel_initializer=kernel_initializer(),
+                    kernel_regularizer=_l2(l2),
+                )(x)
                 if batch_norm:
                     shortcut = keras.layers.BatchNormalization()(shortcut)
             y = _conv_bn_relu(x, filters, kernel_initializer, batch_norm, strides=strides, l2=l2)
@@ -109,8 +125,18 @@ def small_cnn(input_shape, classes, kernel_initializer, batch_norm=False, width=
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
-def convmixer(depth, kernel_size, frozen, input_shape, classes, kernel_initializer, batch_norm=True, width=1.0,
-              l2=0.0, patch_size=2):
+def convmixer(
+    depth,
+    kernel_size,
+    frozen,
+    input_shape,
+    classes,
+    kernel_initializer,
+    batch_norm=True,
+    width=1.0,
+    l2=0.0,
+    patch_size=2,
+):
     dim = max(1, int(64 * width))
 
     def gelu_bn(x):
@@ -119,11 +145,15 @@ def convmixer(depth, kernel_size, frozen, input_shape, classes, kernel_initializ
         return keras.layers.BatchNormalization(momentum=0.9)(x) if batch_norm else x
 
     inputs = keras.Input(input_shape)
-    x = gelu_bn(keras.layers.Conv2D(dim, patch_size, strides=patch_size, kernel_initializer=kernel_initializer(),
-                                    kernel_regularizer=_l2(l2))(inputs))
+    x = gelu_bn(
+        keras.layers.Conv2D(
+            dim, patch_size, strides=patch_size, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2)
+        )(inputs)
+    )
     for i in range(depth):
-        y = keras.layers.DepthwiseConv2D(kernel_size, padding="same", name=f"depthwise_{i}", trainable=not frozen,
-                                         depthwise_regularizer=_l2(l2))(x)
+        y = keras.layers.DepthwiseConv2D(
+            kernel_size, padding="same", name=f"depthwise_{i}", trainable=not frozen, depthwise_regularizer=_l2(l2)
+        )(x)
         x = keras.layers.Add()([x, gelu_bn(y)])
         x = gelu_bn(keras.layers.Conv2D(dim, 1, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x))
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -133,7 +163,9 @@ def convmixer(depth, kernel_size, frozen, input_shape, classes, kernel_initializ
 
 CONVMIXERS = {
     f"convmixer{depth}k{kernel}{suffix}": functools.partial(convmixer, depth, kernel, bool(suffix))
-    for depth in (2, 4, 6, 8) for kernel in (3, 5, 7, 9) for suffix in ("", "_frozen")
+    for depth in (2, 4, 6, 8)
+    for kernel in (3, 5, 7, 9)
+    for suffix in ("", "_frozen")
 }
 
 NETWORKS = {

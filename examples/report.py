@@ -16,10 +16,15 @@ import math
 import os
 import statistics
 
+import matplotlib
 import numpy as np
+from arms import GAMMA_BASES, split_control
 from scipy import stats
 
-from arms import GAMMA_BASES, split_control
+from keras_corrinit import plot_training_curves
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
 
 # Settings that belong to an arm (they label its row); the rest, but the
 # seed, are the table's.
@@ -68,6 +73,7 @@ def verdict(arm, against_he, against_control, control_against_he):
     difference: the arm minus uncorrelated He, the arm minus its scale
     control, the control minus He. Returns a sentence.
     """
+
     def sign(diff):  # +1 / -1 when the interval excludes 0, else 0
         return 0 if math.isnan(diff[1]) or abs(diff[0]) <= diff[1] else (1 if diff[0] > 0 else -1)
 
@@ -77,13 +83,19 @@ def verdict(arm, against_he, against_control, control_against_he):
             return f"{arm} beats He and its scale control: the gain is the correlation."
         if scale > 0:
             return f"{arm} beats He, and so does its scale control: the gain is the scale."
-        return f"{arm} beats He; against its scale control the difference is not significant: scale and correlation are not separated here."
+        return (
+            f"{arm} beats He; against its scale control the difference is not significant: "
+            "scale and correlation are not separated here."
+        )
     if he < 0:
         if control < 0:
             return f"{arm} is below He and below its scale control: the correlation hurts here."
         if scale < 0:
             return f"{arm} is below He, and so is its scale control: the loss is the scale."
-        return f"{arm} is below He; against its scale control the difference is not significant: scale and correlation are not separated here."
+        return (
+            f"{arm} is below He; against its scale control the difference is not significant: "
+            "scale and correlation are not separated here."
+        )
     if control != 0:
         better = "above" if control > 0 else "below"
         return f"{arm} does not differ significantly from He, but is {better} its scale control."
@@ -98,18 +110,24 @@ def _controls_section(table):
         if match or arm not in {"correlated", "correlated_weight", "correlated_learned", "correlated_layerwise"}:
             continue
         control_name = f"{arm}~{'sum' if arm == 'correlated_weight' else 'var'}"
-        controls = [l for l in table if l.split(" (")[0] == control_name and l.replace(control_name, arm, 1) == label]
-        he = [l for l in table if l.split(" (")[0] == "uncorrelated"]
+        controls = [
+            row_label
+            for row_label in table
+            if row_label.split(" (")[0] == control_name and row_label.replace(control_name, arm, 1) == label
+        ]
+        he = [row_label for row_label in table if row_label.split(" (")[0] == "uncorrelated"]
         if not controls or not he:
             continue
         values, he_values, control_values = _by_seed(rows), _by_seed(table[he[0]]), _by_seed(table[controls[0]])
         against_he = paired_difference(values, he_values)
         against_control = paired_difference(values, control_values)
         control_against_he = paired_difference(control_values, he_values)
-        lines.append(f"- {verdict(label, against_he, against_control, control_against_he)} "
-                     f"(vs uncorrelated {_format_difference(*against_he)}; "
-                     f"vs {controls[0]} {_format_difference(*against_control)}; "
-                     f"control vs uncorrelated {_format_difference(*control_against_he)})")
+        lines.append(
+            f"- {verdict(label, against_he, against_control, control_against_he)} "
+            f"(vs uncorrelated {_format_difference(*against_he)}; "
+            f"vs {controls[0]} {_format_difference(*against_control)}; "
+            f"control vs uncorrelated {_format_difference(*control_against_he)})"
+        )
     return lines
 
 
@@ -123,16 +141,28 @@ def summarize(rows, settings, baseline, notes=()):
         heading = ", ".join(f"{name} {value}" for name, value in shared)
         base = [label for label in table if label == baseline]
         base_values = _by_seed(table[base[0]]) if base else {}
-        lines = [f"### {heading}", "", f"Curves: `{plot_name(shared)}`", "",
-                 f"| arm | seeds | test accuracy | minus {baseline}, paired, 95% CI | sign changes, epoch 1 |",
-                 "|---|---|---|---|---|"]
+        lines = [
+            f"### {heading}",
+            "",
+            f"Curves: `{plot_name(shared)}`",
+            "",
+            f"| arm | seeds | test accuracy | minus {baseline}, paired, 95% CI | sign changes, epoch 1 |",
+            "|---|---|---|---|---|",
+        ]
         for label, runs in sorted(table.items()):
             accs = [float(r["test_accuracy"]) for r in runs]
             spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            diff = "(baseline)" if label == baseline else (
-                _format_difference(*paired_difference(_by_seed(runs), base_values)) if base else "no baseline runs")
+            diff = (
+                "(baseline)"
+                if label == baseline
+                else (
+                    _format_difference(*paired_difference(_by_seed(runs), base_values)) if base else "no baseline runs"
+                )
+            )
             sign = statistics.mean(float(r["sign_change_epoch1"]) for r in runs)
-            lines.append(f"| {label} | {len(runs)} | {statistics.mean(accs):.4f} +/- {spread:.4f} | {diff} | {sign:.3f} |")
+            lines.append(
+                f"| {label} | {len(runs)} | {statistics.mean(accs):.4f} +/- {spread:.4f} | {diff} | {sign:.3f} |"
+            )
         verdicts = _controls_section(table)
         if verdicts:
             lines += ["", "Correlation or scale:", *verdicts]
@@ -156,7 +186,6 @@ def _histories(rows, out):
 
 def write_plots(rows, settings, out):
     """Figures 4-6 per table, and EnhancedGamma's accuracy ratio to its base."""
-    from keras_corrinit import plot_training_curves
 
     groups = {}
     for row in rows:
@@ -205,11 +234,6 @@ def _gamma_ratio_plot(group, out, path):
     ratios = gamma_ratios(group, out)
     if not ratios:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (mean, std) in ratios.items():
         epochs = np.arange(1, len(mean) + 1)
@@ -236,9 +260,11 @@ def weight_distances(enhanced, base, base_again):
     rows = []
     for name in enhanced:
         scale = float(np.std(base[name]))
-        rows.append((
-            name,
-            stats.wasserstein_distance(enhanced[name].ravel(), base[name].ravel()) / scale,
-            stats.wasserstein_distance(base_again[name].ravel(), base[name].ravel()) / scale,
-        ))
+        rows.append(
+            (
+                name,
+                stats.wasserstein_distance(enhanced[name].ravel(), base[name].ravel()) / scale,
+                stats.wasserstein_distance(base_again[name].ravel(), base[name].ravel()) / scale,
+            )
+        )
     return rows

@@ -59,7 +59,11 @@ import itertools
 import math
 import os
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 # ------------------------------------------------------------ Section 3
@@ -178,8 +182,18 @@ def convergence_table(distances, seeds, p=9, norm=0.5, tol=1e-3, max_steps=200_0
         for kind in ("aligned", "random"):
             w0 = initial_filters(kind, p, norm, seeds)
             steps, per_coord, flips, active = descend(w0, x, w_star, lam, tol, max_steps)
-            rows.append(dict(d=d, lam=lam, init=kind, steps=steps, w0_steps=per_coord[:, 0],
-                             other_steps=per_coord[:, 1:].max(axis=1), sign_changes=flips, least_active=active))
+            rows.append(
+                dict(
+                    d=d,
+                    lam=lam,
+                    init=kind,
+                    steps=steps,
+                    w0_steps=per_coord[:, 0],
+                    other_steps=per_coord[:, 1:].max(axis=1),
+                    sign_changes=flips,
+                    least_active=active,
+                )
+            )
     return rows
 
 
@@ -210,8 +224,15 @@ def inactive_slowdown(p=9, d=0.2, lam=0.1, tol=1e-3, max_steps=200_000):
         first_ungated, _ = gradient_step(w0, x, w_star, lam, gated=False)
         gated = descend(w0, x, w_star, lam, tol, max_steps)[0][0]
         ungated = descend(w0, x, w_star, lam, tol, max_steps, gated=False)[0][0]
-        rows.append(dict(tilt=tilt, initially_active=float(active[0]), steps=int(gated), ungated_steps=int(ungated),
-                         first_update_ratio=float(np.linalg.norm(first_gated - w0) / np.linalg.norm(first_ungated - w0))))
+        rows.append(
+            dict(
+                tilt=tilt,
+                initially_active=float(active[0]),
+                steps=int(gated),
+                ungated_steps=int(ungated),
+                first_update_ratio=float(np.linalg.norm(first_gated - w0) / np.linalg.norm(first_ungated - w0)),
+            )
+        )
     return rows
 
 
@@ -246,8 +267,11 @@ def depth_variances(case, k=3, layers=4, s2=1.0, n=100_000, seed=0):
     rng = np.random.default_rng(seed)
     size = 1 + layers * (k - 1)
     inputs_correlated, weights_correlated = case in "AB", case in "AC"
-    x = (np.repeat(rng.normal(size=(n, 1, 1)), size, 1).repeat(size, 2) if inputs_correlated
-         else rng.normal(size=(n, size, size)))
+    x = (
+        np.repeat(rng.normal(size=(n, 1, 1)), size, 1).repeat(size, 2)
+        if inputs_correlated
+        else rng.normal(size=(n, size, size))
+    )
     means, errors = [], []
     for _ in range(layers):
         if weights_correlated:
@@ -289,7 +313,7 @@ def table1(k, layers, s2=1.0):
     out = {}
     for case, var1 in first.items():
         power = 2 if case == "A" else 1
-        out[case] = np.array([var1 * (s2 / 2.0) ** l * k ** (power * l) for l in range(1, layers + 1)])
+        out[case] = np.array([var1 * (s2 / 2.0) ** depth * k ** (power * depth) for depth in range(1, layers + 1)])
     return out
 
 
@@ -301,33 +325,59 @@ def _summary(values):
 
 def write_report(out, seeds):
     """Runs everything; writes table.md and the plots; returns the markdown."""
-    lines = ["## Section 3: one filter, gradient descent (p = 9, |w(0)| = 0.5, tol 1e-3)", "",
-             f"Mean +/- std over {len(seeds)} random starts (aligned starts are all alike).", "",
-             "| d | lambda | start | steps to converge | steps of w_0 | steps of slowest w_i, i > 0 | "
-             "sign changes per step | least active fraction |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Section 3: one filter, gradient descent (p = 9, |w(0)| = 0.5, tol 1e-3)",
+        "",
+        f"Mean +/- std over {len(seeds)} random starts (aligned starts are all alike).",
+        "",
+        "| d | lambda | start | steps to converge | steps of w_0 | steps of slowest w_i, i > 0 | "
+        "sign changes per step | least active fraction |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     rows = convergence_table([0.05, 0.1, 0.2, 0.4, 0.8], seeds)
     for r in rows:
-        lines.append(f"| {r['d']} | {r['lam']} | {r['init']} | {_summary(r['steps'])} | {_summary(r['w0_steps'])} | "
-                     f"{_summary(r['other_steps'])} | {np.mean(r['sign_changes']):.3f} | {np.min(r['least_active']):.2f} |")
-    lines += ["", f"Figure 3's two samples {FIGURE3_SAMPLES.tolist()}, lambda 0.75, |w(0)| = 0.4:", "",
-              "| start | steps to converge | sign changes per step |", "|---|---|---|"]
+        lines.append(
+            f"| {r['d']} | {r['lam']} | {r['init']} | {_summary(r['steps'])} | {_summary(r['w0_steps'])} | "
+            f"{_summary(r['other_steps'])} | {np.mean(r['sign_changes']):.3f} | {np.min(r['least_active']):.2f} |"
+        )
+    lines += [
+        "",
+        f"Figure 3's two samples {FIGURE3_SAMPLES.tolist()}, lambda 0.75, |w(0)| = 0.4:",
+        "",
+        "| start | steps to converge | sign changes per step |",
+        "|---|---|---|",
+    ]
     for r in figure3_zigzag(seeds):
         lines.append(f"| {r['init']} | {_summary(r['steps'])} | {np.mean(r['sign_changes']):.3f} |")
-    lines += ["", "Inactive samples (assumption 4 broken, equation (10)), d = 0.2, lambda = 0.1:", "",
-              "| start w = (0.05, -t, 0, ...), t | initially active | first update, gated / every sample | "
-              "steps, ReLU-gated | steps, every sample counted |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Inactive samples (assumption 4 broken, equation (10)), d = 0.2, lambda = 0.1:",
+        "",
+        "| start w = (0.05, -t, 0, ...), t | initially active | first update, gated / every sample | "
+        "steps, ReLU-gated | steps, every sample counted |",
+        "|---|---|---|---|---|",
+    ]
     for r in inactive_slowdown():
-        lines.append(f"| {r['tilt']} | {r['initially_active']:.2f} | {r['first_update_ratio']:.3f} | {r['steps']} | "
-                     f"{r['ungated_steps']} |")
-    lines += ["", "## Section 4: Var[y_l] through depth (k = 3, s^2 = 1, 100,000 Monte Carlo draws)", "",
-              "| case | l | Monte Carlo | 5 standard errors | derived here | paper's Table 1 |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['tilt']} | {r['initially_active']:.2f} | {r['first_update_ratio']:.3f} | {r['steps']} | "
+            f"{r['ungated_steps']} |"
+        )
+    lines += [
+        "",
+        "## Section 4: Var[y_l] through depth (k = 3, s^2 = 1, 100,000 Monte Carlo draws)",
+        "",
+        "| case | l | Monte Carlo | 5 standard errors | derived here | paper's Table 1 |",
+        "|---|---|---|---|---|---|",
+    ]
     paper = table1(3, 4)
     for case in "ABCD":
         mc, se = depth_variances(case)
         derived = derived_variances(case)
-        for l in range(4):
-            exact = f"{derived[l]:.4g}" if l < len(derived) else "-"
-            lines.append(f"| {case} | {l + 1} | {mc[l]:.4g} | {5 * se[l]:.2g} | {exact} | {paper[case][l]:.4g} |")
+        for depth in range(4):
+            exact = f"{derived[depth]:.4g}" if depth < len(derived) else "-"
+            lines.append(
+                f"| {case} | {depth + 1} | {mc[depth]:.4g} | {5 * se[depth]:.2g} | {exact} | {paper[case][depth]:.4g} |"
+            )
     table = "\n".join(lines) + "\n"
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "table.md"), "w") as f:
@@ -337,18 +387,15 @@ def write_report(out, seeds):
 
 
 def _plots(out, rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     w_star = np.array([1.0, 0.0])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     # Figure 2: one sample, under-determined: w moves along X only.
     x_one = np.array([[1.0, 0.6]])
     for start, label in [((0.4, 0.0), "aligned start"), ((0.0, 0.4), "random start")]:
         path = trajectory(start, x_one, w_star, 0.2, 60)
-        axes[0].plot(path[:, 0], path[:, 1], ".-", ms=3, label=f"{label}: ends at ({path[-1, 0]:.2f}, {path[-1, 1]:.2f})")
+        axes[0].plot(
+            path[:, 0], path[:, 1], ".-", ms=3, label=f"{label}: ends at ({path[-1, 0]:.2f}, {path[-1, 1]:.2f})"
+        )
     axes[0].set_title("one sample (under-determined)")
     # Figure 3: two samples, over-determined: zig-zag once the path crosses.
     for start, label in [((0.4, 0.0), "aligned start"), ((0.0, 0.4), "random start")]:
@@ -369,8 +416,13 @@ def _plots(out, rows):
     for lam in sorted({r["lam"] for r in rows}):
         for kind, style in [("aligned", "-"), ("random", "--")]:
             sel = [r for r in rows if r["lam"] == lam and r["init"] == kind]
-            ax.plot([r["d"] for r in sel], [np.mean(r["steps"]) for r in sel], style, marker="o",
-                    label=f"{kind}, lambda {lam}")
+            ax.plot(
+                [r["d"] for r in sel],
+                [np.mean(r["steps"]) for r in sel],
+                style,
+                marker="o",
+                label=f"{kind}, lambda {lam}",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("d (small: strongly correlated inputs)")

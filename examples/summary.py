@@ -50,8 +50,10 @@ def _row_head(shared):
 
 def versus_baseline(folders, arms, baseline="uncorrelated"):
     """Markdown: each arm minus the baseline, per table."""
-    lines = ["| data | network | batch norm | lr | l2 | " + " | ".join(arms) + " |",
-             "|---|---|---|---|---|" + "---|" * len(arms)]
+    lines = [
+        "| data | network | batch norm | lr | l2 | " + " | ".join(arms) + " |",
+        "|---|---|---|---|---|" + "---|" * len(arms),
+    ]
     for shared, rows in _tables(folders):
         base = _accuracies(rows, baseline)
         cells = [_cell(*report.paired_difference(_accuracies(rows, arm), base)) for arm in arms]
@@ -62,8 +64,10 @@ def versus_baseline(folders, arms, baseline="uncorrelated"):
 
 def comparisons(folders):
     """Markdown rows: one per table that has both arms of a comparison."""
-    lines = ["| data | network | batch norm | lr | l2 | " + " | ".join(f"{a} - {b}" for a, b in COMPARISONS) + " |",
-             "|---|---|---|---|---|" + "---|" * len(COMPARISONS)]
+    lines = [
+        "| data | network | batch norm | lr | l2 | " + " | ".join(f"{a} - {b}" for a, b in COMPARISONS) + " |",
+        "|---|---|---|---|---|" + "---|" * len(COMPARISONS),
+    ]
     tallies = {pair: [0, 0, 0] for pair in COMPARISONS}  # significantly above, below, neither
     diverged = {}
     for shared, rows in _tables(folders):
@@ -91,8 +95,11 @@ def comparisons(folders):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+")
-    parser.add_argument("--arms", nargs="+", default=["correlated", "correlated~var", "correlated_weight",
-                                                      "correlated_weight~sum", "correlated_learned"])
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=["correlated", "correlated~var", "correlated_weight", "correlated_weight~sum", "correlated_learned"],
+    )
     args = parser.parse_args(argv)
     print(versus_baseline(args.folders, args.arms))
     print()

@@ -9,6 +9,8 @@ from keras_corrinit.correlation import (
     psd_factor,
 )
 from keras_corrinit.depthwise import (
+    DEFAULT_ENVELOPE,
+    DEFAULT_SIGMA,
     ConstructedFilterCovariance,
     DepthwiseCovariance,
     FilterCovariance,
@@ -32,18 +34,20 @@ from keras_corrinit.initializers import (
     EnhancedGamma,
 )
 from keras_corrinit.layerwise import apply_initializers, layer_seeds, pair_layers
+from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
 from keras_corrinit.nfm import NFMInit, agop_matrix, nfm_layerwise_initializers, nfm_matrix
 from keras_corrinit.plots import plot_correlation_profiles, plot_training_curves
 from keras_corrinit.tracker import GradientSignTracker
-from keras_corrinit.lsuv import LayerReport, LSUVReport, lsuv_initialize
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_CORRELATION",
+    "DEFAULT_ENVELOPE",
+    "DEFAULT_SIGMA",
     "ConstructedFilterCovariance",
     "CorrelatedHeNormal",
     "CorrelationEstimate",
-    "DEFAULT_CORRELATION",
     "DepthwiseCovariance",
     "EnhancedGamma",
     "FilterCovariance",

@@ -78,8 +78,7 @@ def gradients(variables, scalar_fn):
     backend = keras.backend.backend()
     if backend not in _GRADIENTS:
         raise ValueError(
-            f"Gradients are implemented for the backends {sorted(_GRADIENTS)}; "
-            f"the active Keras backend is {backend!r}."
+            f"Gradients are implemented for the backends {sorted(_GRADIENTS)}; the active Keras backend is {backend!r}."
         )
     return _GRADIENTS[backend](list(variables), scalar_fn)
 

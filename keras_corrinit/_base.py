@@ -8,10 +8,12 @@ dtypes are checked and normalized here once, for every initializer.
 """
 
 import inspect
+import math
 import operator
 import random as python_random
 
 import keras
+import numpy as np
 from keras import ops
 
 _LOW_PRECISION = ("float16", "bfloat16")
@@ -40,13 +42,8 @@ class SeededInitializer(keras.initializers.Initializer):
             seed = python_random.randint(1, int(1e9))
         elif isinstance(seed, dict):
             seed = seed_generator_from_config(seed)
-        elif isinstance(seed, bool) or not isinstance(
-            seed, (int, keras.random.SeedGenerator)
-        ):
-            raise TypeError(
-                "`seed` must be an int, None or a keras.random.SeedGenerator; "
-                f"received {seed!r}."
-            )
+        elif isinstance(seed, bool) or not isinstance(seed, (int, keras.random.SeedGenerator)):
+            raise TypeError(f"`seed` must be an int, None or a keras.random.SeedGenerator; received {seed!r}.")
         self.seed = seed
 
     def get_config(self):
@@ -58,16 +55,12 @@ class SeededInitializer(keras.initializers.Initializer):
         # a clear error, not Python's unexpected-keyword one.
         if not isinstance(config, dict):
             raise TypeError(
-                f"A {cls.__name__} config must be a dict from get_config(); "
-                f"received {type(config).__name__}."
+                f"A {cls.__name__} config must be a dict from get_config(); received {type(config).__name__}."
             )
         allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
         unknown = sorted(set(config) - allowed)
         if unknown:
-            raise ValueError(
-                f"Unknown keys {unknown} in a {cls.__name__} config; the "
-                f"keys are {sorted(allowed)}."
-            )
+            raise ValueError(f"Unknown keys {unknown} in a {cls.__name__} config; the keys are {sorted(allowed)}.")
         return cls(**config)
 
 
@@ -99,9 +92,7 @@ def kernel_shape(shape):
             raise TypeError
         shape = tuple(operator.index(d) for d in shape)
     except (TypeError, ValueError):
-        raise TypeError(
-            f"`shape` must be a tuple of ints; received {shape!r}."
-        ) from None
+        raise TypeError(f"`shape` must be a tuple of ints; received {shape!r}.") from None
     if len(shape) < 2 or any(d < 1 for d in shape):
         raise ValueError(
             "`shape` must be a kernel shape with at least 2 positive "
@@ -115,9 +106,7 @@ def sampling_dtype(dtype):
     """Dtype to sample in: float32 for half precision, else `dtype` itself."""
     dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
     if not keras.backend.is_float_dtype(dtype):
-        raise ValueError(
-            f"`dtype` must be a floating dtype; received {dtype!r}."
-        )
+        raise ValueError(f"`dtype` must be a floating dtype; received {dtype!r}.")
     return dtype, ("float32" if dtype in _LOW_PRECISION else dtype)
 
 
@@ -133,11 +122,62 @@ def spatial_shape_tuple(spatial_shape, name="spatial_shape"):
         shape = tuple(operator.index(d) for d in spatial_shape)
     except (TypeError, ValueError):
         raise TypeError(
-            f"`{name}` must be a tuple of positive ints such as (3, 3); "
-            f"received {spatial_shape!r}."
+            f"`{name}` must be a tuple of positive ints such as (3, 3); received {spatial_shape!r}."
         ) from None
     if any(d < 1 for d in shape):
-        raise ValueError(
-            f"`{name}` must contain positive sizes; received {shape}."
-        )
+        raise ValueError(f"`{name}` must contain positive sizes; received {shape}.")
     return shape
+
+
+def check_alpha(alpha):
+    """Raises unless `alpha` is a finite number >= 0."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)):
+        raise TypeError(f"`alpha` must be a number >= 0; received {alpha!r}.")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"`alpha` must be a finite number >= 0; received {alpha}.")
+
+
+# Derived int seeds stay below 2**31 - 1: valid on every backend, including
+# those whose seed dtype is int32.
+_SEED_MODULUS = 2**31 - 1
+
+
+def layer_seeds(seed, count):
+    """One seed per layer, derived from the user's `seed`.
+
+    * An int gives `count` distinct ints: the first `count` distinct values
+      of `numpy.random.SeedSequence(seed).generate_state(...)` modulo
+      `2**31 - 1`. The derivation is deterministic (the same int seed gives
+      the same layer seeds, hence the same model) and the per-layer streams
+      do not collide, so same-shaped layers get independent weights.
+    * A `keras.random.SeedGenerator` is shared: each layer's draw advances
+      it, so every layer gets an independent draw (Keras's semantics).
+    * None gives None to every layer: each initializer picks its own seed.
+
+    Args:
+        seed: An int >= 0, None or a `keras.random.SeedGenerator`.
+        count: Number of layers.
+
+    Returns:
+        A list of `count` seeds.
+    """
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return [seed] * count
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"`seed` must be an int, None or a keras.random.SeedGenerator; received {seed!r}.")
+    if seed < 0:
+        raise ValueError(f"`seed` must be an int >= 0; received {seed}.")
+    seeds, words = [], 0
+    sequence = np.random.SeedSequence(seed)
+    while len(seeds) < count:
+        # generate_state(n) extends generate_state(m < n): drawing more
+        # words only appends, so earlier layers keep their seeds.
+        words = max(2 * words, count + 8)
+        seeds = list(dict.fromkeys(int(w) % _SEED_MODULUS for w in sequence.generate_state(words)))
+    return seeds[:count]
+
+
+def per_layer(pairs, make_initializer, seed):
+    """`{target: make_initializer(source, layer seed)}` with `layer_seeds`."""
+    seeds = layer_seeds(seed, len(pairs))
+    return {target: make_initializer(source, s) for (target, source), s in zip(pairs.items(), seeds)}

@@ -77,9 +77,4 @@ def walk_layers(model):
 
 def kernel_layers(model, kinds=KINDS):
     """`(layer, slot)` for every kernel of one of `kinds`, in model order."""
-    return [
-        (layer, slot)
-        for layer in walk_layers(model)
-        for slot in kernel_slots(layer)
-        if slot.kind in kinds
-    ]
+    return [(layer, slot) for layer in walk_layers(model) for slot in kernel_slots(layer) if slot.kind in kinds]

@@ -9,12 +9,12 @@ import argparse
 import os
 import sys
 
+import keras
+
+from keras_corrinit.extraction import correlation_from_application, correlation_from_model
+
 
 def _estimate(args):
-    import keras
-
-    from keras_corrinit.extraction import correlation_from_application, correlation_from_model
-
     source = args.source
     if source.endswith(".keras"):
         if not os.path.isfile(source):
@@ -30,12 +30,18 @@ def _estimate(args):
                 "--application (e.g. --application ResNet50)."
             )
         return correlation_from_application(
-            args.application, weights=source, kernel_size=args.kernel_size,
-            include_depthwise=args.include_depthwise, use_cache=not args.no_cache,
+            args.application,
+            weights=source,
+            kernel_size=args.kernel_size,
+            include_depthwise=args.include_depthwise,
+            use_cache=not args.no_cache,
         )
     return correlation_from_application(
-        source, weights=args.weights or "imagenet", kernel_size=args.kernel_size,
-        include_depthwise=args.include_depthwise, use_cache=not args.no_cache,
+        source,
+        weights=args.weights or "imagenet",
+        kernel_size=args.kernel_size,
+        include_depthwise=args.include_depthwise,
+        use_cache=not args.no_cache,
     )
 
 
@@ -59,8 +65,10 @@ def main(argv=None):
         return 2
     estimate.save(args.out)
     distances, values, _ = estimate.profile()
-    print(f"{estimate.source}: {len(estimate.layer_names)} layers with "
-          f"{'x'.join(map(str, estimate.spatial_shape))} kernels{' (cached)' if estimate.cached else ''}")
+    print(
+        f"{estimate.source}: {len(estimate.layer_names)} layers with "
+        f"{'x'.join(map(str, estimate.spatial_shape))} kernels{' (cached)' if estimate.cached else ''}"
+    )
     for d, v in zip(distances, values):
         print(f"  distance {d:.3f}: mean correlation {v:+.4f}")
     print(f"wrote {args.out}")

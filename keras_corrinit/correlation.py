@@ -21,19 +21,21 @@ import warnings
 
 import numpy as np
 
-from keras_corrinit._base import check_positions, spatial_shape_tuple
+from keras_corrinit._base import check_alpha, check_positions, spatial_shape_tuple
 
 __all__ = [
     "SpatialCorrelation",
-    "position_distances",
-    "nearest_correlation_matrix",
-    "psd_factor",
     "matrix_profile",
+    "nearest_correlation_matrix",
+    "position_distances",
+    "psd_factor",
 ]
 
 # Asymmetry and negative eigenvalues below this are float noise, not errors.
 _SYMMETRY_TOL = 1e-6
 _PSD_TOL = 1e-10
+
+
 def position_distances(spatial_shape):
     """Euclidean distances between all positions of a kernel.
 
@@ -44,9 +46,7 @@ def position_distances(spatial_shape):
         A `(P, P)` float64 array, positions in row-major order.
     """
     shape = spatial_shape_tuple(spatial_shape)
-    coords = np.stack(
-        [g.ravel() for g in np.indices(shape)], axis=-1
-    ).astype(np.float64)
+    coords = np.stack([g.ravel() for g in np.indices(shape)], axis=-1).astype(np.float64)
     diff = coords[:, None, :] - coords[None, :, :]
     return np.sqrt((diff**2).sum(-1))
 
@@ -113,8 +113,7 @@ def _validated_matrix(matrix, name="matrix"):
         m = np.array(matrix, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(
-            f"`{name}` must be a square numeric array or nested list; "
-            f"received {type(matrix).__name__}."
+            f"`{name}` must be a square numeric array or nested list; received {type(matrix).__name__}."
         ) from None
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
         raise ValueError(
@@ -123,9 +122,7 @@ def _validated_matrix(matrix, name="matrix"):
         )
     check_positions(m.shape[0], f"`{name}`")
     if not np.all(np.isfinite(m)):
-        raise ValueError(
-            f"`{name}` contains NaN or Inf entries; pass a finite matrix."
-        )
+        raise ValueError(f"`{name}` contains NaN or Inf entries; pass a finite matrix.")
     scale = max(1.0, float(np.abs(m).max()))
     asymmetry = float(np.abs(m - m.T).max())
     if asymmetry > _SYMMETRY_TOL * scale:
@@ -148,14 +145,6 @@ def _validated_matrix(matrix, name="matrix"):
     return m
 
 
-def check_alpha(alpha):
-    """Raises unless `alpha` is a finite number >= 0."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)):
-        raise TypeError(f"`alpha` must be a number >= 0; received {alpha!r}.")
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"`alpha` must be a finite number >= 0; received {alpha}.")
-
-
 def _distance_key(distances):
     # Distances are square roots of integers; grouping by the rounded square
     # avoids float ties such as sqrt(2) computed two ways.
@@ -166,14 +155,9 @@ def _float_list(values, name):
     try:
         out = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(
-            f"`{name}` must be a sequence of numbers; received {values!r}."
-        ) from None
+        raise TypeError(f"`{name}` must be a sequence of numbers; received {values!r}.") from None
     if out.ndim != 1 or out.size == 0:
-        raise ValueError(
-            f"`{name}` must be a non-empty 1D sequence; received shape "
-            f"{out.shape}."
-        )
+        raise ValueError(f"`{name}` must be a non-empty 1D sequence; received shape {out.shape}.")
     if not np.all(np.isfinite(out)):
         raise ValueError(f"`{name}` contains NaN or Inf; pass finite numbers.")
     return out
@@ -249,26 +233,14 @@ class SpatialCorrelation:
         d = _float_list(distances, "distances")
         v = _float_list(values, "values")
         if d.shape != v.shape:
-            raise ValueError(
-                f"`distances` and `values` must have the same length; received "
-                f"{d.size} and {v.size}."
-            )
+            raise ValueError(f"`distances` and `values` must have the same length; received {d.size} and {v.size}.")
         if np.any(d < 0) or np.any(np.diff(d) <= 0):
-            raise ValueError(
-                "`distances` must be non-negative and strictly increasing; "
-                f"received {d.tolist()}."
-            )
+            raise ValueError(f"`distances` must be non-negative and strictly increasing; received {d.tolist()}.")
         if np.any(np.abs(v) > 1):
-            raise ValueError(
-                f"`values` are correlations and must lie in [-1, 1]; received "
-                f"{v.tolist()}."
-            )
+            raise ValueError(f"`values` are correlations and must lie in [-1, 1]; received {v.tolist()}.")
         if d[0] == 0:
             if v[0] != 1:
-                raise ValueError(
-                    "The correlation at distance 0 must be 1 (a weight with "
-                    f"itself); received {v[0]}."
-                )
+                raise ValueError(f"The correlation at distance 0 must be 1 (a weight with itself); received {v[0]}.")
         else:
             d, v = np.concatenate([[0.0], d]), np.concatenate([[1.0], v])
         return cls("profile", distances=d, values=v)
@@ -300,9 +272,7 @@ class SpatialCorrelation:
         """
         if self.kind != "matrix":
             return self
-        distances, values, _ = matrix_profile(
-            self._params["matrix"], self._params["spatial_shape"]
-        )
+        distances, values, _ = matrix_profile(self._params["matrix"], self._params["spatial_shape"])
         return SpatialCorrelation.from_profile(distances, values)
 
     def raw_matrix(self, spatial_shape):
@@ -327,9 +297,7 @@ class SpatialCorrelation:
         distances = position_distances(spatial_shape)
         if self.kind == "exponential":
             return np.power(self._params["rho"], distances)
-        return np.interp(
-            distances, self._params["distances"], self._params["values"]
-        )
+        return np.interp(distances, self._params["distances"], self._params["values"])
 
     def matrix_for(self, spatial_shape, alpha=1.0, strict=False):
         """A valid correlation matrix for a kernel of `spatial_shape`.
@@ -367,12 +335,10 @@ class SpatialCorrelation:
         )
         if strict:
             raise ValueError(
-                message + " Lower `alpha`, or pass strict=False to use the "
-                "nearest valid correlation matrix instead."
+                message + " Lower `alpha`, or pass strict=False to use the nearest valid correlation matrix instead."
             )
         warnings.warn(
-            message + " Using the nearest valid correlation matrix instead; "
-            "pass strict=True to raise.",
+            message + " Using the nearest valid correlation matrix instead; pass strict=True to raise.",
             stacklevel=3,
         )
         return nearest_correlation_matrix(m)
@@ -393,8 +359,7 @@ class SpatialCorrelation:
     def from_config(cls, config):
         if not isinstance(config, dict):
             raise TypeError(
-                "A SpatialCorrelation config must be a dict from `to_config()`; "
-                f"received {type(config).__name__}."
+                f"A SpatialCorrelation config must be a dict from `to_config()`; received {type(config).__name__}."
             )
         params = dict(config)
         kind = params.pop("kind", None)
@@ -404,10 +369,7 @@ class SpatialCorrelation:
             "exponential": (cls.exponential_decay, {"rho"}),
         }
         if kind not in builders:
-            raise ValueError(
-                f"Unknown SpatialCorrelation kind {kind!r}; expected one of "
-                f"{sorted(builders)}."
-            )
+            raise ValueError(f"Unknown SpatialCorrelation kind {kind!r}; expected one of {sorted(builders)}.")
         builder, keys = builders[kind]
         if set(params) != keys:
             raise ValueError(
@@ -424,10 +386,7 @@ class SpatialCorrelation:
         return cls.from_config(json.loads(text))
 
     def __eq__(self, other):
-        return (
-            isinstance(other, SpatialCorrelation)
-            and self.to_config() == other.to_config()
-        )
+        return isinstance(other, SpatialCorrelation) and self.to_config() == other.to_config()
 
     def __repr__(self):
         if self.kind == "exponential":
@@ -460,8 +419,7 @@ def matrix_profile(matrix, spatial_shape):
     distances = position_distances(spatial_shape)
     if distances.shape != matrix.shape:
         raise ValueError(
-            f"`matrix` is {matrix.shape} but `spatial_shape` {spatial_shape} "
-            f"has {distances.shape[0]} positions."
+            f"`matrix` is {matrix.shape} but `spatial_shape` {spatial_shape} has {distances.shape[0]} positions."
         )
     keys = _distance_key(distances).ravel()
     off_diagonal = keys > 0

@@ -39,6 +39,8 @@ from keras_corrinit.correlation import psd_factor
 from keras_corrinit.layerwise import apply_initializers, layer_seeds
 
 __all__ = [
+    "DEFAULT_ENVELOPE",
+    "DEFAULT_SIGMA",
     "ConstructedFilterCovariance",
     "DepthwiseCovariance",
     "FilterCovariance",
@@ -72,9 +74,7 @@ def filter_covariance(kernel):
     """
     kernel = np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float64)
     if kernel.ndim < 3:
-        raise ValueError(
-            f"`kernel` must be a convolution kernel (*spatial, a, b); received shape {kernel.shape}."
-        )
+        raise ValueError(f"`kernel` must be a convolution kernel (*spatial, a, b); received shape {kernel.shape}.")
     p = math.prod(kernel.shape[:-2])
     x = kernel.reshape(p, -1)
     n = x.shape[1]
@@ -147,8 +147,7 @@ def _validated_covariance(matrix, spatial_shape):
     p = math.prod(spatial_shape)
     if m.shape != (p, p):
         raise ValueError(
-            f"`covariance` must be ({p}, {p}) for kernels of spatial shape {spatial_shape}; "
-            f"received shape {m.shape}."
+            f"`covariance` must be ({p}, {p}) for kernels of spatial shape {spatial_shape}; received shape {m.shape}."
         )
     if not np.all(np.isfinite(m)):
         raise ValueError("`covariance` contains NaN or Inf.")
@@ -222,9 +221,7 @@ class FilterCovariance(_CovarianceSampler):
         if spatial_shape is None:
             side = math.isqrt(p)
             if p < 1 or side * side != p:
-                raise ValueError(
-                    f"`covariance` is {np.shape(covariance)}, not (k*k, k*k); pass `spatial_shape`."
-                )
+                raise ValueError(f"`covariance` is {np.shape(covariance)}, not (k*k, k*k); pass `spatial_shape`.")
             spatial_shape = (side, side)
         self.spatial_shape = spatial_shape_tuple(spatial_shape)
         check_positions(math.prod(self.spatial_shape), "`covariance`")
@@ -453,9 +450,7 @@ def depthwise_layerwise_initializers(target, covariance=None, seed=None, **const
         `{key: initializer}` for `apply_initializers`.
     """
     if covariance is not None and not isinstance(covariance, DepthwiseCovariance):
-        raise TypeError(
-            f"`covariance` must be None or a DepthwiseCovariance; received {type(covariance).__name__}."
-        )
+        raise TypeError(f"`covariance` must be None or a DepthwiseCovariance; received {type(covariance).__name__}.")
     if covariance is not None and construction:
         raise ValueError(f"{sorted(construction)} apply to the closed form only; pass `covariance=None`.")
     keys = [key for key, _ in _depthwise_keys(target)]

@@ -21,10 +21,12 @@ import warnings
 import keras
 import numpy as np
 
+from keras_corrinit._base import per_layer
+from keras_corrinit._layers import CONV_KINDS, kernel_layers
 from keras_corrinit.correlation import SpatialCorrelation, matrix_profile
 from keras_corrinit.initializers import CorrelatedHeNormal
-from keras_corrinit._layers import CONV_KINDS, kernel_layers
-from keras_corrinit.layerwise import layerwise, pair_layers
+from keras_corrinit.layerwise import pair_layers
+from keras_corrinit.plots import plot_correlation_profiles
 
 __all__ = [
     "CorrelationEstimate",
@@ -35,7 +37,7 @@ __all__ = [
     "spatial_kernels",
 ]
 
-DEPTH_GROUPS = ("early", "middle", "late")
+_DEPTH_GROUPS = ("early", "middle", "late")
 
 
 def _layer_filter(layer_filter):
@@ -59,14 +61,10 @@ def _kernel_size(kernel_size):
         shape = tuple(int(k) for k in kernel_size)
     except (TypeError, ValueError):
         raise TypeError(
-            f"`kernel_size` must be an int or a tuple of ints such as (3, 3); "
-            f"received {kernel_size!r}."
+            f"`kernel_size` must be an int or a tuple of ints such as (3, 3); received {kernel_size!r}."
         ) from None
     if math.prod(shape) < 2 or any(k < 1 for k in shape):
-        raise ValueError(
-            "`kernel_size` must have at least 2 positions (e.g. 3 or (3, 3)); "
-            f"received {shape}."
-        )
+        raise ValueError(f"`kernel_size` must have at least 2 positions (e.g. 3 or (3, 3)); received {shape}.")
     return shape
 
 
@@ -138,9 +136,7 @@ class CorrelationEstimate:
         if layer is None:
             return self.matrix
         if layer not in self.per_layer:
-            raise ValueError(
-                f"No layer {layer!r} in this estimate; layers are {self.layer_names}."
-            )
+            raise ValueError(f"No layer {layer!r} in this estimate; layers are {self.layer_names}.")
         return self.per_layer[layer]
 
     def depth(self, layer):
@@ -159,7 +155,7 @@ class CorrelationEstimate:
                 f"`n_groups` must be an int between 1 and the number of layers "
                 f"({len(self.layer_names)}); received {n_groups!r}."
             )
-        names = DEPTH_GROUPS if n_groups == 3 else [f"depth {i + 1}/{n_groups}" for i in range(n_groups)]
+        names = _DEPTH_GROUPS if n_groups == 3 else [f"depth {i + 1}/{n_groups}" for i in range(n_groups)]
         chunks = np.array_split(np.arange(len(self.layer_names)), n_groups)
         return {name: [self.layer_names[i] for i in chunk] for name, chunk in zip(names, chunks)}
 
@@ -216,10 +212,12 @@ class CorrelationEstimate:
         """
         targets = [name for name, _ in spatial_kernels(target, self.spatial_shape)]
         pairs = pair_layers(
-            targets, self.layer_names, mapping,
+            targets,
+            self.layer_names,
+            mapping,
             what=f"conv layers with kernel size {self.spatial_shape}",
         )
-        return layerwise(
+        return per_layer(
             pairs,
             lambda source, layer_seed: CorrelatedHeNormal(
                 self.to_correlation("matrix", layer=source), seed=layer_seed, **initializer_kwargs
@@ -260,8 +258,6 @@ class CorrelationEstimate:
 
     def plot(self, path, n_groups=3):
         """Correlation vs distance per depth group and pooled (Figure 1)."""
-        from keras_corrinit.plots import plot_correlation_profiles
-
         curves = {
             f"{group} ({len(layers)} layers)": matrix_profile(self.group_matrix(layers), self.spatial_shape)[:2]
             for group, layers in self.depth_groups(min(n_groups, len(self.layer_names))).items()
@@ -328,8 +324,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
         cov, n = _position_covariance(kernel, kernel_size)
         if n < 2 or np.any(np.diag(cov) <= 0) or not np.all(np.isfinite(cov)):
             warnings.warn(
-                f"Layer {name!r} is skipped: a kernel position has zero (or "
-                f"non-finite) variance over its {n} filters.",
+                f"Layer {name!r} is skipped: a kernel position has zero (or non-finite) variance over its {n} filters.",
                 stacklevel=2,
             )
             continue
@@ -360,9 +355,7 @@ def _resolve_application(name):
         raise TypeError(f"`name` must be a string such as 'ResNet50'; received {name!r}.")
     by_lower = {n.lower(): n for n in application_names()}
     if name.lower() not in by_lower:
-        raise ValueError(
-            f"Unknown application {name!r}. Valid names: {', '.join(application_names())}."
-        )
+        raise ValueError(f"Unknown application {name!r}. Valid names: {', '.join(application_names())}.")
     return by_lower[name.lower()]
 
 
@@ -389,7 +382,7 @@ def _weights_id(weights):
     return digest.hexdigest()[:16]
 
 
-def download_failure_message(application, error):
+def _download_failure_message(application, error):
     """Says which file to download and where Keras looks for it."""
     url = re.search(r"https?://\S+?\.h5", str(error))
     target = os.path.join(_keras_home(), "models")
@@ -443,8 +436,7 @@ def correlation_from_application(
     cache_dir = cache_dir or os.path.join(_keras_home(), "corrinit")
     cache_file = os.path.join(
         cache_dir,
-        f"{application}-{weights_id}-{'x'.join(map(str, kernel_size))}"
-        f"{'-depthwise' if include_depthwise else ''}.json",
+        f"{application}-{weights_id}-{'x'.join(map(str, kernel_size))}{'-depthwise' if include_depthwise else ''}.json",
     )
     if use_cache and os.path.isfile(cache_file):
         estimate = CorrelationEstimate.load(cache_file)
@@ -456,10 +448,12 @@ def correlation_from_application(
         model = getattr(keras.applications, application)(weights=weights, include_top=False)
     except Exception as error:  # Keras raises a bare Exception for failed downloads
         if weights == "imagenet" and "URL fetch failure" in str(error):
-            raise ConnectionError(download_failure_message(application, error)) from error
+            raise ConnectionError(_download_failure_message(application, error)) from error
         raise
     estimate = correlation_from_model(
-        model, kernel_size, include_depthwise,
+        model,
+        kernel_size,
+        include_depthwise,
         source=f"{application} ({'imagenet' if weights == 'imagenet' else os.path.basename(weights)})",
         verbose=verbose,
     )

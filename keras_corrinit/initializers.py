@@ -22,10 +22,10 @@ import math
 import keras
 from keras import ops
 
-from keras_corrinit._base import SeededInitializer, cast, kernel_shape, sampling_dtype
-from keras_corrinit.correlation import SpatialCorrelation, check_alpha, psd_factor
+from keras_corrinit._base import SeededInitializer, cast, check_alpha, kernel_shape, sampling_dtype
+from keras_corrinit.correlation import SpatialCorrelation, psd_factor
 
-__all__ = ["CorrelatedHeNormal", "EnhancedGamma", "DEFAULT_CORRELATION"]
+__all__ = ["DEFAULT_CORRELATION", "CorrelatedHeNormal", "EnhancedGamma"]
 
 # Mean off-diagonal correlation of a 3x3 filter under rho ** distance with
 # rho = 0.4 is 0.254, close to the 0.26 the paper measured between positions
@@ -152,9 +152,7 @@ class CorrelatedHeNormal(SeededInitializer):
     def _unit_factor(self, spatial_shape):
         """(C scaled for fan_in = P, R), computed once per spatial shape."""
         if spatial_shape not in self._factors:
-            r = self.correlation.matrix_for(
-                spatial_shape, alpha=self.alpha, strict=self.strict
-            )
+            r = self.correlation.matrix_for(spatial_shape, alpha=self.alpha, strict=self.strict)
             p = r.shape[0]
             # Per-weight variance times fan_in: 2 for He, 2 P / sum(R) for
             # Algorithm 1's filter-sum correction.
@@ -250,9 +248,7 @@ class EnhancedGamma(SeededInitializer):
 
     def __init__(self, base="he_normal", granularity="filter", seed=None):
         if base not in _BASES:
-            raise ValueError(
-                f"`base` must be one of {sorted(_BASES)}; received {base!r}."
-            )
+            raise ValueError(f"`base` must be one of {sorted(_BASES)}; received {base!r}.")
         if granularity not in ("filter", "spatial"):
             raise ValueError(
                 "`granularity` must be 'filter' (one variance per output "
@@ -274,15 +270,9 @@ class EnhancedGamma(SeededInitializer):
     def __call__(self, shape, dtype=None):
         shape = kernel_shape(shape)
         dtype, sample_dtype = sampling_dtype(dtype)
-        positions, in_channels, out_channels = (
-            math.prod(shape[:-2]), shape[-2], shape[-1]
-        )
+        positions, in_channels, out_channels = (math.prod(shape[:-2]), shape[-2], shape[-1])
         # Group layout as a broadcastable (P, 1, out) or (1, 1, out) array.
-        group_shape = (
-            (positions, 1, out_channels)
-            if self.granularity == "spatial"
-            else (1, 1, out_channels)
-        )
+        group_shape = (positions, 1, out_channels) if self.granularity == "spatial" else (1, 1, out_channels)
         std = math.sqrt(self.base_variance(shape))
         weight_seed, group_seed = self._seeds()
         if _BASES[self.base][2] == "normal":

@@ -11,54 +11,10 @@ build one initializer per target layer. What they share lives here, once:
 * `apply_initializers`: draw every kernel, then assign them.
 """
 
-import keras
-import numpy as np
-
+from keras_corrinit._base import layer_seeds
 from keras_corrinit._layers import kernel_slots, walk_layers
 
 __all__ = ["apply_initializers", "layer_seeds", "pair_layers"]
-
-# Derived int seeds stay below 2**31 - 1: valid on every backend, including
-# those whose seed dtype is int32.
-_SEED_MODULUS = 2**31 - 1
-
-
-def layer_seeds(seed, count):
-    """One seed per layer, derived from the user's `seed`.
-
-    * An int gives `count` distinct ints: the first `count` distinct values
-      of `numpy.random.SeedSequence(seed).generate_state(...)` modulo
-      `2**31 - 1`. The derivation is deterministic (the same int seed gives
-      the same layer seeds, hence the same model) and the per-layer streams
-      do not collide, so same-shaped layers get independent weights.
-    * A `keras.random.SeedGenerator` is shared: each layer's draw advances
-      it, so every layer gets an independent draw (Keras's semantics).
-    * None gives None to every layer: each initializer picks its own seed.
-
-    Args:
-        seed: An int >= 0, None or a `keras.random.SeedGenerator`.
-        count: Number of layers.
-
-    Returns:
-        A list of `count` seeds.
-    """
-    if seed is None or isinstance(seed, keras.random.SeedGenerator):
-        return [seed] * count
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(
-            "`seed` must be an int, None or a keras.random.SeedGenerator; "
-            f"received {seed!r}."
-        )
-    if seed < 0:
-        raise ValueError(f"`seed` must be an int >= 0; received {seed}.")
-    seeds, words = [], 0
-    sequence = np.random.SeedSequence(seed)
-    while len(seeds) < count:
-        # generate_state(n) extends generate_state(m < n): drawing more
-        # words only appends, so earlier layers keep their seeds.
-        words = max(2 * words, count + 8)
-        seeds = list(dict.fromkeys(int(w) % _SEED_MODULUS for w in sequence.generate_state(words)))
-    return seeds[:count]
 
 
 def pair_layers(targets, sources, mapping=None, what="layers"):
@@ -86,16 +42,9 @@ def pair_layers(targets, sources, mapping=None, what="layers"):
     unknown = sorted(set(mapping.values()) - set(sources))
     if unknown:
         raise ValueError(
-            f"`mapping` names source layers that do not exist: {unknown}. "
-            f"The source's {what} are {list(sources)}."
+            f"`mapping` names source layers that do not exist: {unknown}. The source's {what} are {list(sources)}."
         )
     return dict(mapping)
-
-
-def layerwise(pairs, make_initializer, seed):
-    """`{target: make_initializer(source, layer seed)}` with `layer_seeds`."""
-    seeds = layer_seeds(seed, len(pairs))
-    return {target: make_initializer(source, s) for (target, source), s in zip(pairs.items(), seeds)}
 
 
 def _kernel_targets(model, names):

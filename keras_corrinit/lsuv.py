@@ -45,7 +45,7 @@ from keras_corrinit._layers import kernel_slots, walk_layers
 
 __all__ = ["LSUVReport", "LayerReport", "lsuv_initialize"]
 
-MIN_BATCH = 16  # the paper's minimum mini-batch size
+_MIN_BATCH = 16  # the paper's minimum mini-batch size
 _DEAD_VARIANCE = 1e-12
 
 
@@ -141,7 +141,9 @@ class _Interceptor:
     def __enter__(self):
         self._stack = contextlib.ExitStack()
         for layer in self.layers:
-            self._stack.enter_context(intercepted_call(layer, lambda original, layer=layer: self._wrap(layer, original)))
+            self._stack.enter_context(
+                intercepted_call(layer, lambda original, layer=layer: self._wrap(layer, original))
+            )
         return self
 
     def __exit__(self, *exc):
@@ -193,8 +195,7 @@ class _Interceptor:
             iterations, total = iterations + 1, total * factor
             variance = variance_on(iterations % len(slices), total)  # the paper's "next mini-batch"
         if total != 1.0:
-            output = (output * ops.cast(total, output.dtype) if homogeneous
-                      else self._call(layer, forward, inputs, 1.0))
+            output = output * ops.cast(total, output.dtype) if homogeneous else self._call(layer, forward, inputs, 1.0)
         self._finish(layer, initial, variance, iterations, total)
         return output
 
@@ -257,7 +258,8 @@ def _select(model, include, exclude):
         return any(p.search(layer.name) for p in patterns)
 
     return [
-        layer for layer in walk_layers(model)
+        layer
+        for layer in walk_layers(model)
         if kernel_slots(layer)
         and (include is None or matches(include, layer))
         and not (exclude and matches(exclude, layer))
@@ -342,8 +344,9 @@ def lsuv_initialize(
     >>> model = keras.Sequential([keras.Input((32, 32, 3)),
     ...     keras.layers.Conv2D(16, 3, activation="relu"),
     ...     keras.layers.Flatten(), keras.layers.Dense(10)])
-    >>> report = lsuv_initialize(model, x_train[:64], verbose=0)
-    >>> report.layers[0].final_variance  # within 0.1 of 1
+    >>> report = lsuv_initialize(model, np.random.rand(64, 32, 32, 3), verbose=0)
+    >>> [abs(entry.final_variance - 1.0) < 0.1 for entry in report]
+    [True, True]
 
     Reference:
         Mishkin & Matas, "All you need is a good init", ICLR 2016
@@ -355,10 +358,10 @@ def lsuv_initialize(
     if not chunks:
         raise ValueError("`data` holds no batch of samples.")
     smallest = min(keras.tree.flatten(c)[0].shape[0] for c in chunks)
-    if smallest < MIN_BATCH:
+    if smallest < _MIN_BATCH:
         warnings.warn(
             f"LSUV uses a batch of {smallest} samples; variance estimates need at "
-            f"least {MIN_BATCH} (the paper's minimum). Pass more samples.",
+            f"least {_MIN_BATCH} (the paper's minimum). Pass more samples.",
             stacklevel=2,
         )
     x = chunks[0] if len(chunks) == 1 else keras.tree.map_structure(lambda *a: np.concatenate(a), *chunks)

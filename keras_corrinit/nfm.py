@@ -17,13 +17,13 @@ import numpy as np
 from keras import ops
 
 from keras_corrinit._backend import gradients, intercepted_call
+from keras_corrinit._base import SeededInitializer, cast, kernel_shape, per_layer, sampling_dtype, spatial_shape_tuple
 from keras_corrinit._data import first_batch
-from keras_corrinit._base import SeededInitializer, cast, kernel_shape, sampling_dtype, spatial_shape_tuple
-from keras_corrinit.correlation import psd_factor
 from keras_corrinit._layers import kernel_layers, kernel_slots
-from keras_corrinit.layerwise import layerwise, pair_layers
+from keras_corrinit.correlation import psd_factor
+from keras_corrinit.layerwise import pair_layers
 
-__all__ = ["nfm_matrix", "NFMInit", "agop_matrix", "nfm_layerwise_initializers"]
+__all__ = ["NFMInit", "agop_matrix", "nfm_layerwise_initializers", "nfm_matrix"]
 
 # NFM and AGOP are defined for full convolutions and Dense layers.
 _NFM_KINDS = ("conv", "dense")
@@ -43,8 +43,7 @@ def _kernel_array(layer_or_kernel, name="layer_or_kernel"):
         raise TypeError(f"`{name}` must be a layer or a numeric kernel array.") from None
     if kernel.ndim < 2:
         raise ValueError(
-            f"`{name}` must be a kernel of shape (*spatial, in, out) or (in, out); "
-            f"received shape {kernel.shape}."
+            f"`{name}` must be a kernel of shape (*spatial, in, out) or (in, out); received shape {kernel.shape}."
         )
     if not np.all(np.isfinite(kernel)):
         raise ValueError(f"`{name}` contains NaN or Inf.")
@@ -103,8 +102,12 @@ class NFMInit(SeededInitializer):
 
     Example:
 
-    >>> init = NFMInit.from_kernel(pretrained_model.get_layer("conv2").kernel, seed=0)
+    >>> trained_kernel = np.random.normal(size=(3, 3, 16, 64))  # e.g. a trained layer's
+    >>> init = NFMInit.from_kernel(trained_kernel, seed=0)
     >>> layer = keras.layers.Conv2D(64, 3, kernel_initializer=init)
+    >>> layer.build((None, 8, 8, 16))
+    >>> tuple(layer.kernel.shape)
+    (3, 3, 16, 64)
 
     Args:
         factor: `(fan_in, rank)` array A with `Sigma = A A^T`; use
@@ -156,8 +159,11 @@ class NFMInit(SeededInitializer):
         """Sigma = the NFM `W^T W` of a (pretrained) layer or kernel."""
         kernel = _kernel_array(layer_or_kernel)
         return cls(
-            kernel.reshape(-1, kernel.shape[-1]), kernel.shape[:-2], int(kernel.shape[-2]),
-            scaling=scaling, seed=seed,
+            kernel.reshape(-1, kernel.shape[-1]),
+            kernel.shape[:-2],
+            int(kernel.shape[-2]),
+            scaling=scaling,
+            seed=seed,
         )
 
     @classmethod
@@ -185,9 +191,7 @@ class NFMInit(SeededInitializer):
                 f"{values[0]:.4g}, largest {values[-1]:.4g})."
             )
         keep = values > rtol * values[-1]
-        return cls(
-            vectors[:, keep] * np.sqrt(values[keep]), spatial_shape, in_channels, scaling=scaling, seed=seed
-        )
+        return cls(vectors[:, keep] * np.sqrt(values[keep]), spatial_shape, in_channels, scaling=scaling, seed=seed)
 
     @property
     def covariance(self):
@@ -264,7 +268,7 @@ def nfm_layerwise_initializers(source, target, mapping=None, scaling="kaiming", 
     sources = {layer.name: layer for layer in _kernel_layers(source)}
     targets = [layer.name for layer in _kernel_layers(target)]
     pairs = pair_layers(targets, list(sources), mapping, what="Conv/Dense layers")
-    return layerwise(
+    return per_layer(
         pairs, lambda src, layer_seed: NFMInit.from_kernel(sources[src], scaling=scaling, seed=layer_seed), seed
     )
 
@@ -313,7 +317,7 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
     bar = keras.utils.Progbar(n, unit_name="sample") if verbose else None
     with intercepted_call(layer, perturbation.wrap):
         for start in range(0, n, batch_size):
-            batch = keras.tree.map_structure(lambda a: a[start : start + batch_size], x)
+            batch = keras.tree.map_structure(lambda a, start=start: a[start : start + batch_size], x)
             batch_outer, positions = _batch_gradient_outer(model, batch, perturbation, rng, max_outputs)
             outer, count = outer + batch_outer, count + positions
             if bar:
@@ -330,8 +334,7 @@ def _agop_layer(model, layer, batch_size, max_outputs):
         layer = model.get_layer(layer)
     if tuple(slot.kind for slot in kernel_slots(layer)) not in (("conv",), ("dense",)):
         raise ValueError(
-            f"`layer` must be a Conv1D/2D/3D or Dense layer of the model; received "
-            f"{type(layer).__name__}."
+            f"`layer` must be a Conv1D/2D/3D or Dense layer of the model; received {type(layer).__name__}."
         )
     return layer
 
@@ -378,7 +381,7 @@ def _batch_gradient_outer(model, batch, perturbation, rng, max_outputs):
     for v in directions:
         v_tensor = ops.convert_to_tensor(v.astype("float32"))
 
-        def projected():
+        def projected(v_tensor=v_tensor):
             out = ops.reshape(model(batch, training=False), (shape[0], -1))
             return ops.sum(out * v_tensor)
 

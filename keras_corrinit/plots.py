@@ -6,9 +6,9 @@ imported only when a plot is made.
 
 import numpy as np
 
-__all__ = ["plot_training_curves", "plot_correlation_profiles"]
+__all__ = ["plot_correlation_profiles", "plot_training_curves"]
 
-DEFAULT_PANELS = ("grad_sign_change", "grad_magnitude", "val_accuracy")
+_DEFAULT_PANELS = ("grad_sign_change", "grad_magnitude", "val_accuracy")
 _TITLES = {
     "grad_sign_change": "gradient sign changes",
     "grad_magnitude": "gradient magnitude",
@@ -24,13 +24,11 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError(
-            "Plotting needs matplotlib: pip install 'keras_corrinit[plot]'."
-        ) from None
+        raise ImportError("Plotting needs matplotlib: pip install 'keras_corrinit[plot]'.") from None
     return plt
 
 
-def plot_training_curves(runs, path, panels=DEFAULT_PANELS):
+def plot_training_curves(runs, path, panels=_DEFAULT_PANELS):
     """Per-epoch curves, mean +/- one standard deviation over runs.
 
     Args:

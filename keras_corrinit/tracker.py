@@ -22,33 +22,13 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["GradientSignTracker", "SUM_KEYS", "read_state", "write_state"]
+from keras_corrinit._state import SUM_KEYS, read_state, write_state
 
-# The running sums (restarted by `reset`); the rest of the state is the predecessor.
-SUM_KEYS = ("sign_changes", "magnitude_sums", "sign_steps", "measured_steps", "nonfinite_steps")
-
-
-def read_state(variables):
-    """The state of tensors held by a state of variables.
-
-    Key by key rather than with `keras.tree`: Keras wraps a dict of
-    variables held by a layer or optimizer in its own tracked containers.
-    """
-    return {key: [v.value for v in vs] if isinstance(vs, list) else vs.value for key, vs in variables.items()}
-
-
-def write_state(variables, values):
-    """Assigns a state of tensors to a state of variables (see `read_state`)."""
-    for key, vs in variables.items():
-        if isinstance(vs, list):
-            for variable, value in zip(vs, values[key]):
-                variable.assign(value)
-        else:
-            vs.assign(values[key])
+__all__ = ["GradientSignTracker"]
 
 
 def _layer_of(path, prefix):
-    path = path[len(prefix):] if prefix and path.startswith(prefix) else path
+    path = path[len(prefix) :] if prefix and path.startswith(prefix) else path
     return path.rsplit("/", 1)[0]
 
 
@@ -57,21 +37,25 @@ class GradientSignTracker:
 
     Stateful use (eager loops, `tf.function`, PyTorch, DDP):
 
-    >>> tracker = GradientSignTracker(model.trainable_variables, per_layer=True)
-    >>> for x, y in batches:
-    ...     grads = ...  # the gradients the optimizer applies (DDP: after backward, averaged)
+    >>> layer = keras.layers.Dense(2)
+    >>> layer.build((None, 3))
+    >>> tracker = GradientSignTracker(layer.trainable_variables, per_layer=True)
+    >>> for sign in (1.0, -1.0):  # in a loop: the gradients the optimizer applies
+    ...     grads = [sign * keras.ops.ones(v.shape) for v in layer.trainable_variables]
     ...     tracker.update(grads)
-    ...     optimizer.apply(grads, model.trainable_variables)
-    >>> tracker.result()["grad_sign_change"]
+    >>> float(tracker.result()["grad_sign_change"])  # every sign flipped once
+    1.0
 
-    Stateless use (jitted JAX steps): the state is a pytree of arrays.
+    Stateless use (jitted JAX steps, `keras.StatelessScope`): the state is
+    a pytree of arrays, passed in and returned by the step function, as
+    `state = tracker.stateless_update(state, grads)` inside `jax.jit`.
 
     >>> state = tracker.initial_state()
-    >>> @jax.jit
-    ... def step(params, state, x, y):
-    ...     grads = jax.grad(loss)(params, x, y)
-    ...     return update(params, grads), tracker.stateless_update(state, grads)
-    >>> tracker.stateless_result(state)
+    >>> for sign in (1.0, 1.0):
+    ...     grads = [sign * keras.ops.ones(v.shape) for v in layer.trainable_variables]
+    ...     state = tracker.stateless_update(state, grads)
+    >>> float(tracker.stateless_result(state)["grad_sign_change"])
+    0.0
 
     `result()` has the keys of `GradientSignMonitor`'s logs:
     `grad_sign_change`, `grad_magnitude`, `grad_nonfinite_steps`, and with
@@ -102,9 +86,7 @@ class GradientSignTracker:
         groups = {}
         for i, path in enumerate(paths):
             groups.setdefault(_layer_of(path, prefix), []).append(i)
-        self.layer_groups = {
-            layer: (np.array(idx), float(sum(sizes[i] for i in idx))) for layer, idx in groups.items()
-        }
+        self.layer_groups = {layer: (np.array(idx), float(sum(sizes[i] for i in idx))) for layer, idx in groups.items()}
         self._state = None
 
     # ------------------------------------------------------------ stateless

@@ -18,7 +18,8 @@ def _fresh_keras_session():
 
 
 def pytest_report_header(config):
-    return f"keras {keras.__version__}, backend {keras.backend.backend()} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})"
+    backend = keras.backend.backend()
+    return f"keras {keras.__version__}, backend {backend} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})"
 
 
 def run_in_fresh_process(code, *args):
@@ -28,7 +29,9 @@ def run_in_fresh_process(code, *args):
 
     result = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True, text=True, env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout

@@ -39,12 +39,25 @@ Y = DATA_RNG.integers(0, 4, 64)
 def small_cnn():
     """Every initializer of the package, each with an int seed."""
     inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c1",
-                            kernel_initializer=kc.CorrelatedHeNormal(seed=1))(inputs)
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c2",
-                            kernel_initializer=kc.EnhancedGamma(granularity="spatial", seed=2))(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c3",
-                            kernel_initializer=kc.NFMInit.from_kernel(NFM_SOURCE, seed=3))(x)
+    x = keras.layers.Conv2D(
+        16, 3, padding="same", activation="relu", name="c1", kernel_initializer=kc.CorrelatedHeNormal(seed=1)
+    )(inputs)
+    x = keras.layers.Conv2D(
+        16,
+        3,
+        padding="same",
+        activation="relu",
+        name="c2",
+        kernel_initializer=kc.EnhancedGamma(granularity="spatial", seed=2),
+    )(x)
+    x = keras.layers.Conv2D(
+        32,
+        3,
+        padding="same",
+        activation="relu",
+        name="c3",
+        kernel_initializer=kc.NFMInit.from_kernel(NFM_SOURCE, seed=3),
+    )(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(4, name="head", kernel_initializer=kc.CorrelatedHeNormal(seed=4))(x)
     return keras.Model(inputs, outputs)
@@ -53,12 +66,19 @@ def small_cnn():
 def big_kernels():
     """Kernels large enough for statistics, drawn from SeedGenerator seeds."""
     layers = {
-        "correlated": keras.layers.Conv2D(128, 3, kernel_initializer=kc.CorrelatedHeNormal(
-            kc.SpatialCorrelation.exponential_decay(0.6), seed=keras.random.SeedGenerator(7))),
-        "gamma": keras.layers.Conv2D(256, 3, kernel_initializer=kc.EnhancedGamma(
-            granularity="spatial", seed=keras.random.SeedGenerator(8))),
-        "nfm": keras.layers.Conv2D(512, 3, kernel_initializer=kc.NFMInit.from_kernel(
-            NFM_SOURCE, seed=keras.random.SeedGenerator(9))),
+        "correlated": keras.layers.Conv2D(
+            128,
+            3,
+            kernel_initializer=kc.CorrelatedHeNormal(
+                kc.SpatialCorrelation.exponential_decay(0.6), seed=keras.random.SeedGenerator(7)
+            ),
+        ),
+        "gamma": keras.layers.Conv2D(
+            256, 3, kernel_initializer=kc.EnhancedGamma(granularity="spatial", seed=keras.random.SeedGenerator(8))
+        ),
+        "nfm": keras.layers.Conv2D(
+            512, 3, kernel_initializer=kc.NFMInit.from_kernel(NFM_SOURCE, seed=keras.random.SeedGenerator(9))
+        ),
     }
     in_channels = {"correlated": 128, "gamma": 64, "nfm": 16}
     for name, layer in layers.items():
@@ -72,8 +92,9 @@ def kernels(model):
 
 def monitored_fit(model, weights):
     model.set_weights(weights)
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     monitor = kc.GradientSignMonitor(per_layer=True)
     history = model.fit(X, Y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[monitor])
     return history.history, monitor
@@ -117,10 +138,12 @@ def jax_main():
     mesh = keras.distribution.DeviceMesh((2, 2), ["batch", "model"], devices)
     layout_map = keras.distribution.LayoutMap(mesh)
     layout_map["c[23]/kernel"] = (None, None, None, "model")
-    run_single_and_distributed({
-        "data_parallel": keras.distribution.DataParallel(devices=devices).scope,
-        "model_parallel": keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch").scope,
-    })
+    run_single_and_distributed(
+        {
+            "data_parallel": keras.distribution.DataParallel(devices=devices).scope,
+            "model_parallel": keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch").scope,
+        }
+    )
 
 
 def tensorflow_main():
@@ -165,7 +188,7 @@ def torch_main():
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         share = len(X) // world
-        x, y = X[rank * share:(rank + 1) * share], Y[rank * share:(rank + 1) * share]
+        x, y = X[rank * share : (rank + 1) * share], Y[rank * share : (rank + 1) * share]
         loss_fn(torch.as_tensor(y), ddp(torch.as_tensor(x))).backward()
         arrays.update({f"rank{rank}/grad/{i}": p.grad.numpy() for i, p in enumerate(model.parameters())})
         if rank == 0:

@@ -20,7 +20,9 @@ def _conv_model(seed=0):
         [
             keras.Input((8, 8, 3)),
             keras.layers.Conv2D(6, 3, activation="relu", kernel_initializer=CorrelatedHeNormal(seed=seed), name="conv"),
-            keras.layers.Conv2D(6, 3, activation="relu", kernel_initializer=CorrelatedHeNormal(seed=seed + 1), name="conv2"),
+            keras.layers.Conv2D(
+                6, 3, activation="relu", kernel_initializer=CorrelatedHeNormal(seed=seed + 1), name="conv2"
+            ),
             keras.layers.Flatten(),
             keras.layers.Dense(4, name="head"),
         ]
@@ -77,7 +79,12 @@ def test_matches_independent_eager_reference(name):
     reference_model.set_weights(model.get_weights())
     model.compile(OPTIMIZERS[name](), LOSS)
     history = model.fit(
-        X, Y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+        X,
+        Y,
+        batch_size=BATCH,
+        epochs=EPOCHS,
+        shuffle=False,
+        verbose=0,
         callbacks=[GradientSignMonitor(per_layer=True)],
     ).history
     expected = _eager_replay(reference_model, OPTIMIZERS[name]())
@@ -107,7 +114,9 @@ def _fit_linear(x, optimizer=None, batch_size=1, epochs=1, **kwargs):
     model = _linear_model()
     model.compile(optimizer or keras.optimizers.SGD(0.1), _mean_output)
     monitor = GradientSignMonitor(**kwargs)
-    history = model.fit(x, np.zeros(len(x)), batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0, callbacks=[monitor])
+    history = model.fit(
+        x, np.zeros(len(x)), batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0, callbacks=[monitor]
+    )
     return model, monitor, history.history
 
 
@@ -190,8 +199,15 @@ def test_csv_logger_gets_the_values(tmp_path):
     model.compile(keras.optimizers.SGD(0.1), _mean_output)
     x = np.tile(np.concatenate([ONES, -ONES]), (2, 1))
     path = tmp_path / "log.csv"
-    model.fit(x, np.zeros(4), batch_size=1, epochs=2, shuffle=False, verbose=0,
-              callbacks=[GradientSignMonitor(), keras.callbacks.CSVLogger(str(path))])
+    model.fit(
+        x,
+        np.zeros(4),
+        batch_size=1,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[GradientSignMonitor(), keras.callbacks.CSVLogger(str(path))],
+    )
     header, *rows = path.read_text().strip().splitlines()
     assert "grad_sign_change" in header.split(",") and len(rows) == 2
 
@@ -268,8 +284,14 @@ def test_model_saved_after_an_interrupted_fit_keeps_the_optimizer_state(tmp_path
     adam = keras.optimizers.Adam(0.01)
     model.compile(adam, LOSS)
     with pytest.raises(KeyboardInterrupt):
-        model.fit(X, Y, batch_size=4, epochs=2, verbose=0,
-                  callbacks=[GradientSignMonitor(per_layer=True), _InterruptAtBatch(3)])
+        model.fit(
+            X,
+            Y,
+            batch_size=4,
+            epochs=2,
+            verbose=0,
+            callbacks=[GradientSignMonitor(per_layer=True), _InterruptAtBatch(3)],
+        )
     assert int(adam.iterations) == 4
     interrupted = tmp_path / "interrupted.keras"
     model.save(str(interrupted))

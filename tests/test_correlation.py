@@ -39,9 +39,7 @@ def test_exponential_decay_any_shape():
 
 
 def test_identity_is_identity():
-    np.testing.assert_array_equal(
-        SpatialCorrelation.identity().matrix_for((3, 3)), np.eye(9)
-    )
+    np.testing.assert_array_equal(SpatialCorrelation.identity().matrix_for((3, 3)), np.eye(9))
 
 
 def test_single_position_is_one_for_any_structure():
@@ -63,16 +61,14 @@ def test_covariance_converted_to_correlation():
     corr = SpatialCorrelation.exponential_decay(0.3).matrix_for((3, 3))
     std = np.linspace(0.5, 2.0, 9)
     cov = corr * std[:, None] * std[None, :]
-    np.testing.assert_allclose(
-        SpatialCorrelation.from_matrix(cov).matrix_for((3, 3)), corr, atol=1e-12
-    )
+    np.testing.assert_allclose(SpatialCorrelation.from_matrix(cov).matrix_for((3, 3)), corr, atol=1e-12)
 
 
 def test_matrix_profile_and_transfer_to_larger_kernel():
     r3 = SpatialCorrelation.exponential_decay(0.5).matrix_for((3, 3))
     distances, values, counts = matrix_profile(r3, (3, 3))
     np.testing.assert_allclose(distances, np.sqrt([1, 2, 4, 5, 8]))
-    np.testing.assert_allclose(values, 0.5 ** distances)
+    np.testing.assert_allclose(values, 0.5**distances)
     # ordered off-diagonal pairs of a 3x3 grid at each distance
     np.testing.assert_array_equal(counts, [24, 16, 12, 16, 4])
     assert counts.sum() == 9 * 8
@@ -167,7 +163,11 @@ def test_non_psd_repaired_with_warning_or_strict_error():
 def test_alpha_beyond_correlation_range_is_an_error():
     # rho 0.9 times 1.5 gives 1.35 between neighbours: not a correlation at
     # all, so it is refused even with strict=False, naming the largest alpha.
-    with pytest.raises(ValueError, match=r"`alpha`=1.5 scales off-diagonal correlations up to 1.35, outside \[-1, 1\]. For this correlation use alpha <= 1.111"):
+    with pytest.raises(
+        ValueError,
+        match=r"`alpha`=1.5 scales off-diagonal correlations up to 1.35, outside \[-1, 1\]\. "
+        r"For this correlation use alpha <= 1.111",
+    ):
         SpatialCorrelation.exponential_decay(0.9).matrix_for((3, 3), alpha=1.5)
     # exactly at the bound is allowed (entries of 1 are a valid, singular R)
     m = SpatialCorrelation.exponential_decay(0.5).matrix_for((1, 2), alpha=2.0)
@@ -175,7 +175,9 @@ def test_alpha_beyond_correlation_range_is_an_error():
 
 
 def test_kernels_beyond_max_positions_are_refused():
-    with pytest.raises(ValueError, match=r"spatial shape \(33, 33\) has 1089 spatial positions; this package supports at most 1024"):
+    with pytest.raises(
+        ValueError, match=r"spatial shape \(33, 33\) has 1089 spatial positions; this package supports at most 1024"
+    ):
         SpatialCorrelation.exponential_decay(0.5).matrix_for((33, 33))
     with pytest.raises(ValueError, match=r"`matrix` has 1025 spatial positions"):
         SpatialCorrelation.from_matrix(np.eye(1025))

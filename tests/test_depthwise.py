@@ -120,7 +120,7 @@ def test_covariances_measured_on_a_model_with_planted_statistics():
     estimate = depthwise_covariance_from_model(model, source="planted")
     assert estimate.layers == ["dw0", "dw1", "dw2"] and estimate.counts == [512] * 3
     assert estimate.spatial_shapes == [(5, 5)] * 3
-    for measured, sigma, (name, kernel) in zip(estimate.covariances, planted, [("dw0", 0), ("dw1", 0), ("dw2", 0)]):
+    for measured, sigma in zip(estimate.covariances, planted):
         # centred estimator: same standard errors as above to first order
         se = np.sqrt((np.outer(np.diag(sigma), np.diag(sigma)) + sigma**2) / 512)
         assert np.max(np.abs(measured - sigma) / se) < 5
@@ -136,11 +136,17 @@ def test_transfer_by_relative_depth_and_kernel_size():
     initializers = depthwise_layerwise_initializers(target, estimate, seed=0)
     assert list(initializers) == [f"dw{i}" for i in range(5)]
     # target depths 0, .25, .5, .75, 1 -> source positions 0, .5, 1, 1.5, 2
-    expected = [covariances[0], (covariances[0] + covariances[1]) / 2, covariances[1],
-                (covariances[1] + covariances[2]) / 2, covariances[2]]
-    for (name, init), sigma in zip(initializers.items(), expected):
-        np.testing.assert_allclose(init.covariance_matrix((7, 7)), resample_covariance(sigma, (5, 5), (7, 7)),
-                                   atol=1e-12)
+    expected = [
+        covariances[0],
+        (covariances[0] + covariances[1]) / 2,
+        covariances[1],
+        (covariances[1] + covariances[2]) / 2,
+        covariances[2],
+    ]
+    for init, sigma in zip(initializers.values(), expected):
+        np.testing.assert_allclose(
+            init.covariance_matrix((7, 7)), resample_covariance(sigma, (5, 5), (7, 7)), atol=1e-12
+        )
     apply_initializers(target, initializers)
     layer = target.get_layer("dw2")
     assert layer.depthwise_initializer is initializers["dw2"]
@@ -165,7 +171,8 @@ def test_convnext_tiny_reinitialized_in_one_call():
         se = math.sqrt(2 * np.sum(sigma**2) / n)
         assert abs((filters**2).sum(1).mean() - 2.0) < 5 * se
     np.testing.assert_array_equal(
-        to_numpy(model.get_layer("convnext_tiny_stage_0_block_0_pointwise_conv_1").kernel), pointwise_before)
+        to_numpy(model.get_layer("convnext_tiny_stage_0_block_0_pointwise_conv_1").kernel), pointwise_before
+    )
 
 
 def test_separable_conv_depthwise_part():
@@ -173,8 +180,11 @@ def test_separable_conv_depthwise_part():
     initializers = reinitialize_depthwise(model, seed=1)
     assert list(initializers) == ["sep/depthwise_kernel"]
     assert model.get_layer("sep").depthwise_initializer is initializers["sep/depthwise_kernel"]
-    with pytest.raises(ValueError, match=r"'sep': SeparableConv2D has the kernels \['sep/depthwise_kernel', "
-                                         r"'sep/pointwise_kernel'\]; name one"):
+    with pytest.raises(
+        ValueError,
+        match=r"'sep': SeparableConv2D has the kernels \['sep/depthwise_kernel', "
+        r"'sep/pointwise_kernel'\]; name one",
+    ):
         apply_initializers(model, {"sep": initializers["sep/depthwise_kernel"]})
 
 
@@ -185,21 +195,28 @@ def test_seed_semantics():
     generator = ConstructedFilterCovariance(seed=keras.random.SeedGenerator(3))
     assert not np.array_equal(to_numpy(generator((5, 5, 4, 2))), to_numpy(generator((5, 5, 4, 2))))
     target = convmixer_like(2, 5)
-    first, second = (to_numpy(init((5, 5, 64, 1))) for init in depthwise_layerwise_initializers(target, seed=3).values())
+    first, second = (
+        to_numpy(init((5, 5, 64, 1))) for init in depthwise_layerwise_initializers(target, seed=3).values()
+    )
     # same shape and the same relative-depth-free draw would be identical: the layers' seeds differ
     assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 5 / math.sqrt(first.size)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ConstructedFilterCovariance(relative_depth=0.2, sigma=0.8, gain=1.5, seed=5),
-    lambda: FilterCovariance(random_covariance(25, seed=1), seed=5),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ConstructedFilterCovariance(relative_depth=0.2, sigma=0.8, gain=1.5, seed=5),
+        lambda: FilterCovariance(random_covariance(25, seed=1), seed=5),
+    ],
+)
 def test_keras_round_trip(tmp_path, make):
     init = make()
-    model = keras.Sequential([
-        keras.Input((10, 10, 6)),
-        keras.layers.DepthwiseConv2D(5, depthwise_initializer=init, name="dw"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 6)),
+            keras.layers.DepthwiseConv2D(5, depthwise_initializer=init, name="dw"),
+        ]
+    )
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)

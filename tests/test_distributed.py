@@ -30,7 +30,10 @@ def _worker(out_dir, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
     return subprocess.Popen(
         [sys.executable, str(WORKER), keras.backend.backend(), str(out_dir), *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
 
 
@@ -51,9 +54,7 @@ def _check_correlated(w):
     r = SpatialCorrelation.exponential_decay(0.6).matrix_for((3, 3))
     filters = w.reshape(9, -1)
     n, fan_in = filters.shape[1], 9 * w.shape[2]
-    np.testing.assert_allclose(
-        (filters**2).mean(axis=1), 2 * 9 / (r.sum() * fan_in), rtol=Z * math.sqrt(2 / n)
-    )
+    np.testing.assert_allclose((filters**2).mean(axis=1), 2 * 9 / (r.sum() * fan_in), rtol=Z * math.sqrt(2 / n))
     assert np.abs(np.corrcoef(filters) - r).max() < Z / math.sqrt(n)
 
 
@@ -64,9 +65,7 @@ def _check_gamma(w):
     base = 2 / (9 * c)
     # Each group's mean square is s^2 chi2_c / c with s^2 = base * z0^2:
     # variance base^2 (2 + 6 / c) per group.
-    np.testing.assert_allclose(
-        (w**2).mean(), base, rtol=Z * math.sqrt((2 + 6 / c) / groups)
-    )
+    np.testing.assert_allclose((w**2).mean(), base, rtol=Z * math.sqrt((2 + 6 / c) / groups))
 
 
 def _check_nfm(w, source):

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from conftest import to_numpy
+from keras_corrinit import resample_covariance
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 import arms  # noqa: E402
@@ -24,7 +25,7 @@ def he():
 
 
 def _weight_layers(model):
-    return [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    return [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,7 @@ def _weight_layers(model):
 def test_documented_weight_layer_counts(name, expected):
     model = networks.build(name, (32, 32, 3), 10, he, batch_norm=True, width=0.25)
     layers = _weight_layers(model)
-    projections = [l for l in layers if isinstance(l, keras.layers.Conv2D) and l.kernel_size == (1, 1)]
+    projections = [layer for layer in layers if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (1, 1)]
     assert len(layers) - len(projections) == expected
     assert len(projections) == (3 if name.startswith("resnet") else 0)
 
@@ -75,7 +76,8 @@ def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
     default_arms = ["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
     assert sorted((r["init"], r["seed"]) for r in rows) == sorted((a, s) for a in default_arms for s in ["0", "1"])
     assert {(r["backend"], r["lr"], r["epochs"], r["max_train"], r["batch_norm"]) for r in rows} == {
-        (keras.backend.backend(), "0.005", "2", "256", "off")}
+        (keras.backend.backend(), "0.005", "2", "256", "off")
+    }
     assert {r["alpha"] for r in rows if r["init"] == "uncorrelated"} == {"-"}
     assert {r["correlation"] for r in rows if r["init"] != "uncorrelated"} == {"builtin"}
     saved = json.load(open(os.path.join(out, "histories", rows[0]["run_id"] + ".json")))
@@ -112,10 +114,20 @@ def test_a_changed_setting_is_a_new_run_reported_separately(tmp_path, capsys):
         assert f"| uncorrelated | 1 | {float(row['test_accuracy']):.4f} +/- 0.0000 |" in section
     # every setting is part of the identity
     run = compare.plan(compare.parse_args(base))[0]
-    for name, other in [("epochs", 2), ("l2", 0.001), ("alpha", 0.5), ("width", 0.5), ("batch_size", 64),
-                        ("correlation", "r.json#0123456789ab"), ("momentum", 0.9), ("backend", "other"),
-                        ("max_train", None), ("source", "abc"), ("gamma", "he_uniform/filter"),
-                        ("optimizer", "adam")]:
+    for name, other in [
+        ("epochs", 2),
+        ("l2", 0.001),
+        ("alpha", 0.5),
+        ("width", 0.5),
+        ("batch_size", 64),
+        ("correlation", "r.json#0123456789ab"),
+        ("momentum", 0.9),
+        ("backend", "other"),
+        ("max_train", None),
+        ("source", "abc"),
+        ("gamma", "he_uniform/filter"),
+        ("optimizer", "adam"),
+    ]:
         assert compare.run_id({**run, name: other}) != compare.run_id(run), name
     pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
     assert len(pngs) == 2 and all(f.startswith("curves_digits_small_cnn_bn-off_") for f in pngs)
@@ -125,18 +137,39 @@ def test_results_from_an_older_version_are_refused(tmp_path):
     with open(tmp_path / "results.csv", "w") as f:
         f.write("dataset,network,batch_norm,init,seed,test_accuracy,seconds\n")
         f.write("digits,small_cnn,off,he_normal,0,0.97,3.0\n")
-    with pytest.raises(ValueError, match=r"results.csv was written by another version of this script.*"
-                                         r"missing: \['backend', 'max_train'.*Pass a new --out"):
+    with pytest.raises(
+        ValueError,
+        match=r"results.csv was written by another version of this script.*"
+        r"missing: \['backend', 'max_train'.*Pass a new --out",
+    ):
         compare.main(["--out", str(tmp_path), "--seeds", "1", "--epochs", "1"])
+
+
+PLAIN_NETWORK_ARMS = [arm for arm in arms.ARMS if not arms.needs_depthwise(arm)]
+DEPTHWISE_ARMS = [arm for arm in arms.ARMS if arms.needs_depthwise(arm)]
 
 
 def test_every_arm_and_the_two_stage_path(tmp_path, capsys):
     out = str(tmp_path)
-    args = ["--init", *arms.ARMS, "--seeds", "1", "--epochs", "1", "--max-train", "96", "--max-test", "64",
-            "--source-epochs", "1", "--out", out]
+    args = [
+        "--init",
+        *PLAIN_NETWORK_ARMS,
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--max-train",
+        "96",
+        "--max-test",
+        "64",
+        "--source-epochs",
+        "1",
+        "--out",
+        out,
+    ]
     compare.main(args)
     rows = _read(out)
-    assert sorted(r["init"] for r in rows) == sorted(arms.ARMS)
+    assert sorted(r["init"] for r in rows) == sorted(PLAIN_NETWORK_ARMS)
     sources = {r["source"] for r in rows if arms.uses_source(r["init"])}
     assert len(sources) == 1 and {r["source"] for r in rows if not arms.uses_source(r["init"])} == {"-"}
     (source,) = sources
@@ -149,15 +182,34 @@ def test_every_arm_and_the_two_stage_path(tmp_path, capsys):
     assert any(f.startswith("gamma-ratio_") for f in os.listdir(out))
     # the source is trained once: a second sweep of learned arms reuses it
     stamp = os.path.getmtime(os.path.join(out, "sources", source + ".keras"))
-    compare.main(["--init", "correlated_learned", "--alpha", "0.5", "--seeds", "1", "--epochs", "1",
-                  "--max-train", "96", "--max-test", "64", "--source-epochs", "1", "--out", out])
+    compare.main(
+        [
+            "--init",
+            "correlated_learned",
+            "--alpha",
+            "0.5",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--max-train",
+            "96",
+            "--max-test",
+            "64",
+            "--source-epochs",
+            "1",
+            "--out",
+            out,
+        ]
+    )
     assert os.path.getmtime(os.path.join(out, "sources", source + ".keras")) == stamp
     assert len(os.listdir(os.path.join(out, "sources"))) == 2  # .keras and .json of one source
 
 
 def test_learned_arms_use_the_source(tmp_path):
-    source_model = networks.build("small_cnn", (8, 8, 1), 10, arms.layer_factory("uncorrelated", 3, arms.Context()),
-                                  batch_norm=False)
+    source_model = networks.build(
+        "small_cnn", (8, 8, 1), 10, arms.layer_factory("uncorrelated", 3, arms.Context()), batch_norm=False
+    )
     source = arms.Source(source_model, "test")
     data = datasets.load("digits", max_train=64)
     context = arms.Context(source=source)
@@ -165,10 +217,11 @@ def test_learned_arms_use_the_source(tmp_path):
     learned = compare.build_model({**run, "init": "correlated_learned"}, data, context)
     assert learned.layers[1].kernel_initializer.correlation == source.estimate.to_correlation("matrix")
     layerwise = compare.build_model({**run, "init": "correlated_layerwise"}, data, context)
-    convs = [l for l in layerwise.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in layerwise.layers if isinstance(layer, keras.layers.Conv2D)]
     for layer, name in zip(convs, source.estimate.layer_names):
-        np.testing.assert_allclose(layer.kernel_initializer.correlation_matrix((3, 3)),
-                                   source.estimate.per_layer[name], atol=1e-12)
+        np.testing.assert_allclose(
+            layer.kernel_initializer.correlation_matrix((3, 3)), source.estimate.per_layer[name], atol=1e-12
+        )
     nfm = compare.build_model({**run, "init": "nfm_kaiming"}, data, context)
     for layer, src in zip(arms._kernel_layers(nfm), arms._kernel_layers(source_model)):
         w = to_numpy(layer.kernel).reshape(-1, layer.kernel.shape[-1])
@@ -245,8 +298,11 @@ def test_digits32_is_the_digits_resized_shifted_and_spatially_correlated():
     # each image is its 8x8 scan, resized, shifted by at most 2 pixels
     resized = datasets.resize_bilinear(x8[:5], 32)
     for image, reference in zip(x32[:5], resized):
-        errors = [np.abs(np.roll(np.pad(reference, ((2, 2), (2, 2), (0, 0))), (dy, dx), (0, 1))[2:-2, 2:-2] - image).max()
-                  for dy in range(-2, 3) for dx in range(-2, 3)]
+        errors = [
+            np.abs(np.roll(np.pad(reference, ((2, 2), (2, 2), (0, 0))), (dy, dx), (0, 1))[2:-2, 2:-2] - image).max()
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        ]
         assert min(errors) == 0.0
     assert datasets.adjacent_pixel_correlation(x32) > 0.9 > 0.6 > datasets.adjacent_pixel_correlation(x8)
 
@@ -271,11 +327,29 @@ def test_tfds_datasets_with_mock_data(tmp_path):
 
     out = str(tmp_path)
     with tfds.testing.mock_data(num_examples=64):
-        compare.main([
-            "--dataset", "cifar10", "--network", "resnet10", "--width", "0.125",
-            "--init", "correlated", "lsuv", "--batch-norm", "on", "--seeds", "1", "--epochs", "1",
-            "--batch-size", "32", "--out", out,
-        ])
+        compare.main(
+            [
+                "--dataset",
+                "cifar10",
+                "--network",
+                "resnet10",
+                "--width",
+                "0.125",
+                "--init",
+                "correlated",
+                "lsuv",
+                "--batch-norm",
+                "on",
+                "--seeds",
+                "1",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--out",
+                out,
+            ]
+        )
     rows = _read(out)
     assert sorted((r["network"], r["init"]) for r in rows) == [("resnet10", "correlated"), ("resnet10", "lsuv")]
     assert os.path.exists(os.path.join(out, report.plot_name(report.table_settings(rows[0], compare.SETTINGS))))
@@ -309,14 +383,24 @@ def test_summary_tables_from_a_results_file(tmp_path):
     import summary
 
     base = compare.plan(compare.parse_args(["--init", "uncorrelated", "--seeds", "3"]))
-    accuracies = {"uncorrelated": [0.90, 0.80, 0.85], "correlated": [0.95, 0.80, 0.90],
-                  "correlated_weight": [0.40, 0.90, 0.95]}
+    accuracies = {
+        "uncorrelated": [0.90, 0.80, 0.85],
+        "correlated": [0.95, 0.80, 0.90],
+        "correlated_weight": [0.40, 0.90, 0.95],
+    }
     for init, values in accuracies.items():
         for run, accuracy in zip(base, values):
             row = {**run, "init": init, "alpha": 1.0 if init != "uncorrelated" else "-"}
-            compare.append_result(str(tmp_path / "results.csv"),
-                                  {**row, "run_id": compare.run_id(row), "test_accuracy": accuracy,
-                                   "sign_change_epoch1": 0.3, "seconds": 1.0})
+            compare.append_result(
+                str(tmp_path / "results.csv"),
+                {
+                    **row,
+                    "run_id": compare.run_id(row),
+                    "test_accuracy": accuracy,
+                    "sign_change_epoch1": 0.3,
+                    "seconds": 1.0,
+                },
+            )
     table = summary.versus_baseline([str(tmp_path)], ["correlated", "correlated_weight"])
     # correlated - uncorrelated: 0.05, 0, 0.05 (mean 1/30, as in the hand computation above)
     half = 4.302653 * 0.0288675 / math.sqrt(3)
@@ -324,3 +408,91 @@ def test_summary_tables_from_a_results_file(tmp_path):
     text = summary.comparisons([str(tmp_path)])
     assert "correlated_weight vs correlated: significantly above in 0 tables, below in 0, neither in 1." in text
     assert "Diverged (test accuracy < 0.5): correlated_weight on digits, batch norm off, lr 0.005: 1 runs." in text
+
+
+def test_depthwise_arms_on_convmixer(tmp_path):
+    out = str(tmp_path)
+    common = [
+        "--network",
+        "convmixer2k3",
+        "convmixer2k3_frozen",
+        "--source-network",
+        "convmixer2k5",
+        "--batch-norm",
+        "on",
+    ]
+    compare.main(
+        [
+            *common,
+            "--init",
+            *DEPTHWISE_ARMS,
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--max-train",
+            "96",
+            "--max-test",
+            "64",
+            "--source-epochs",
+            "1",
+            "--baseline",
+            "depthwise_default",
+            "--out",
+            out,
+        ]
+    )
+    rows = _read(out)
+    assert sorted((r["network"], r["init"]) for r in rows) == sorted(
+        (network, arm) for network in ("convmixer2k3", "convmixer2k3_frozen") for arm in DEPTHWISE_ARMS
+    )
+    (source_id,) = {r["source"] for r in rows if r["init"].startswith("covariance_learned")}
+    saved = json.load(open(os.path.join(out, "sources", source_id + ".json")))
+    assert saved["settings"]["network"] == "convmixer2k5"
+    # the learned arm draws each layer from the source's covariance, resampled 5x5 -> 3x3
+    runner = compare.Runner(
+        compare.parse_args(
+            [
+                *common,
+                "--init",
+                "covariance_learned",
+                "--out",
+                out,
+                "--source-epochs",
+                "1",
+                "--max-train",
+                "96",
+                "--max-test",
+                "64",
+            ]
+        )
+    )
+    run = [r for r in compare.plan(runner.args) if r["network"] == "convmixer2k3"][0]
+    context = runner.context(run)
+    model = compare.build_model(run, runner.dataset(run["dataset"]), context)
+    learned = context.source.depthwise
+    assert learned.spatial_shapes == [(5, 5), (5, 5)]
+    for depth, name in ((0.0, "depthwise_0"), (1.0, "depthwise_1")):
+        init = model.get_layer(name).depthwise_initializer
+        np.testing.assert_allclose(
+            init.covariance_matrix((3, 3)),
+            resample_covariance(learned.covariance_at(depth), (5, 5), (3, 3)),
+            atol=1e-12,
+        )
+    # the control has the arm's per-position variances, independent positions
+    control = arms.DiagonalOf(model.get_layer("depthwise_0").depthwise_initializer, seed=0)
+    draws = keras.ops.convert_to_numpy(control((3, 3, 4096, 1))).reshape(9, -1)
+    expected = np.diag(model.get_layer("depthwise_0").depthwise_initializer.covariance_matrix((3, 3)))
+    np.testing.assert_allclose(draws.var(axis=1), expected, rtol=5 * np.sqrt(2 / 4096))
+    assert np.max(np.abs(np.corrcoef(draws)[~np.eye(9, dtype=bool)])) < 5 / np.sqrt(4096)
+
+
+def test_depthwise_arms_need_a_convmixer(capsys):
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--init", "covariance_closed_form"])
+    assert "set depthwise convolutions, which ['the default networks'] do not have" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.parse_args(
+            ["--network", "convmixer2k3", "--init", "covariance_learned", "--source-network", "small_cnn"]
+        )
+    assert "covariance_learned needs a ConvMixer source" in capsys.readouterr().err

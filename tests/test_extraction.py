@@ -31,7 +31,7 @@ def planted_vgg16(tmp_path_factory):
     """VGG16 (no top) whose 13 3x3 kernels have known, layer-specific R."""
     keras.backend.clear_session()
     model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     planted = {}
     for i, layer in enumerate(convs):
         r = SpatialCorrelation.exponential_decay(_planted_rho(i, len(convs)))
@@ -119,8 +119,9 @@ def test_layerwise_initialization_and_self_contained_config(planted_vgg16, tmp_p
         config = keras.initializers.serialize(layer.kernel_initializer)
         np.testing.assert_allclose(config["config"]["correlation"]["matrix"], estimate.per_layer[name], atol=1e-12)
     with pytest.raises(ValueError, match="has 2 conv layers with kernel size .* pass `mapping="):
-        estimate.layerwise_initializers(keras.Sequential([
-            keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Conv2D(2, 3)]))
+        estimate.layerwise_initializers(
+            keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Conv2D(2, 3)])
+        )
 
 
 def test_errors():
@@ -138,12 +139,14 @@ def test_errors():
 
 
 def test_layer_filter_and_depthwise():
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(4, 3, name="keep_a"),
-        keras.layers.DepthwiseConv2D(3, depth_multiplier=8, name="dw"),
-        keras.layers.Conv2D(4, 3, name="drop_b"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, name="keep_a"),
+            keras.layers.DepthwiseConv2D(3, depth_multiplier=8, name="dw"),
+            keras.layers.Conv2D(4, 3, name="drop_b"),
+        ]
+    )
     assert correlation_from_model(model, layer_filter="keep").layer_names == ["keep_a"]
     assert correlation_from_model(model).layer_names == ["keep_a", "drop_b"]
     assert correlation_from_model(model, include_depthwise=True).layer_names == ["keep_a", "dw", "drop_b"]

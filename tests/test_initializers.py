@@ -62,9 +62,7 @@ def test_identity_equals_keras_untruncated_he_normal():
     for correlation in [np.eye(9), SpatialCorrelation.identity()]:
         for mode in ["filter", "weight"]:
             init = CorrelatedHeNormal(correlation, variance_mode=mode, seed=3)
-            np.testing.assert_array_equal(
-                to_numpy(init((3, 3, 16, 8))), to_numpy(he((3, 3, 16, 8)))
-            )
+            np.testing.assert_array_equal(to_numpy(init((3, 3, 16, 8))), to_numpy(he((3, 3, 16, 8))))
 
 
 def test_alpha_zero_is_he_and_alpha_scales_correlation():
@@ -86,9 +84,7 @@ def test_single_position_kernels_are_he_normal(shape):
     np.testing.assert_allclose(to_numpy(init(shape)), to_numpy(he(shape)), rtol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "shape", [(5, 16, 32), (5, 5, 8, 16), (1, 7, 8, 16), (3, 3, 3, 4, 8)]
-)
+@pytest.mark.parametrize("shape", [(5, 16, 32), (5, 5, 8, 16), (1, 7, 8, 16), (3, 3, 3, 4, 8)])
 def test_other_kernel_shapes_use_distance_structure(shape):
     init = CorrelatedHeNormal(seed=2)
     w = to_numpy(init(shape))
@@ -114,7 +110,9 @@ def test_layers_accept_initializer_and_depthwise_fan_in():
         layer(x.astype("float32"))
         assert np.all(np.isfinite(to_numpy(layer.weights[0])))
     # DepthwiseConv2D kernel (3, 3, 2, 1): fan_in = 9 * 2 as Keras's he_normal has it
-    dw = keras.layers.DepthwiseConv2D(3, depthwise_initializer=CorrelatedHeNormal(SpatialCorrelation.identity(), seed=1))
+    dw = keras.layers.DepthwiseConv2D(
+        3, depthwise_initializer=CorrelatedHeNormal(SpatialCorrelation.identity(), seed=1)
+    )
     he = keras.layers.DepthwiseConv2D(
         3, depthwise_initializer=keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal", seed=1)
     )
@@ -126,12 +124,8 @@ def test_layers_accept_initializer_and_depthwise_fan_in():
 def test_int_seed_repeats_and_seed_generator_advances():
     init = CorrelatedHeNormal(seed=7)
     np.testing.assert_array_equal(to_numpy(init((3, 3, 4, 4))), to_numpy(init((3, 3, 4, 4))))
-    np.testing.assert_array_equal(
-        to_numpy(init((3, 3, 4, 4))), to_numpy(CorrelatedHeNormal(seed=7)((3, 3, 4, 4)))
-    )
-    assert not np.allclose(
-        to_numpy(init((3, 3, 4, 4))), to_numpy(CorrelatedHeNormal(seed=8)((3, 3, 4, 4)))
-    )
+    np.testing.assert_array_equal(to_numpy(init((3, 3, 4, 4))), to_numpy(CorrelatedHeNormal(seed=7)((3, 3, 4, 4))))
+    assert not np.allclose(to_numpy(init((3, 3, 4, 4))), to_numpy(CorrelatedHeNormal(seed=8)((3, 3, 4, 4))))
     gen_init = CorrelatedHeNormal(seed=keras.random.SeedGenerator(7))
     a, b = to_numpy(gen_init((3, 3, 4, 4))), to_numpy(gen_init((3, 3, 4, 4)))
     assert not np.allclose(a, b)
@@ -267,7 +261,9 @@ def test_enhanced_gamma_mean_variance_is_base_variance(base, granularity, shape)
     receptive = math.prod(shape[:-2])
     fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
     expected = {
-        "he_normal": 2 / fan_in, "he_uniform": 2 / fan_in, "lecun_uniform": 1 / fan_in,
+        "he_normal": 2 / fan_in,
+        "he_uniform": 2 / fan_in,
+        "lecun_uniform": 1 / fan_in,
         "glorot_normal": 2 / (fan_in + fan_out),
     }[base]
     assert init.base_variance(shape) == pytest.approx(expected)

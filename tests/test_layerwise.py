@@ -21,15 +21,17 @@ Z = 5.0
 
 def _target():
     # c2, c3 and c4 have the same kernel shape (3, 3, 16, 16).
-    return keras.Sequential([
-        keras.Input((12, 12, 3)),
-        keras.layers.Conv2D(16, 3, padding="same", name="c1"),
-        keras.layers.Conv2D(16, 3, padding="same", name="c2"),
-        keras.layers.Conv2D(16, 3, padding="same", name="c3"),
-        keras.layers.Conv2D(16, 3, padding="same", name="c4"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(4, name="head"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", name="c1"),
+            keras.layers.Conv2D(16, 3, padding="same", name="c2"),
+            keras.layers.Conv2D(16, 3, padding="same", name="c3"),
+            keras.layers.Conv2D(16, 3, padding="same", name="c4"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
 
 
 def _estimate():
@@ -119,15 +121,21 @@ def test_pair_layers():
 
 
 def test_apply_initializers_changes_nothing_when_one_fails():
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="a"), keras.layers.Conv2D(4, 5, name="b"),
-        keras.layers.Flatten(name="flat"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, name="a"),
+            keras.layers.Conv2D(4, 5, name="b"),
+            keras.layers.Flatten(name="flat"),
+        ]
+    )
     before = [to_numpy(w) for w in model.weights]
     nine = CorrelatedHeNormal(np.eye(9), seed=0)  # a 3x3 matrix cannot serve the 5x5 layer "b"
     with pytest.raises(ValueError, match="has 25 positions"):
         apply_initializers(model, {"a": nine, "b": nine})
-    with pytest.raises(ValueError, match=r"names kernels the model does not have: 'flat': Flatten has no kernel to initialize\.$"):
+    with pytest.raises(
+        ValueError, match=r"names kernels the model does not have: 'flat': Flatten has no kernel to initialize\.$"
+    ):
         apply_initializers(model, {"a": nine, "flat": nine})
     with pytest.raises(ValueError, match=r"names kernels the model does not have: 'c': the model has no layer 'c'\.$"):
         apply_initializers(model, {"c": nine})

@@ -104,11 +104,15 @@ def test_dead_layer_warns_and_leaves_weights_finite():
     model = keras.Sequential(
         [
             keras.Input((16, 16, 3)),
-            keras.layers.Conv2D(8, 3, activation="relu", bias_initializer=keras.initializers.Constant(-100.0), name="dead"),
+            keras.layers.Conv2D(
+                8, 3, activation="relu", bias_initializer=keras.initializers.Constant(-100.0), name="dead"
+            ),
             keras.layers.Conv2D(8, 3, name="after"),
         ]
     )
-    with pytest.warns(UserWarning, match="LSUV did not converge for layer 'dead'.*constant.*Its weights were not rescaled"):
+    with pytest.warns(
+        UserWarning, match="LSUV did not converge for layer 'dead'.*constant.*Its weights were not rescaled"
+    ):
         report = lsuv_initialize(model, X, verbose=0)
     assert not report["dead"].converged
     assert report["dead"].final_variance == 0.0
@@ -123,8 +127,11 @@ def test_bounded_layer_warning_says_what_was_done():
     with pytest.warns(UserWarning) as caught:
         report = lsuv_initialize(model, X * 0.01, orthogonal=False, max_iter=2, verbose=0)
     (message,) = [str(w.message) for w in caught if "did not converge" in str(w.message)]
-    match = re.search(r"Its weights keep the 2 rescalings applied \(factor ([0-9.e+-]+) in all; "
-                      r"output variance ([0-9.e+-]+) -> ([0-9.e+-]+)\)", message)
+    match = re.search(
+        r"Its weights keep the 2 rescalings applied \(factor ([0-9.e+-]+) in all; "
+        r"output variance ([0-9.e+-]+) -> ([0-9.e+-]+)\)",
+        message,
+    )
     assert match, message
     factor = float(match.group(1))
     assert report["bounded"].iterations == 2 and not report["bounded"].converged
@@ -162,7 +169,7 @@ def test_subclassed_model_with_a_shared_layer():
 def _prefix_lsuv(model, x, tol=0.1, max_iter=10, seed=None):
     """The previous method: each layer's input from a prefix model, then iterate."""
     generator = keras.random.SeedGenerator(seed)
-    layers = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    layers = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
     for layer in layers:
         layer.kernel.assign(keras.initializers.Orthogonal(seed=generator)(tuple(layer.kernel.shape)))
     for layer in layers:
@@ -194,8 +201,12 @@ def test_fresh_batch_per_iteration():
     # a linear layer: every measurement is the cached output times the factor
     assert report.layer_calls == 0 and report.forward_pass_equivalents == 1.0
     # a bias makes it non-homogeneous: the next batch is called again
-    biased = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(
-        8, 3, bias_initializer=keras.initializers.Constant(0.01), name="c")])
+    biased = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, bias_initializer=keras.initializers.Constant(0.01), name="c"),
+        ]
+    )
     report = lsuv_initialize(biased, data, batches=2, batch_size=16, orthogonal=False, verbose=0)
     assert report["c"].iterations == 1
     assert report.layer_calls == 2  # batch 2 after the rescaling, then the final output
@@ -204,8 +215,11 @@ def test_fresh_batch_per_iteration():
 
 def test_include_exclude_and_target_variance():
     model = _sequential()
-    before = {l.name: to_numpy(l.kernel if hasattr(l, "kernel") else l.pointwise_kernel) for l in model.layers
-              if l.name in ("c1", "sep", "d2")}
+    before = {
+        layer.name: to_numpy(layer.kernel if hasattr(layer, "kernel") else layer.pointwise_kernel)
+        for layer in model.layers
+        if layer.name in ("c1", "sep", "d2")
+    }
     report = lsuv_initialize(model, X, include=["^c", r"^d\d"], exclude="d2", target_variance=2.0, verbose=0)
     assert [e.name for e in report] == ["c1", "d1"]
     np.testing.assert_array_equal(to_numpy(model.get_layer("d2").kernel), before["d2"])

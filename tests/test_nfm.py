@@ -117,7 +117,9 @@ _LOAD = textwrap.dedent(
 
 
 def test_keras_round_trip_offline(tmp_path):
-    model = keras.Sequential([keras.Input((10, 10, 8)), keras.layers.Conv2D(4, 3, kernel_initializer=NFMInit.from_kernel(SOURCE, seed=0))])
+    model = keras.Sequential(
+        [keras.Input((10, 10, 8)), keras.layers.Conv2D(4, 3, kernel_initializer=NFMInit.from_kernel(SOURCE, seed=0))]
+    )
     path = tmp_path / "nfm.keras"
     model.save(str(path))
     printed = run_in_fresh_process(_LOAD, path, tmp_path / "k.npy")
@@ -126,13 +128,15 @@ def test_keras_round_trip_offline(tmp_path):
 
 
 def _small_cnn(width=4):
-    return keras.Sequential([
-        keras.Input((10, 10, 3)),
-        keras.layers.Conv2D(width, 3, activation="relu", name="c1"),
-        keras.layers.Conv2D(width, 3, name="c2"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3, name="head"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(width, 3, activation="relu", name="c1"),
+            keras.layers.Conv2D(width, 3, name="c2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
 
 
 def test_layerwise_from_source_model():
@@ -176,9 +180,13 @@ def test_agop_closed_form_linear_conv():
 
 
 def test_agop_through_relu_matches_closed_form():
-    model = keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(4, activation="relu", name="d1"), keras.layers.Dense(2, name="d2"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(4, activation="relu", name="d1"),
+            keras.layers.Dense(2, name="d2"),
+        ]
+    )
     x = RNG.normal(size=(7, 6)).astype("float32")
     agop = agop_matrix(model, "d1", x)
     w1, b1 = (to_numpy(v).astype(np.float64) for v in model.get_layer("d1").weights)
@@ -199,9 +207,13 @@ def test_agop_bad_layer():
 
 
 def _relu_head_model(outputs):
-    return keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="d1"), keras.layers.Dense(outputs, name="head"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="d1"),
+            keras.layers.Dense(outputs, name="head"),
+        ]
+    )
 
 
 def _closed_form_jacobians(model, x):

@@ -100,8 +100,9 @@ def _expected_failure(correlation, spatial, alpha, variance_mode):
 
 
 @PROPERTY_SETTINGS
-@given(data=st.data(), shape=kernel_shapes(), alpha=st.floats(0, 3),
-       variance_mode=st.sampled_from(["filter", "weight"]))
+@given(
+    data=st.data(), shape=kernel_shapes(), alpha=st.floats(0, 3), variance_mode=st.sampled_from(["filter", "weight"])
+)
 def test_correlated_weights_are_finite_or_the_documented_error(data, shape, alpha, variance_mode):
     correlation = data.draw(correlations(math.prod(shape[:-2])))
     if isinstance(correlation, dict):
@@ -122,16 +123,27 @@ def test_correlated_weights_are_finite_or_the_documented_error(data, shape, alph
 
 
 @PROPERTY_SETTINGS
-@given(shape=kernel_shapes(), base=st.sampled_from(sorted(["he_normal", "he_uniform", "lecun_normal",
-                                                            "lecun_uniform", "glorot_normal", "glorot_uniform"])),
-       granularity=st.sampled_from(["filter", "spatial"]), seed=st.integers(0, 2**31 - 2))
+@given(
+    shape=kernel_shapes(),
+    base=st.sampled_from(
+        sorted(["he_normal", "he_uniform", "lecun_normal", "lecun_uniform", "glorot_normal", "glorot_uniform"])
+    ),
+    granularity=st.sampled_from(["filter", "spatial"]),
+    seed=st.integers(0, 2**31 - 2),
+)
 def test_enhanced_gamma_weights_are_finite(shape, base, granularity, seed):
     _finite(EnhancedGamma(base, granularity, seed=seed)(shape), shape)
 
 
 @PROPERTY_SETTINGS
-@given(data=st.data(), spatial=spatial_shapes, c_in=st.integers(1, 16), c_out=st.integers(1, 16),
-       target_in=st.integers(1, 16), target_out=channels)
+@given(
+    data=st.data(),
+    spatial=spatial_shapes,
+    c_in=st.integers(1, 16),
+    c_out=st.integers(1, 16),
+    target_in=st.integers(1, 16),
+    target_out=channels,
+)
 def test_nfm_weights_are_finite_for_full_and_spatial_transfer(data, spatial, c_in, c_out, target_in, target_out):
     source = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(*spatial, c_in, c_out))
     init = NFMInit.from_kernel(source, seed=0)
@@ -199,8 +211,16 @@ def test_invalid_matrices_are_errors_naming_correlation(matrix):
 
 
 @PROPERTY_SETTINGS
-@given(alpha=st.one_of(st.floats(max_value=-1e-9), st.just(float("nan")), st.just(float("inf")),
-                       st.booleans(), st.text(max_size=3), st.none()))
+@given(
+    alpha=st.one_of(
+        st.floats(max_value=-1e-9),
+        st.just(float("nan")),
+        st.just(float("inf")),
+        st.booleans(),
+        st.text(max_size=3),
+        st.none(),
+    )
+)
 def test_invalid_alpha_is_an_error_naming_alpha(alpha):
     with pytest.raises((ValueError, TypeError)) as info:
         CorrelatedHeNormal(alpha=alpha)
@@ -217,11 +237,16 @@ bad_shapes = st.one_of(
 
 
 @PROPERTY_SETTINGS
-@given(shape=bad_shapes, make=st.sampled_from([
-    lambda: CorrelatedHeNormal(seed=0),
-    lambda: EnhancedGamma(seed=0),
-    lambda: NFMInit.from_kernel(np.ones((3, 3, 2, 2)) + np.eye(2), seed=0),
-]))
+@given(
+    shape=bad_shapes,
+    make=st.sampled_from(
+        [
+            lambda: CorrelatedHeNormal(seed=0),
+            lambda: EnhancedGamma(seed=0),
+            lambda: NFMInit.from_kernel(np.ones((3, 3, 2, 2)) + np.eye(2), seed=0),
+        ]
+    ),
+)
 def test_invalid_shapes_are_errors_naming_shape(shape, make):
     with pytest.raises((ValueError, TypeError)) as info:
         make()(shape)

@@ -13,7 +13,9 @@ INITIALIZERS = {
     "correlated_default": lambda: CorrelatedHeNormal(seed=3),
     "correlated_matrix": lambda: CorrelatedHeNormal(
         SpatialCorrelation.exponential_decay(0.3).matrix_for((3, 3)) * 0.9 + 0.1 * np.eye(9),
-        alpha=0.5, variance_mode="weight", seed=3,
+        alpha=0.5,
+        variance_mode="weight",
+        seed=3,
     ),
     "correlated_profile": lambda: CorrelatedHeNormal({1: 0.3, 2: 0.1}, strict=True, seed=3),
     "correlated_seedgen": lambda: CorrelatedHeNormal(seed=keras.random.SeedGenerator(5)),
@@ -119,7 +121,7 @@ def test_clone_model_reinitializes_resnet50_convs():
         return layer.__class__.from_config(config)
 
     clone = keras.models.clone_model(base, clone_function=reinit)
-    spatial = [l for l in clone.layers if isinstance(l, keras.layers.Conv2D) and max(l.kernel_size) > 1]
+    spatial = [layer for layer in clone.layers if isinstance(layer, keras.layers.Conv2D) and max(layer.kernel_size) > 1]
     assert len(spatial) == 17  # the 7x7 stem and 16 bottleneck 3x3 convs
     for layer in spatial:
         assert isinstance(layer.kernel_initializer, CorrelatedHeNormal)
@@ -136,9 +138,13 @@ def test_clone_model_reinitializes_resnet50_convs():
 def _tampered_model_file(tmp_path, layer, change):
     """Saves a model, edits `layer`'s kernel_initializer config, returns the path."""
     inputs = keras.Input((8, 8, 4))
-    x = keras.layers.Conv2D(4, 3, name="correlated", kernel_initializer=CorrelatedHeNormal(np.eye(9) * 0.5 + 0.5, seed=1))(inputs)
+    x = keras.layers.Conv2D(
+        4, 3, name="correlated", kernel_initializer=CorrelatedHeNormal(np.eye(9) * 0.5 + 0.5, seed=1)
+    )(inputs)
     x = keras.layers.Conv2D(4, 3, name="gamma", kernel_initializer=EnhancedGamma(seed=1))(x)
-    outputs = keras.layers.Conv2D(2, 3, name="nfm", kernel_initializer=NFMInit.from_kernel(np.arange(72.0).reshape(3, 3, 4, 2), seed=1))(x)
+    outputs = keras.layers.Conv2D(
+        2, 3, name="nfm", kernel_initializer=NFMInit.from_kernel(np.arange(72.0).reshape(3, 3, 4, 2), seed=1)
+    )(x)
     original, tampered = tmp_path / "original.keras", tmp_path / "tampered.keras"
     keras.Model(inputs, outputs).save(original)
     with zipfile.ZipFile(original) as archive:
@@ -164,14 +170,27 @@ def _set_matrix_entry(config):
 @pytest.mark.parametrize(
     "layer, change, message",
     [
-        ("correlated", _set("correlation", {"kind": "matrix", "matrix": np.eye(1100, dtype=int).tolist(), "spatial_shape": [1100]}),
-         "`matrix` has 1100 spatial positions; this package supports at most 1024"),
+        (
+            "correlated",
+            _set(
+                "correlation", {"kind": "matrix", "matrix": np.eye(1100, dtype=int).tolist(), "spatial_shape": [1100]}
+            ),
+            "`matrix` has 1100 spatial positions; this package supports at most 1024",
+        ),
         ("correlated", _set_matrix_entry, "`matrix` contains NaN or Inf entries"),
         ("correlated", _set("alpha", "abc"), "`alpha` must be a number >= 0; received 'abc'"),
         ("correlated", _set("strict", "no"), "`strict` must be a bool"),
         ("correlated", _set("correlation", "rho=0.5"), "`correlation` must be a SpatialCorrelation"),
-        ("correlated", _set("correlation", {"kind": "exponential", "rho": 0.5, "extra": 1}), r"A 'exponential' SpatialCorrelation config needs exactly the keys \['rho'\]"),
-        ("correlated", _set("correlation", {"kind": "__import__", "name": "os"}), "Unknown SpatialCorrelation kind '__import__'"),
+        (
+            "correlated",
+            _set("correlation", {"kind": "exponential", "rho": 0.5, "extra": 1}),
+            r"A 'exponential' SpatialCorrelation config needs exactly the keys \['rho'\]",
+        ),
+        (
+            "correlated",
+            _set("correlation", {"kind": "__import__", "name": "os"}),
+            "Unknown SpatialCorrelation kind '__import__'",
+        ),
         ("correlated", _set("evil", 1), r"Unknown keys \['evil'\] in a CorrelatedHeNormal config"),
         ("gamma", _set("base", 3), "`base` must be one of"),
         ("gamma", _set("seed", 1.5), "`seed` must be an int, None or a keras.random.SeedGenerator"),
@@ -191,7 +210,11 @@ def test_tampered_alpha_fails_when_the_layer_is_built(tmp_path):
     # alpha's valid range depends on the kernel's correlation matrix, known
     # once the layer builds: the error comes from there, unwrapped.
     path = _tampered_model_file(tmp_path, "correlated", _set("alpha", 1e300))
-    with pytest.raises(ValueError, match=r"`alpha`=1e\+300 scales off-diagonal correlations up to 5e\+299, outside \[-1, 1\]. For this correlation use alpha <= 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"`alpha`=1e\+300 scales off-diagonal correlations up to 5e\+299, outside \[-1, 1\]\. "
+        r"For this correlation use alpha <= 2",
+    ):
         keras.saving.load_model(path, safe_mode=True)
 
 

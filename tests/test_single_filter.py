@@ -68,8 +68,9 @@ def test_zigzag_of_an_aligned_start_is_w0_alone():
     x = sf.symmetric_samples(np.full(p, d))
     w_star = np.eye(p)[0]
     lam = 0.75 / (1 + d**2)  # w_0's factor is -0.5: it overshoots every step
-    steps, per_coordinate, flips, active = sf.descend(sf.initial_filters("aligned", p, 0.5, [0]), x, w_star,
-                                                      lam, 1e-3, 10_000)
+    steps, per_coordinate, flips, active = sf.descend(
+        sf.initial_filters("aligned", p, 0.5, [0]), x, w_star, lam, 1e-3, 10_000
+    )
     assert flips[0] == pytest.approx(1 / p)  # only w_0 changes sign, every step
     assert active[0] == 1.0
     # a random start's slow coordinates never change sign at a low rate
@@ -92,8 +93,8 @@ def test_relu_product_moment(rho):
 def test_monte_carlo_variances_match_the_derived_ones(case, layers):
     mc, se = sf.depth_variances(case, k=3, layers=layers, n=100_000, seed=1)
     derived = sf.derived_variances(case, k=3, layers=layers)
-    for l in range(min(layers, len(derived))):
-        assert abs(mc[l] - derived[l]) < Z * se[l], (case, l + 1, mc[l], derived[l], se[l])
+    for depth in range(min(layers, len(derived))):
+        assert abs(mc[depth] - derived[depth]) < Z * se[depth], (case, depth + 1, mc[depth], derived[depth], se[depth])
 
 
 def test_table1_as_printed_disagrees_with_the_simulation_and_case_c_is_not_he():

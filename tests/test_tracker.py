@@ -6,7 +6,6 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import to_numpy
 from keras_corrinit import CorrelatedHeNormal, GradientSignMonitor, GradientSignTracker
 from keras_corrinit._backend import gradients
 
@@ -18,20 +17,23 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def _model():
-    return keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(6, 3, activation="relu", kernel_initializer=CorrelatedHeNormal(seed=0), name="conv"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(4, name="head"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu", kernel_initializer=CorrelatedHeNormal(seed=0), name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
 
 
 def _fit_reference(weights):
     model = _model()
     model.set_weights(weights)
     model.compile(keras.optimizers.SGD(0.05), LOSS)
-    history = model.fit(X, Y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
-                        callbacks=[GradientSignMonitor(per_layer=True)])
+    history = model.fit(
+        X, Y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[GradientSignMonitor(per_layer=True)]
+    )
     return history.history
 
 
@@ -143,8 +145,9 @@ def test_stateless_form_inside_a_compiled_training_step():
     for epoch in range(EPOCHS):
         state = tracker.reset_state(state)
         for start in range(0, len(X), BATCH):
-            params, optimizer_state, state = step((params, optimizer_state, state), X[start : start + BATCH],
-                                                  Y[start : start + BATCH])
+            params, optimizer_state, state = step(
+                (params, optimizer_state, state), X[start : start + BATCH], Y[start : start + BATCH]
+            )
         _assert_epoch_matches(tracker.stateless_result(state), history, epoch)
 
 
