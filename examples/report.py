@@ -66,12 +66,13 @@ def _by_seed(rows):
     return {int(r["seed"]): float(r["test_accuracy"]) for r in rows}
 
 
-def verdict(arm, against_he, against_control, control_against_he):
+def verdict(arm, against_he, against_control, control_against_he, base="He"):
     """What a correlated arm's comparisons with He and its scale control say.
 
     Each argument after `arm` is `(mean, half width, n)` of a paired
     difference: the arm minus uncorrelated He, the arm minus its scale
-    control, the control minus He. Returns a sentence.
+    control, the control minus He. `base` names the baseline in the
+    sentence. Returns a sentence.
     """
 
     def sign(diff):  # +1 / -1 when the interval excludes 0, else 0
@@ -80,34 +81,36 @@ def verdict(arm, against_he, against_control, control_against_he):
     he, control, scale = sign(against_he), sign(against_control), sign(control_against_he)
     if he > 0:
         if control > 0:
-            return f"{arm} beats He and its scale control: the gain is the correlation."
+            return f"{arm} beats {base} and its scale control: the gain is the correlation."
         if scale > 0:
-            return f"{arm} beats He, and so does its scale control: the gain is the scale."
+            return f"{arm} beats {base}, and so does its scale control: the gain is the scale."
         return (
-            f"{arm} beats He; against its scale control the difference is not significant: "
+            f"{arm} beats {base}; against its scale control the difference is not significant: "
             "scale and correlation are not separated here."
         )
     if he < 0:
         if control < 0:
-            return f"{arm} is below He and below its scale control: the correlation hurts here."
+            return f"{arm} is below {base} and below its scale control: the correlation hurts here."
         if scale < 0:
-            return f"{arm} is below He, and so is its scale control: the loss is the scale."
+            return f"{arm} is below {base}, and so is its scale control: the loss is the scale."
         return (
-            f"{arm} is below He; against its scale control the difference is not significant: "
+            f"{arm} is below {base}; against its scale control the difference is not significant: "
             "scale and correlation are not separated here."
         )
     if control != 0:
         better = "above" if control > 0 else "below"
-        return f"{arm} does not differ significantly from He, but is {better} its scale control."
-    return f"{arm}: no significant difference from He or from its scale control."
+        return f"{arm} does not differ significantly from {base}, but is {better} its scale control."
+    return f"{arm}: no significant difference from {base} or from its scale control."
 
 
-def _controls_section(table):
+def _controls_section(table, baseline):
+    """A verdict for each arm whose scale control is in the table, against `baseline`."""
     lines = []
+    base = "He" if baseline == "uncorrelated" else baseline
     for label, rows in sorted(table.items()):
         name = label.split(" (")[0]
         arm, match = split_control(name)
-        if match or arm not in {"correlated", "correlated_weight", "correlated_learned", "correlated_layerwise"}:
+        if match:
             continue
         control_name = f"{arm}~{'sum' if arm == 'correlated_weight' else 'var'}"
         controls = [
@@ -115,7 +118,7 @@ def _controls_section(table):
             for row_label in table
             if row_label.split(" (")[0] == control_name and row_label.replace(control_name, arm, 1) == label
         ]
-        he = [row_label for row_label in table if row_label.split(" (")[0] == "uncorrelated"]
+        he = [row_label for row_label in table if row_label.split(" (")[0] == baseline]
         if not controls or not he:
             continue
         values, he_values, control_values = _by_seed(rows), _by_seed(table[he[0]]), _by_seed(table[controls[0]])
@@ -123,10 +126,10 @@ def _controls_section(table):
         against_control = paired_difference(values, control_values)
         control_against_he = paired_difference(control_values, he_values)
         lines.append(
-            f"- {verdict(label, against_he, against_control, control_against_he)} "
-            f"(vs uncorrelated {_format_difference(*against_he)}; "
+            f"- {verdict(label, against_he, against_control, control_against_he, base)} "
+            f"(vs {baseline} {_format_difference(*against_he)}; "
             f"vs {controls[0]} {_format_difference(*against_control)}; "
-            f"control vs uncorrelated {_format_difference(*control_against_he)})"
+            f"control vs {baseline} {_format_difference(*control_against_he)})"
         )
     return lines
 
@@ -163,7 +166,7 @@ def summarize(rows, settings, baseline, notes=()):
             lines.append(
                 f"| {label} | {len(runs)} | {statistics.mean(accs):.4f} +/- {spread:.4f} | {diff} | {sign:.3f} |"
             )
-        verdicts = _controls_section(table)
+        verdicts = _controls_section(table, baseline)
         if verdicts:
             lines += ["", "Correlation or scale:", *verdicts]
         sections.append("\n".join(lines))

@@ -220,7 +220,7 @@ class GradientSignMonitor(keras.callbacks.Callback):
             Default None.
 
     Reference:
-        Zhu et al., "Correlated Initialization for Correlated Data"
+        Schneider, "Correlated Initialization for Correlated Data"
         (the zig-zag measure, Section 4 and Figures 4-6).
     """
 

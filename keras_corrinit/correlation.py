@@ -65,8 +65,9 @@ def nearest_correlation_matrix(matrix, max_iter=200, tol=1e-10):
 
     Args:
         matrix: Symmetric `(P, P)` array with unit diagonal.
-        max_iter: Maximum number of alternating projections.
-        tol: Stop when successive iterates differ by less than this (Frobenius).
+        max_iter: Maximum number of alternating projections. Default 200.
+        tol: Stop when successive iterates differ by less than this
+            (Frobenius). Default 1e-10.
 
     Returns:
         A `(P, P)` float64 correlation matrix.
@@ -178,6 +179,10 @@ class SpatialCorrelation:
     >>> profile = SpatialCorrelation.from_matrix(r.matrix_for((3, 3))).to_profile()
     >>> profile.matrix_for((5, 5)).shape  # a 3x3 estimate used for 5x5
     (25, 25)
+
+    Reference:
+        Schneider, "Correlated Initialization for Correlated Data"
+        (Algorithm 1; the correlation of trained filters, Figure 1).
     """
 
     def __init__(self, kind, **params):

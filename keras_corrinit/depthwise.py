@@ -71,6 +71,10 @@ def filter_covariance(kernel):
 
     Returns:
         `(covariance, n)`: a float64 `(P, P)` array and the number of filters.
+
+    Reference:
+        Trockman, Willmott and Kolter, "Understanding the Covariance
+        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     kernel = np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float64)
     if kernel.ndim < 3:
@@ -121,6 +125,10 @@ def resample_covariance(covariance, from_shape, to_shape):
 
     >>> resample_covariance(np.eye(9), (3, 3), (5, 5)).shape
     (25, 25)
+
+    Reference:
+        Trockman, Willmott and Kolter, "Understanding the Covariance
+        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     from_shape = spatial_shape_tuple(from_shape, "from_shape")
     to_shape = spatial_shape_tuple(to_shape, "to_shape")
@@ -344,7 +352,11 @@ class DepthwiseCovariance:
         spatial_shapes: Each layer's kernel spatial shape.
         covariances: Each layer's `(P, P)` filter covariance (float64).
         counts: Each layer's number of filters.
-        source: Free text: where the covariances come from.
+        source: Free text: where the covariances come from. Default "".
+
+    Reference:
+        Trockman, Willmott and Kolter, "Understanding the Covariance
+        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
 
     layers: list
@@ -424,6 +436,10 @@ def depthwise_covariance_from_model(model, source=""):
     Args:
         model: A built Keras model.
         source: Free text stored with the result. Default "".
+
+    Reference:
+        Trockman, Willmott and Kolter, "Understanding the Covariance
+        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     found = _depthwise_keys(model)
     if not found:
@@ -442,12 +458,16 @@ def depthwise_layerwise_initializers(target, covariance=None, seed=None, **const
             layer's relative depth, or a `DepthwiseCovariance` measured on
             another model (transferred by relative depth and resampled to
             each layer's kernel size).
-        seed: An int (per-layer seeds derived from it), None or a
+        seed: An int (per-layer seeds derived from it), None (default) or a
             `keras.random.SeedGenerator` shared by the layers.
         **construction: `sigma`, `envelope`, `gain` of the closed form.
 
     Returns:
         `{key: initializer}` for `apply_initializers`.
+
+    Reference:
+        Trockman, Willmott and Kolter, "Understanding the Covariance
+        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     if covariance is not None and not isinstance(covariance, DepthwiseCovariance):
         raise TypeError(f"`covariance` must be None or a DepthwiseCovariance; received {type(covariance).__name__}.")
@@ -472,8 +492,10 @@ def reinitialize_depthwise(model, covariance=None, seed=None, **construction):
 
     Args:
         model: A built Keras model, e.g. `keras.applications.ConvNeXtTiny`.
-        covariance, seed, **construction: As in
-            `depthwise_layerwise_initializers`.
+        covariance: None (default) for the closed form, or a
+            `DepthwiseCovariance` (see `depthwise_layerwise_initializers`).
+        seed: An int, None (default) or a `keras.random.SeedGenerator`.
+        **construction: `sigma`, `envelope`, `gain` of the closed form.
 
     Returns:
         The `{key: initializer}` applied.
@@ -483,6 +505,10 @@ def reinitialize_depthwise(model, covariance=None, seed=None, **construction):
     >>> model = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.DepthwiseConv2D(7, name="dw")])
     >>> sorted(reinitialize_depthwise(model, seed=0))
     ['dw']
+
+    Reference:
+        Trockman, Willmott and Kolter, "Understanding the Covariance
+        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     initializers = depthwise_layerwise_initializers(model, covariance, seed, **construction)
     apply_initializers(model, initializers)

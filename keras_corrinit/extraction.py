@@ -73,12 +73,13 @@ def spatial_kernels(model, kernel_size=(3, 3), include_depthwise=False, layer_fi
 
     Args:
         model: A Keras model; nested models are searched too.
-        kernel_size: Spatial kernel shape to select, e.g. `3`, `(3, 3)`, `(7, 7)`.
+        kernel_size: Spatial kernel shape to select, e.g. `3`, `(3, 3)`
+            (default), `(7, 7)`.
         include_depthwise: Also take depthwise kernels (default False):
             DepthwiseConv, the depthwise part of SeparableConv, and
             convolutions with one input channel per group (ConvNeXt's).
-        layer_filter: None, a regular expression searched in layer names, or
-            a callable `name -> bool`.
+        layer_filter: None (default: every layer), a regular expression
+            searched in layer names, or a callable `name -> bool`.
     """
     kernel_size = _kernel_size(kernel_size)
     keep = _layer_filter(layer_filter)
@@ -115,8 +116,13 @@ class CorrelationEstimate:
         per_layer: `{layer name: (P, P) correlation matrix}`.
         counts: `{layer name: number of (in, out) observations}`.
         matrix: The pooled `(P, P)` correlation matrix.
-        source: What it was measured on.
-        cached: True when read from the cache instead of computed.
+        source: What it was measured on. Default "".
+        cached: True when read from the cache instead of computed. Default
+            False.
+
+    Reference:
+        Schneider, "Correlated Initialization for Correlated Data"
+        (Figure 1, Table 4, footnote 2).
     """
 
     spatial_shape: tuple
@@ -273,14 +279,20 @@ def correlation_from_model(
 
     Args:
         model: A Keras model (nested models are searched).
-        kernel_size: Which kernels to use, e.g. `3` or `(3, 3)`.
-        include_depthwise: Also use depthwise kernels.
-        layer_filter: None, a regex searched in layer names, or a callable.
-        source: Label stored in the result (default: the model's name).
-        verbose: 1 shows progress over layers.
+        kernel_size: Which kernels to use, e.g. `3` or `(3, 3)` (default).
+        include_depthwise: Also use depthwise kernels (see
+            `spatial_kernels`). Default False.
+        layer_filter: None (default: every layer), a regex searched in
+            layer names, or a callable.
+        source: Label stored in the result (default None: the model's name).
+        verbose: 1 shows progress over layers; 0 (default) is silent.
 
     Returns:
         A `CorrelationEstimate`.
+
+    Reference:
+        Schneider, "Correlated Initialization for Correlated Data"
+        (Figure 1).
     """
     kernel_size = _kernel_size(kernel_size)
     kernels = spatial_kernels(model, kernel_size, include_depthwise, layer_filter)
@@ -302,11 +314,15 @@ def correlation_from_kernels(kernels, source="", verbose=0):
             `(*spatial, in_channels, out_channels)` and all of one spatial
             shape (a PyTorch `(out, in, kh, kw)` weight becomes
             `w.transpose(2, 3, 1, 0)`).
-        source: Label stored in the result.
-        verbose: 1 shows progress over layers.
+        source: Label stored in the result. Default "".
+        verbose: 1 shows progress over layers; 0 (default) is silent.
 
     Returns:
         A `CorrelationEstimate`.
+
+    Reference:
+        Schneider, "Correlated Initialization for Correlated Data"
+        (Figure 1).
     """
     if not isinstance(kernels, dict) or not kernels:
         raise ValueError("`kernels` must be a non-empty {layer name: kernel array} dict.")
@@ -419,16 +435,21 @@ def correlation_from_application(
 
     Args:
         name: e.g. `"ResNet50"`, `"vgg16"`, `"DenseNet121"`.
-        weights: `"imagenet"` or the path of a weights file for the model
-            with `include_top=False`.
-        kernel_size, include_depthwise: As in `correlation_from_model`.
-        use_cache: Read and write the cache.
+        weights: `"imagenet"` (default) or the path of a weights file for
+            the model with `include_top=False`.
+        kernel_size: As in `correlation_from_model`. Default `(3, 3)`.
+        include_depthwise: As in `correlation_from_model`. Default False.
+        use_cache: Read and write the cache. Default True.
         cache_dir: Cache directory; default `$KERAS_HOME/corrinit` or
             `~/.keras/corrinit`.
-        verbose: 1 reports progress.
+        verbose: 1 (default) reports progress, 0 is silent.
 
     Returns:
         A `CorrelationEstimate` (`cached=True` when read from the cache).
+
+    Reference:
+        Schneider, "Correlated Initialization for Correlated Data"
+        (Figure 1).
     """
     application = _resolve_application(name)
     kernel_size = _kernel_size(kernel_size)

@@ -102,23 +102,28 @@ class CorrelatedHeNormal(SeededInitializer):
             `(P, P)` array or nested list (for kernels with P positions); a
             `{distance: correlation}` dict (a profile, any kernel size); a
             `SpatialCorrelation` config dict; a `CorrelationEstimate` (its
-            pooled matrix); or None for the default,
+            pooled matrix); or None (default):
             `SpatialCorrelation.exponential_decay(0.4)`: correlation falling
             with distance as in trained CNNs, with a mean 3x3 off-diagonal
             correlation (0.25) close to the paper's ResNet estimate (0.26).
         alpha: Strength factor; off-diagonal entries of R are multiplied by it
             (paper Table 5). 0 gives He-normal. Values above 1 are fine while
             every scaled entry stays in [-1, 1]; beyond that the kernel's
-            first call raises `ValueError`.
-        variance_mode: `"filter"` or `"weight"`, see above. `"filter"`
+            first call raises `ValueError`. Default 1.0.
+        variance_mode: `"filter"` (default) or `"weight"`, see above. `"filter"`
             raises `ValueError` when `sum(R)` is nearly 0 (strong negative
             correlations), since it divides by it.
         strict: If True, an R (after `alpha`) that is not positive
             semi-definite raises `ValueError`; if False it is replaced by the
-            nearest valid correlation matrix with a warning.
-        seed: An int, None or a `keras.random.SeedGenerator`. An int or None
-            gives the same values on every call; a SeedGenerator gives new
-            values on every call.
+            nearest valid correlation matrix with a warning. Default False.
+        seed: An int, None (default: a random int picked once) or a
+            `keras.random.SeedGenerator`. An int or None gives the same
+            values on every call; a SeedGenerator gives new values on every
+            call.
+
+    Reference:
+        Schneider, "Correlated Initialization for Correlated Data"
+        (Algorithm 1, Table 5).
     """
 
     def __init__(
@@ -238,12 +243,17 @@ class EnhancedGamma(SeededInitializer):
     >>> layer = keras.layers.Conv2D(32, 3, kernel_initializer=init)
 
     Args:
-        base: `"he_normal"`, `"he_uniform"`, `"lecun_normal"`,
+        base: `"he_normal"` (default), `"he_uniform"`, `"lecun_normal"`,
             `"lecun_uniform"`, `"glorot_normal"` or `"glorot_uniform"`: the
             distribution family and mean variance (as Keras computes it:
             `scale / fan_in`, or `2 / (fan_in + fan_out)` for Glorot).
-        granularity: `"filter"` or `"spatial"`, see above.
-        seed: An int, None or a `keras.random.SeedGenerator`, as in Keras.
+        granularity: `"filter"` (default) or `"spatial"`, see above.
+        seed: An int, None (default: a random int picked once) or a
+            `keras.random.SeedGenerator`, as in Keras.
+
+    Reference:
+        Sharkansky, "Enhancing performance of deep Convolutional Neural
+        Networks initialization methods" (student project; Section 3.1).
     """
 
     def __init__(self, base="he_normal", granularity="filter", seed=None):

@@ -23,9 +23,11 @@ def pair_layers(targets, sources, mapping=None, what="layers"):
     Args:
         targets: Target layer names, in model order.
         sources: Source layer names, in model order.
-        mapping: None to pair `targets` and `sources` in order (they must be
-            equally many), or a `{target name: source name}` dict.
-        what: How the layers are described in error messages.
+        mapping: None (default) to pair `targets` and `sources` in order
+            (they must be equally many), or a `{target name: source name}`
+            dict.
+        what: How the layers are described in error messages. Default
+            "layers".
     """
     if mapping is None:
         if len(targets) != len(sources):

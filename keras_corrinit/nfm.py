@@ -55,13 +55,19 @@ def nfm_matrix(layer_or_kernel, reduce="full"):
 
     Args:
         layer_or_kernel: A Conv/Dense layer or its kernel array.
-        reduce: `"full"`: `(fan_in, fan_in)` over the flattened
+        reduce: `"full"` (default): `(fan_in, fan_in)` over the flattened
             `(*spatial, in_channels)` inputs. `"spatial"`: `(P, P)`, the
             full NFM's entries between positions p and q for the same input
             channel, averaged over channels.
 
     Returns:
         A float64 numpy matrix.
+
+    Reference:
+        "New Initialization Mechanisms for Convolutional Neural Networks"
+        (the NFM/AGOP initialization poster); Beaglehole et al., "Mechanism
+        of feature learning in convolutional neural networks" (2023,
+        arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
     """
     kernel = _kernel_array(layer_or_kernel)
     flat = kernel.reshape(-1, kernel.shape[-1])
@@ -120,7 +126,14 @@ class NFMInit(SeededInitializer):
             the covariance as it is, the unscaled "NFM"/"AGOP" arms of the
             NFM poster; the per-weight variance is then `trace(Sigma) /
             fan_in`, whatever scale the source had.
-        seed: An int, None or a `keras.random.SeedGenerator`, as in Keras.
+        seed: An int, None (default: a random int picked once) or a
+            `keras.random.SeedGenerator`, as in Keras.
+
+    Reference:
+        "New Initialization Mechanisms for Convolutional Neural Networks"
+        (the NFM/AGOP initialization poster); Beaglehole et al., "Mechanism
+        of feature learning in convolutional neural networks" (2023,
+        arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
     """
 
     def __init__(self, factor, spatial_shape, in_channels, scaling="kaiming", seed=None):
@@ -257,13 +270,19 @@ def nfm_layerwise_initializers(source, target, mapping=None, scaling="kaiming", 
         mapping: `{target layer name: source layer name}`; by default the
             Conv/Dense layers of both are paired in model order (they must
             be equally many).
-        scaling: `"kaiming"` or `"none"`, as in `NFMInit`.
-        seed: An int, None or a `keras.random.SeedGenerator`; each layer gets
+        scaling: `"kaiming"` (default) or `"none"`, as in `NFMInit`.
+        seed: An int, None (default) or a `keras.random.SeedGenerator`; each layer gets
             its own stream (see `layer_seeds`), so an int seed reproduces the
             model and no two layers share a draw.
 
     Returns:
         `{target layer name: NFMInit}`, for `apply_initializers(target, ...)`.
+
+    Reference:
+        "New Initialization Mechanisms for Convolutional Neural Networks"
+        (the NFM/AGOP initialization poster); Beaglehole et al., "Mechanism
+        of feature learning in convolutional neural networks" (2023,
+        arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
     """
     sources = {layer.name: layer for layer in _kernel_layers(source)}
     targets = [layer.name for layer in _kernel_layers(target)]
@@ -288,7 +307,7 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
         layer: The layer (or its name).
         data: Inputs as for `lsuv_initialize` (array, `(x, y)`, tf.data,
             PyDataset); arrays are processed in batches of `batch_size`.
-        batch_size: Batch size for array data.
+        batch_size: Batch size for array data. Default 32.
         max_outputs: Models with at most this many output units get the
             exact AGOP (one gradient per output). Larger outputs (e.g. a
             1000-class head) use `max_outputs` random Gaussian projections
@@ -299,12 +318,19 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
             (a relative standard error of at most `sqrt(2 / max_outputs)`,
             0.25 for 32, much less when many outputs contribute), and each
             batch draws new projections, so more batches reduce it further.
-        seed: Seed of those projections.
-        verbose: 1 shows progress over batches.
+            Default 32.
+        seed: Int seed of those projections. Default 0.
+        verbose: 1 shows progress over batches; 0 (default) is silent.
 
     Returns:
         `(fan_in, fan_in)` float64 numpy AGOP, usable as
         `NFMInit.from_covariance(agop, spatial_shape, in_channels)`.
+
+    Reference:
+        "New Initialization Mechanisms for Convolutional Neural Networks"
+        (the NFM/AGOP initialization poster); Beaglehole et al., "Mechanism
+        of feature learning in convolutional neural networks" (2023,
+        arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
     """
     layer = _agop_layer(model, layer, batch_size, max_outputs)
     x = first_batch(data)

@@ -35,10 +35,15 @@ def plot_training_curves(runs, path, panels=_DEFAULT_PANELS):
         runs: `{label: [history, ...]}`, each history a `History.history`
             dict (e.g. from `fit` with `GradientSignMonitor`), one per seed.
         path: Image file to write (PNG, PDF, ... by extension).
-        panels: Log keys to plot, one panel each.
+        panels: Log keys to plot, one panel each. Default: sign changes,
+            gradient magnitude and test accuracy.
 
     Returns:
         `path`.
+
+    Reference:
+        Schneider, "Correlated Initialization for Correlated Data"
+        (Figures 4-6).
     """
     if not isinstance(runs, dict) or not runs:
         raise ValueError("`runs` must be a non-empty {label: [history, ...]} dict.")
@@ -77,7 +82,7 @@ def plot_correlation_profiles(curves, path, title=""):
     Args:
         curves: `{label: (distances, values)}`.
         path: Image file to write.
-        title: Figure title.
+        title: Figure title. Default "".
 
     Returns:
         `path`.

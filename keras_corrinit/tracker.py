@@ -68,6 +68,10 @@ class GradientSignTracker:
             the same order (`keras.Variable`s, or anything with `.shape`;
             `.path` names the layers).
         per_layer: Also report per-layer values. Default False.
+
+    Reference:
+        Schneider, "Correlated Initialization for Correlated Data"
+        (the zig-zag measure, Section 4 and Figures 4-6).
     """
 
     def __init__(self, variables, per_layer=False):
