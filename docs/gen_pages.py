@@ -20,9 +20,7 @@ def guide_to_markdown(source):
     tree = ast.parse(source)
     lines = source.split("\n")
     header, *body = tree.body
-    fields = dict(
-        line.split(": ", 1) for line in ast.literal_eval(header.value).strip().split("\n") if ": " in line
-    )
+    fields = dict(line.split(": ", 1) for line in ast.literal_eval(header.value).strip().split("\n") if ": " in line)
     out = [f"# {fields.pop('Title')}", ""]
     out += [f"**{key}:** {value}<br>" for key, value in fields.items()] + [""]
     code = []

@@ -334,7 +334,7 @@ def gamma_notes(rows, args):
     return lines
 
 
-def parse_args(argv):
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", nargs="+", default=["digits"], choices=datasets.DATASETS)
     parser.add_argument(
@@ -391,7 +391,11 @@ def parse_args(argv):
         action="store_true",
         help="train the source networks the learned arms need, then stop (before sharding)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _checked(parser, args):
+    """Arguments that cannot work together, refused with the parser's error."""
     index, _, count = args.shard.partition("/")
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
         parser.error(f"--shard must be I/N with 0 <= I < N, e.g. 0/4; received {args.shard!r}")
@@ -408,6 +412,11 @@ def parse_args(argv):
     ):
         parser.error("covariance_learned needs a ConvMixer source: pass --source-network (e.g. convmixer4k5)")
     return args
+
+
+def parse_args(argv):
+    parser = _parser()
+    return _checked(parser, parser.parse_args(argv))
 
 
 def main(argv=None):

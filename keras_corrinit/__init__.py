@@ -39,7 +39,7 @@ from keras_corrinit.nfm import NFMInit, agop_matrix, nfm_layerwise_initializers,
 from keras_corrinit.plots import plot_correlation_profiles, plot_training_curves
 from keras_corrinit.tracker import GradientSignTracker
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_CORRELATION",

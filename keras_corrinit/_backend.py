@@ -17,14 +17,19 @@ here, in one place:
   pre-activations) and restores the class's method after it.
 * `HiddenFromSaving`: keeps attributes out of Keras's saving walk, which
   collects nested saveables from an object's `dir()`.
+* `add_optimizer_variable`: an optimizer variable with a distribution
+  layout where this Keras version takes one (its `add_variable` gained
+  `layout` after 3.8).
 """
 
 import contextlib
+import inspect
 
 import keras
 
 __all__ = [
     "HiddenFromSaving",
+    "add_optimizer_variable",
     "gradients",
     "intercepted_call",
     "replica_sum",
@@ -145,3 +150,15 @@ class HiddenFromSaving:
 
     def __dir__(self):
         return [name for name in super().__dir__() if name not in self._hidden_from_saving]
+
+
+def add_optimizer_variable(optimizer, layout, **kwargs):
+    """`optimizer.add_variable(**kwargs)`, laid out by `layout` when given.
+
+    Keras 3.8 has no `layout` argument; there the variable gets the
+    distribution's default layout (replicated), which is correct, only not
+    sharded like its parameter.
+    """
+    if layout is not None and "layout" in inspect.signature(optimizer.add_variable).parameters:
+        kwargs["layout"] = layout
+    return optimizer.add_variable(**kwargs)

@@ -51,7 +51,13 @@ Semantics:
 import keras
 from keras import ops
 
-from keras_corrinit._backend import HiddenFromSaving, replica_sum, strategy_scope, sync_training_state
+from keras_corrinit._backend import (
+    HiddenFromSaving,
+    add_optimizer_variable,
+    replica_sum,
+    strategy_scope,
+    sync_training_state,
+)
 from keras_corrinit._state import SUM_KEYS, read_state, write_state
 from keras_corrinit.tracker import GradientSignTracker
 
@@ -83,13 +89,8 @@ class _SignRecordingOptimizer(HiddenFromSaving, keras.optimizers.Optimizer):
             layout = None
             if like is not None and distribution is not None:
                 layout = distribution.get_variable_layout(like)
-            return self.add_variable(
-                shape,
-                initializer="zeros",
-                dtype=dtype,
-                name=name,
-                aggregation="only_first_replica",
-                layout=layout,
+            return add_optimizer_variable(
+                self, layout, shape=shape, initializer="zeros", dtype=dtype, name=name, aggregation="only_first_replica"
             )
 
         # The tracker's state, as optimizer variables: the compiled step

@@ -7,10 +7,15 @@ import sys
 import keras
 import numpy as np
 import pytest
-from scipy import stats
 
 from conftest import to_numpy
 from keras_corrinit import resample_covariance
+
+# The examples need the `examples` extra; without it these tests are skipped, saying so.
+stats = pytest.importorskip("scipy.stats", reason="needs scipy: pip install 'keras_corrinit[examples]'")
+pytest.importorskip("sklearn", reason="needs scikit-learn: pip install 'keras_corrinit[examples]'")
+pytest.importorskip("matplotlib", reason="needs matplotlib: pip install 'keras_corrinit[examples]'")
+pytest.importorskip("tensorflow_datasets", reason="needs tensorflow-datasets: pip install 'keras_corrinit[examples]'")
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 import arms  # noqa: E402

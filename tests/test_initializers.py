@@ -4,7 +4,6 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from scipy import stats
 
 from conftest import to_numpy
 from keras_corrinit import (
@@ -19,6 +18,8 @@ from keras_corrinit import (
 # Sample statistics are checked at 5 standard errors: with the fixed seeds
 # below a correct implementation passes; a wrong formula is off by far more.
 Z = 5.0
+
+stats = pytest.importorskip("scipy.stats", reason="needs scipy: pip install 'keras_corrinit[test]'")
 
 
 def _filters(w):

@@ -2,6 +2,8 @@ import pytest
 
 from keras_corrinit import plot_training_curves
 
+pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'keras_corrinit[plot]'")
+
 
 def _history(offset):
     return {

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+pytest.importorskip("matplotlib", reason="the theory script plots: pip install 'keras_corrinit[examples]'")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 import single_filter as sf  # noqa: E402
 
