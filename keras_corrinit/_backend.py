@@ -17,21 +17,20 @@ here, in one place:
   pre-activations) and restores the class's method after it.
 * `HiddenFromSaving`: keeps attributes out of Keras's saving walk, which
   collects nested saveables from an object's `dir()`.
-* `add_optimizer_variable`: an optimizer variable with a distribution
-  layout where this Keras version takes one (its `add_variable` gained
-  `layout` after 3.8).
+* `optimizer_swapped`: tells Keras's JAX trainer that the optimizer (and
+  so the training state) changed after `fit` recorded its shardings, as
+  older Keras (3.10 among them) needs.
 """
 
 import contextlib
-import inspect
 
 import keras
 
 __all__ = [
     "HiddenFromSaving",
-    "add_optimizer_variable",
     "gradients",
     "intercepted_call",
+    "optimizer_swapped",
     "replica_sum",
     "strategy_scope",
     "sync_training_state",
@@ -152,13 +151,15 @@ class HiddenFromSaving:
         return [name for name in super().__dir__() if name not in self._hidden_from_saving]
 
 
-def add_optimizer_variable(optimizer, layout, **kwargs):
-    """`optimizer.add_variable(**kwargs)`, laid out by `layout` when given.
+def optimizer_swapped(model):
+    """Call after replacing `model.optimizer` inside `fit` (a callback).
 
-    Keras 3.8 has no `layout` argument; there the variable gets the
-    distribution's default layout (replicated), which is correct, only not
-    sharded like its parameter.
+    Older Keras JAX trainers (3.10 among them) record the shardings of the training
+    state (optimizer variables included) when `fit` starts, and checks the
+    state against them at every step; a wrapper that adds variables makes
+    that record too short. Recording it again fixes that; newer Keras has no
+    such record, and other backends need nothing.
     """
-    if layout is not None and "layout" in inspect.signature(optimizer.add_variable).parameters:
-        kwargs["layout"] = layout
-    return optimizer.add_variable(**kwargs)
+    record = getattr(model, "_record_training_state_sharding_spec", None)
+    if keras.backend.backend() == "jax" and record is not None:
+        record()

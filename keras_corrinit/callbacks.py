@@ -53,7 +53,7 @@ from keras import ops
 
 from keras_corrinit._backend import (
     HiddenFromSaving,
-    add_optimizer_variable,
+    optimizer_swapped,
     replica_sum,
     strategy_scope,
     sync_training_state,
@@ -89,8 +89,8 @@ class _SignRecordingOptimizer(HiddenFromSaving, keras.optimizers.Optimizer):
             layout = None
             if like is not None and distribution is not None:
                 layout = distribution.get_variable_layout(like)
-            return add_optimizer_variable(
-                self, layout, shape=shape, initializer="zeros", dtype=dtype, name=name, aggregation="only_first_replica"
+            return self.add_variable(
+                shape, initializer="zeros", dtype=dtype, name=name, aggregation="only_first_replica", layout=layout
             )
 
         # The tracker's state, as optimizer variables: the compiled step
@@ -251,12 +251,14 @@ class GradientSignMonitor(keras.callbacks.Callback):
             wrapper.build(model.trainable_variables)
         self._wrapper = wrapper
         model.optimizer = wrapper
+        optimizer_swapped(model)
         model.make_train_function(force=True)
         self._global_step = 0
         self._snapshot = None
 
     def on_train_end(self, logs=None):
         self.model.optimizer = self._user_optimizer
+        optimizer_swapped(self.model)
         self.model.make_train_function(force=True)
 
     # ------------------------------------------------------------- reading
