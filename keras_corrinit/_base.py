@@ -8,6 +8,7 @@ dtypes are checked and normalized here once, for every initializer.
 """
 
 import inspect
+import json
 import math
 import operator
 import random as python_random
@@ -181,3 +182,18 @@ def per_layer(pairs, make_initializer, seed):
     """`{target: make_initializer(source, layer seed)}` with `layer_seeds`."""
     seeds = layer_seeds(seed, len(pairs))
     return {target: make_initializer(source, s) for (target, source), s in zip(pairs.items(), seeds)}
+
+
+class JsonFile:
+    """Mixin: `save(path)` and `load(path)` through `to_config`/`from_config`."""
+
+    def save(self, path):
+        """Writes `to_config()` to a JSON file."""
+        with open(path, "w") as f:
+            json.dump(self.to_config(), f)
+
+    @classmethod
+    def load(cls, path):
+        """Reads a file written by `save`."""
+        with open(path) as f:
+            return cls.from_config(json.load(f))

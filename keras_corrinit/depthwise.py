@@ -19,7 +19,6 @@ Reference:
 """
 
 import dataclasses
-import json
 import math
 
 import keras
@@ -27,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from keras_corrinit._base import (
+    JsonFile,
     SeededInitializer,
     cast,
     check_positions,
@@ -343,7 +343,7 @@ class ConstructedFilterCovariance(_CovarianceSampler):
 
 
 @dataclasses.dataclass
-class DepthwiseCovariance:
+class DepthwiseCovariance(JsonFile):
     """Per-layer filter covariances measured on a trained model.
 
     Attributes:
@@ -404,17 +404,6 @@ class DepthwiseCovariance:
         shapes = [spatial_shape_tuple(s) for s in config["spatial_shapes"]]
         covariances = [_validated_covariance(c, s) for c, s in zip(config["covariances"], shapes)]
         return cls(list(config["layers"]), shapes, covariances, list(config["counts"]), config.get("source", ""))
-
-    def save(self, path):
-        """Writes the covariances to a JSON file."""
-        with open(path, "w") as f:
-            json.dump(self.to_config(), f)
-
-    @classmethod
-    def load(cls, path):
-        """Reads a file written by `save`."""
-        with open(path) as f:
-            return cls.from_config(json.load(f))
 
 
 def _depthwise_keys(model):

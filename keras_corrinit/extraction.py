@@ -12,7 +12,6 @@ observation counts, and the average is turned into a correlation matrix.
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import re
@@ -21,7 +20,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_corrinit._base import per_layer
+from keras_corrinit._base import JsonFile, per_layer
 from keras_corrinit._layers import CONV_KINDS, kernel_layers
 from keras_corrinit.correlation import SpatialCorrelation, matrix_profile
 from keras_corrinit.initializers import CorrelatedHeNormal
@@ -107,7 +106,7 @@ def _to_correlation(cov):
 
 
 @dataclasses.dataclass
-class CorrelationEstimate:
+class CorrelationEstimate(JsonFile):
     """Spatial correlation measured on a trained network.
 
     Attributes:
@@ -252,15 +251,6 @@ class CorrelationEstimate:
             matrix=np.array(config["matrix"]),
             source=config.get("source", ""),
         )
-
-    def save(self, path):
-        with open(path, "w") as f:
-            json.dump(self.to_config(), f)
-
-    @classmethod
-    def load(cls, path):
-        with open(path) as f:
-            return cls.from_config(json.load(f))
 
     def plot(self, path, n_groups=3):
         """Correlation vs distance per depth group and pooled (Figure 1)."""

@@ -150,28 +150,15 @@ def test_results_from_an_older_version_are_refused(tmp_path):
         compare.main(["--out", str(tmp_path), "--seeds", "1", "--epochs", "1"])
 
 
+# One seed, one epoch, a few samples: enough to run every code path.
+TINY_BUDGET = ["--seeds", "1", "--epochs", "1", "--max-train", "96", "--max-test", "64", "--source-epochs", "1"]
 PLAIN_NETWORK_ARMS = [arm for arm in arms.ARMS if not arms.needs_depthwise(arm)]
 DEPTHWISE_ARMS = [arm for arm in arms.ARMS if arms.needs_depthwise(arm)]
 
 
 def test_every_arm_and_the_two_stage_path(tmp_path, capsys):
     out = str(tmp_path)
-    args = [
-        "--init",
-        *PLAIN_NETWORK_ARMS,
-        "--seeds",
-        "1",
-        "--epochs",
-        "1",
-        "--max-train",
-        "96",
-        "--max-test",
-        "64",
-        "--source-epochs",
-        "1",
-        "--out",
-        out,
-    ]
+    args = ["--init", *PLAIN_NETWORK_ARMS, *TINY_BUDGET, "--out", out]
     compare.main(args)
     rows = _read(out)
     assert sorted(r["init"] for r in rows) == sorted(PLAIN_NETWORK_ARMS)
@@ -426,27 +413,7 @@ def test_depthwise_arms_on_convmixer(tmp_path):
         "--batch-norm",
         "on",
     ]
-    compare.main(
-        [
-            *common,
-            "--init",
-            *DEPTHWISE_ARMS,
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--max-train",
-            "96",
-            "--max-test",
-            "64",
-            "--source-epochs",
-            "1",
-            "--baseline",
-            "depthwise_default",
-            "--out",
-            out,
-        ]
-    )
+    compare.main([*common, "--init", *DEPTHWISE_ARMS, *TINY_BUDGET, "--baseline", "depthwise_default", "--out", out])
     rows = _read(out)
     assert sorted((r["network"], r["init"]) for r in rows) == sorted(
         (network, arm) for network in ("convmixer2k3", "convmixer2k3_frozen") for arm in DEPTHWISE_ARMS
