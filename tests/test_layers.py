@@ -1,0 +1,53 @@
+"""The layer-kind table and the walker (keras_corrinit._layers)."""
+
+import keras
+
+from keras_corrinit._layers import kernel_layers, kernel_slots, walk_layers
+
+
+def built(layer, input_shape):
+    layer.build(input_shape)
+    return layer
+
+
+def test_every_kernel_kind():
+    cases = [
+        (built(keras.layers.Conv2D(4, 3), (None, 8, 8, 6)), [("kernel", "kernel_initializer", "conv")]),
+        (built(keras.layers.Conv2D(6, 3, groups=6), (None, 8, 8, 6)), [("kernel", "kernel_initializer", "depthwise")]),
+        (built(keras.layers.Conv2D(6, 3, groups=3), (None, 8, 8, 6)), [("kernel", "kernel_initializer", "grouped")]),
+        (built(keras.layers.DepthwiseConv2D(3), (None, 8, 8, 6)), [("kernel", "depthwise_initializer", "depthwise")]),
+        (
+            built(keras.layers.SeparableConv2D(4, 3), (None, 8, 8, 6)),
+            [
+                ("depthwise_kernel", "depthwise_initializer", "depthwise"),
+                ("pointwise_kernel", "pointwise_initializer", "pointwise"),
+            ],
+        ),
+        (built(keras.layers.Conv2DTranspose(4, 3), (None, 8, 8, 6)), [("kernel", "kernel_initializer", "transpose")]),
+        (built(keras.layers.Conv1D(4, 3), (None, 8, 6)), [("kernel", "kernel_initializer", "conv")]),
+        (built(keras.layers.Dense(4), (None, 6)), [("kernel", "kernel_initializer", "dense")]),
+        (keras.layers.Flatten(), []),
+        (keras.layers.BatchNormalization(), []),
+    ]
+    for layer, expected in cases:
+        slots = [(s.attribute, s.initializer, s.kind) for s in kernel_slots(layer)]
+        assert slots == expected, (type(layer).__name__, slots)
+        for slot in kernel_slots(layer):
+            assert hasattr(layer, slot.attribute) and hasattr(layer, slot.initializer)
+
+
+def test_walker_flattens_nested_models_in_order():
+    inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="inner_conv")], name="inner")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(inputs)
+    x = inner(x)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten(name="flat")(x))
+    model = keras.Model(inputs, outputs)
+    names = [layer.name for layer in walk_layers(model)]
+    assert names.index("dw") < names.index("inner") < names.index("inner_conv") < names.index("head")
+    assert [(layer.name, slot.kind) for layer, slot in kernel_layers(model)] == [
+        ("dw", "depthwise"),
+        ("inner_conv", "conv"),
+        ("head", "dense"),
+    ]
+    assert [layer.name for layer, _ in kernel_layers(model, ("depthwise",))] == ["dw"]
