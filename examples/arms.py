@@ -265,13 +265,11 @@ def depthwise_post_build(arm, match, model, seed, ctx):
     """Sets the depthwise kernels of the depthwise arms (see the module docstring)."""
     if arm == "depthwise_default":
         return  # as built: Keras's glorot_uniform under the run's global seed
-    keys = list(depthwise_layerwise_initializers(model, seed=0))
-    seeds = layer_seeds(seed, len(keys))
+    covariance = ctx.source.depthwise if arm == "covariance_learned" else None
+    initializers = depthwise_layerwise_initializers(model, covariance, seed=seed)
+    seeds = layer_seeds(seed, len(initializers))  # the ones depthwise_layerwise_initializers gave the layers
     if arm == "depthwise_he":
-        initializers = {key: keras.initializers.HeNormal(seed=s) for key, s in zip(keys, seeds)}
-    else:
-        covariance = ctx.source.depthwise if arm == "covariance_learned" else None
-        initializers = depthwise_layerwise_initializers(model, covariance, seed=seed)
+        initializers = {key: keras.initializers.HeNormal(seed=s) for key, s in zip(initializers, seeds)}
     if match:
         initializers = {key: DiagonalOf(init, seed=s) for (key, init), s in zip(initializers.items(), seeds)}
     apply_initializers(model, initializers)

@@ -61,7 +61,7 @@ def shift(images, max_shift, seed):
 
 def load_digits32(max_shift=2):
     (x_train, y_train), (x_test, y_test), classes = load_digits()
-    make = lambda x, seed: shift(resize_bilinear(x, 32), max_shift, seed).astype("float32")  # noqa: E731
+    make = lambda x, seed: shift(resize_bilinear(x, 32), max_shift, seed).astype("float32")
     return (make(x_train, 1), y_train), (make(x_test, 2), y_test), classes
 
 
@@ -93,7 +93,7 @@ def load_tfds(name, data_dir=None):
             f"copy the folder ~/tensorflow_datasets/{tfds_name} into {folder}, and "
             "pass that parent folder as --data-dir."
         ) from error
-    scale = lambda x: x.astype("float32") / 255.0  # noqa: E731
+    scale = lambda x: x.astype("float32") / 255.0
     return (scale(x_train), y_train.astype("int32")), (scale(x_test), y_test.astype("int32")), classes
 
 
@@ -112,5 +112,5 @@ def load(name, data_dir=None, max_train=None, max_test=None):
         train, test, classes = load_tfds(name, data_dir)
     else:
         raise ValueError(f"Unknown data set {name!r}; choose from {DATASETS}.")
-    cut = lambda pair, n: pair if n is None else (pair[0][:n], pair[1][:n])  # noqa: E731
+    cut = lambda pair, n: pair if n is None else (pair[0][:n], pair[1][:n])
     return cut(train, max_train), cut(test, max_test), classes

@@ -118,10 +118,10 @@ def _controls_section(table, baseline):
             for row_label in table
             if row_label.split(" (")[0] == control_name and row_label.replace(control_name, arm, 1) == label
         ]
-        he = [row_label for row_label in table if row_label.split(" (")[0] == baseline]
-        if not controls or not he:
+        baselines = [row_label for row_label in table if row_label.split(" (")[0] == baseline]
+        if not controls or not baselines:
             continue
-        values, he_values, control_values = _by_seed(rows), _by_seed(table[he[0]]), _by_seed(table[controls[0]])
+        values, he_values, control_values = _by_seed(rows), _by_seed(table[baselines[0]]), _by_seed(table[controls[0]])
         against_he = paired_difference(values, he_values)
         against_control = paired_difference(values, control_values)
         control_against_he = paired_difference(control_values, he_values)

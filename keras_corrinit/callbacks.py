@@ -267,11 +267,6 @@ class GradientSignMonitor(keras.callbacks.Callback):
         # tf.distribute their `.value` is a per-replica object).
         return {key: ops.convert_to_numpy(self._wrapper.state[key]) for key in SUM_KEYS}
 
-    def _sync(self):
-        # JAX keeps the training state outside the variables during an
-        # epoch; pull it in before reading (a no-op elsewhere).
-        sync_training_state(self.model)
-
     def on_epoch_begin(self, epoch, logs=None):
         # Sums restart each epoch; the previous step's signs are kept.
         for key in SUM_KEYS:
@@ -282,7 +277,9 @@ class GradientSignMonitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._global_step += 1
         if self.every_n_steps and self._global_step % self.every_n_steps == 0:
-            self._sync()
+            # JAX keeps the training state outside the variables during an
+            # epoch; pull it in before reading (a no-op elsewhere).
+            sync_training_state(self.model)
             stats = self._read()
             entry = self._tracker.stateless_result(stats, since=self._snapshot)
             entry["step"] = self._global_step

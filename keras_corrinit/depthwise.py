@@ -379,7 +379,7 @@ class DepthwiseCovariance(JsonFile):
         low = min(int(math.floor(where)), max(len(self.layers) - 2, 0))
         high = min(low + 1, len(self.layers) - 1)
         frac = where - low
-        at = lambda i: resample_covariance(self.covariances[i], self.spatial_shapes[i], shape)  # noqa: E731
+        at = lambda i: resample_covariance(self.covariances[i], self.spatial_shapes[i], shape)
         return (1 - frac) * at(low) + frac * at(high) if high != low else at(low)
 
     def initializer(self, relative_depth=0.5, seed=None):

@@ -374,9 +374,9 @@ def lsuv_initialize(
     report = LSUVReport(layers=[])
     if verbose:
         bar = keras.utils.Progbar(len(layers), unit_name="layer")
-        progress = lambda e: bar.add(1, [("variance", e.final_variance)])  # noqa: E731
+        progress = lambda e: bar.add(1, [("variance", e.final_variance)])
     else:
-        progress = lambda e: None  # noqa: E731
+        progress = lambda e: None
     settings = _Settings(tol, max_iter, float(target_variance), center_bias, len(chunks))
     with _Interceptor(layers, settings, report, progress) as interceptor:
         model(x, training=False)

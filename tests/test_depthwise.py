@@ -198,7 +198,7 @@ def test_seed_semantics():
     first, second = (
         to_numpy(init((5, 5, 64, 1))) for init in depthwise_layerwise_initializers(target, seed=3).values()
     )
-    # same shape and the same relative-depth-free draw would be identical: the layers' seeds differ
+    # the two layers' int seeds are derived and differ: their draws are independent
     assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 5 / math.sqrt(first.size)
 
 

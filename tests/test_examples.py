@@ -56,7 +56,7 @@ def test_vgg8_parameter_count_at_half_width_without_batch_norm():
 
 def test_resnet10_parameter_count_with_batch_norm():
     model = networks.build("resnet10", (32, 32, 3), 10, he, batch_norm=True, width=0.5)
-    bn = lambda c: 4 * c  # noqa: E731  gamma, beta, moving mean and variance
+    bn = lambda c: 4 * c  # gamma, beta, moving mean and variance
     total = 9 * 3 * 32 + bn(32)
     c_in = 32
     for c in [32, 64, 128, 256]:
@@ -230,7 +230,7 @@ def test_scale_controls_have_the_formula_variances():
     r = arms.CorrelatedHeNormal().correlation_matrix((3, 3))  # the built-in R
     shape, fan_in = (3, 3, 64, 128), 9 * 64
     context = arms.Context()
-    factory = lambda name: arms.layer_factory(name, 0, context)()  # noqa: E731
+    factory = lambda name: arms.layer_factory(name, 0, context)()
     # correlated (filter mode): per-weight variance 2 P / (sum(R) fan_in)
     filter_var = 2 * 9 / (r.sum() * fan_in)
     _sample_variance_check(to_numpy(factory("correlated")(shape)), filter_var)
