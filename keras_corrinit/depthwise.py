@@ -399,8 +399,14 @@ class DepthwiseCovariance(JsonFile):
     @classmethod
     def from_config(cls, config):
         fields = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(config, dict) or set(config) - fields:
+        if not isinstance(config, dict) or set(config) - fields or fields - {"source"} - set(config):
             raise ValueError(f"A DepthwiseCovariance config is a dict with the keys {sorted(fields)}.")
+        lengths = {len(config[name]) for name in ("layers", "spatial_shapes", "covariances", "counts")}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError(
+                "A DepthwiseCovariance config needs `layers`, `spatial_shapes`, `covariances` and `counts` "
+                "of one length, at least 1, one entry per layer."
+            )
         shapes = [spatial_shape_tuple(s) for s in config["spatial_shapes"]]
         covariances = [_validated_covariance(c, s) for c, s in zip(config["covariances"], shapes)]
         return cls(list(config["layers"]), shapes, covariances, list(config["counts"]), config.get("source", ""))

@@ -233,6 +233,11 @@ def test_depthwise_covariance_save_load(tmp_path):
     assert loaded.layers == estimate.layers and loaded.source == "x"
     for a, b in zip(loaded.covariances, estimate.covariances):
         np.testing.assert_array_equal(a, b)
+    config = estimate.to_config()
+    with pytest.raises(ValueError, match=r"config is a dict with the keys \['counts', 'covariances', 'layers'"):
+        DepthwiseCovariance.from_config({k: v for k, v in config.items() if k != "counts"})
+    with pytest.raises(ValueError, match="of one length, at least 1, one entry per layer"):
+        DepthwiseCovariance.from_config({**config, "counts": config["counts"][:1]})
 
 
 def test_bad_input():
