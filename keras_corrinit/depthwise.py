@@ -131,8 +131,12 @@ def resample_covariance(covariance, from_shape, to_shape):
         Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     from_shape = spatial_shape_tuple(from_shape, "from_shape")
+    return _resampled(_validated_covariance(covariance, from_shape), from_shape, to_shape)
+
+
+def _resampled(covariance, from_shape, to_shape):
+    """`resample_covariance` of a covariance already validated for `from_shape`."""
     to_shape = spatial_shape_tuple(to_shape, "to_shape")
-    covariance = _validated_covariance(covariance, from_shape)
     if from_shape == to_shape:
         return covariance
     if len(from_shape) != len(to_shape):
@@ -238,7 +242,7 @@ class FilterCovariance(_CovarianceSampler):
 
     def covariance_matrix(self, spatial_shape):
         """The covariance used for kernels of `spatial_shape`."""
-        return resample_covariance(self.covariance, self.spatial_shape, spatial_shape)
+        return _resampled(self.covariance, self.spatial_shape, spatial_shape)
 
     def get_config(self):
         return {
@@ -379,7 +383,7 @@ class DepthwiseCovariance(JsonFile):
         low = min(int(math.floor(where)), max(len(self.layers) - 2, 0))
         high = min(low + 1, len(self.layers) - 1)
         frac = where - low
-        at = lambda i: resample_covariance(self.covariances[i], self.spatial_shapes[i], shape)
+        at = lambda i: _resampled(self.covariances[i], self.spatial_shapes[i], shape)
         return (1 - frac) * at(low) + frac * at(high) if high != low else at(low)
 
     def initializer(self, relative_depth=0.5, seed=None):
