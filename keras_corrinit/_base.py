@@ -10,27 +10,16 @@ dtypes are checked and normalized here once, for every initializer.
 import inspect
 import json
 import math
-import operator
 import random as python_random
+import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_corrinit import _validation as check
+
 _LOW_PRECISION = ("float16", "bfloat16")
-
-# Largest kernel (spatial positions) handled: 32x32 or 10x10x10. Matrices
-# are P x P and their eigendecompositions cost O(P^3), so a matrix from an
-# untrusted config cannot make loading take minutes or gigabytes.
-MAX_POSITIONS = 1024
-
-
-def check_positions(p, what):
-    if p > MAX_POSITIONS:
-        raise ValueError(
-            f"{what} has {p} spatial positions; this package "
-            f"supports at most {MAX_POSITIONS} (a 32x32 or 10x10x10 kernel)."
-        )
 
 
 class SeededInitializer(keras.initializers.Initializer):
@@ -43,8 +32,13 @@ class SeededInitializer(keras.initializers.Initializer):
             seed = python_random.randint(1, int(1e9))
         elif isinstance(seed, dict):
             seed = seed_generator_from_config(seed)
-        elif isinstance(seed, bool) or not isinstance(seed, (int, keras.random.SeedGenerator)):
-            raise TypeError(f"`seed` must be an int, None or a keras.random.SeedGenerator; received {seed!r}.")
+        elif not isinstance(seed, keras.random.SeedGenerator):
+            try:
+                seed = self._init_seed = check.integer(seed, "seed")
+            except TypeError:
+                raise TypeError(
+                    f"`seed` must be an int, None or a keras.random.SeedGenerator; received {check.short(seed)}."
+                ) from None
         self.seed = seed
 
     def get_config(self):
@@ -91,7 +85,7 @@ def kernel_shape(shape):
     try:
         if isinstance(shape, str):
             raise TypeError
-        shape = tuple(operator.index(d) for d in shape)
+        shape = tuple(check.integer(d, "shape") for d in shape)
     except (TypeError, ValueError):
         raise TypeError(f"`shape` must be a tuple of ints; received {shape!r}.") from None
     if len(shape) < 2 or any(d < 1 for d in shape):
@@ -116,81 +110,99 @@ def cast(x, dtype):
     return x if keras.backend.standardize_dtype(x.dtype) == dtype else ops.cast(x, dtype)
 
 
-def spatial_shape_tuple(spatial_shape, name="spatial_shape"):
-    try:
-        if isinstance(spatial_shape, str):
-            raise TypeError
-        shape = tuple(operator.index(d) for d in spatial_shape)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`{name}` must be a tuple of positive ints such as (3, 3); received {spatial_shape!r}."
-        ) from None
-    if any(d < 1 for d in shape):
-        raise ValueError(f"`{name}` must contain positive sizes; received {shape}.")
-    return shape
+def fan_in(shape):
+    """Keras's fan-in of a kernel shape: `prod(spatial) * shape[-2]`."""
+    return math.prod(shape[:-1])
 
 
-def check_alpha(alpha):
-    """Raises unless `alpha` is a finite number >= 0."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)):
-        raise TypeError(f"`alpha` must be a number >= 0; received {alpha!r}.")
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"`alpha` must be a finite number >= 0; received {alpha}.")
+class CorrelatedSampler(SeededInitializer):
+    """Kernels drawn as `scale * F @ z`: one factor `F` per kernel layout.
 
+    The sampling step every correlated initializer shares, written once:
+    check the shape and dtype, take the (cached, checked) factor for the
+    shape, draw `z ~ N(0, I)` in the sampling dtype, multiply, cast.
+    Subclasses give only the factor:
 
-# Derived int seeds stay below 2**31 - 1: valid on every backend, including
-# those whose seed dtype is int32.
-_SEED_MODULUS = 2**31 - 1
+    * `_factor_key(shape)`: what the factor depends on (e.g. the spatial
+      shape); it is computed once per key;
+    * `_compute_factor(key)`: a float64 `(rows, K)` array `F`, with
+      `rows * columns == prod(shape)`;
+    * `_scale(shape)`: a float multiplying `F` for this shape (default 1);
+    * `_draw_shape(shape, factor)`: the shape `z` is drawn in before it is
+      seen as `(K, columns)` (default `(K, columns)` itself);
+    * `_scale_parameters`: the arguments that set the weights' scale,
+      named in the error raised when the weights would not fit the dtype.
 
-
-def layer_seeds(seed, count):
-    """One seed per layer, derived from the user's `seed`.
-
-    * An int gives `count` distinct ints: the first `count` distinct values
-      of `numpy.random.SeedSequence(seed).generate_state(...)` modulo
-      `2**31 - 1`. The derivation is deterministic (the same int seed gives
-      the same layer seeds, hence the same model) and the per-layer streams
-      do not collide, so same-shaped layers get independent weights.
-    * A `keras.random.SeedGenerator` is shared: each layer's draw advances
-      it, so every layer gets an independent draw (Keras's semantics).
-    * None gives None to every layer: each initializer picks its own seed.
-
-    Args:
-        seed: An int >= 0, None or a `keras.random.SeedGenerator`.
-        count: Number of layers.
-
-    Returns:
-        A list of `count` seeds.
+    The factor is checked to be finite when it is computed, and the
+    weights' largest standard deviation (the largest row norm of the scaled
+    factor) to fit the dtype at every call, so no draw is ever Inf, NaN or
+    all zeros.
     """
-    if seed is None or isinstance(seed, keras.random.SeedGenerator):
-        return [seed] * count
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"`seed` must be an int, None or a keras.random.SeedGenerator; received {seed!r}.")
-    if seed < 0:
-        raise ValueError(f"`seed` must be an int >= 0; received {seed}.")
-    seeds, words = [], 0
-    sequence = np.random.SeedSequence(seed)
-    while len(seeds) < count:
-        # generate_state(n) extends generate_state(m < n): drawing more
-        # words only appends, so earlier layers keep their seeds.
-        words = max(2 * words, count + 8)
-        seeds = list(dict.fromkeys(int(w) % _SEED_MODULUS for w in sequence.generate_state(words)))
-    return seeds[:count]
+
+    _scale_parameters = "The initializer's parameters"
+
+    def __init__(self, seed=None):
+        self._factors = {}
+        super().__init__(seed=seed)
+
+    def _factor_key(self, shape):
+        raise NotImplementedError
+
+    def _compute_factor(self, key):
+        raise NotImplementedError
+
+    def _scale(self, shape):
+        return 1.0
+
+    def _draw_shape(self, shape, factor):
+        return (factor.shape[1], math.prod(shape) // factor.shape[0])
+
+    def _factor(self, shape):
+        """`(F, largest row norm of F)` for `shape`, computed once per key."""
+        key = self._factor_key(shape)
+        if key not in self._factors:
+            factor = self._compute_factor(key)
+            largest = float(np.sqrt(np.max(np.sum(np.square(factor), axis=1))))
+            if not (np.all(np.isfinite(factor)) and math.isfinite(largest)):
+                raise ValueError(f"{self._scale_parameters} give a non-finite covariance; pass smaller values.")
+            self._factors[key] = (factor, largest)
+        return self._factors[key]
+
+    def __call__(self, shape, dtype=None):
+        shape = kernel_shape(shape)
+        dtype, sample_dtype = sampling_dtype(dtype)
+        factor, largest = self._factor(shape)
+        scale = self._scale(shape)
+        check.check_weight_scale(largest * scale, dtype, self._scale_parameters)
+        z = keras.random.normal(self._draw_shape(shape, factor), dtype=sample_dtype, seed=self.seed)
+        weights = ops.matmul(
+            ops.convert_to_tensor(factor * scale, dtype=sample_dtype),
+            ops.reshape(z, (factor.shape[1], -1)),
+        )
+        return cast(ops.reshape(weights, shape), dtype)
 
 
-def per_layer(pairs, make_initializer, seed):
-    """`{target: make_initializer(source, layer seed)}` with `layer_seeds`."""
-    seeds = layer_seeds(seed, len(pairs))
-    return {target: make_initializer(source, s) for (target, source), s in zip(pairs.items(), seeds)}
+class Configurable:
+    """Mixin: the deprecated `to_config` name of `get_config` (until 0.4.0)."""
+
+    def to_config(self):
+        """Deprecated since 0.3.0: use `get_config()` (Keras's name)."""
+        warnings.warn(
+            f"{type(self).__name__}.to_config() is deprecated since 0.3.0 and will be removed in 0.4.0; "
+            "use get_config().",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.get_config()
 
 
-class JsonFile:
-    """Mixin: `save(path)` and `load(path)` through `to_config`/`from_config`."""
+class JsonFile(Configurable):
+    """Mixin: `save(path)` and `load(path)` through `get_config`/`from_config`."""
 
     def save(self, path):
-        """Writes `to_config()` to a JSON file."""
+        """Writes `get_config()` to a JSON file."""
         with open(path, "w") as f:
-            json.dump(self.to_config(), f)
+            json.dump(self.get_config(), f)
 
     @classmethod
     def load(cls, path):

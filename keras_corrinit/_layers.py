@@ -18,6 +18,7 @@ Kinds:
 * `"dense"`: Dense, `(in, out)`.
 """
 
+import contextlib
 import dataclasses
 
 import keras
@@ -78,3 +79,46 @@ def walk_layers(model):
 def kernel_layers(model, kinds=KINDS):
     """`(layer, slot)` for every kernel of one of `kinds`, in model order."""
     return [(layer, slot) for layer in walk_layers(model) for slot in kernel_slots(layer) if slot.kind in kinds]
+
+
+def frozen_layers(model):
+    """Ids of the layers below `model` that are frozen: `trainable=False`, or inside a frozen layer."""
+    frozen = set()
+
+    def visit(layer, parent_frozen):
+        for sub in getattr(layer, "layers", []):
+            is_frozen = parent_frozen or not sub.trainable
+            if is_frozen:
+                frozen.add(id(sub))
+            visit(sub, is_frozen)
+
+    visit(model, not model.trainable)
+    return frozen
+
+
+@contextlib.contextmanager
+def unchanged_on_error(layers):
+    """All or nothing: if the block raises, `layers` are left exactly as before it.
+
+    Every function that changes a model in place runs its changes inside
+    this block: the weights of `layers` (values copied before) and their
+    kernel initializer attributes are restored when anything in the block
+    raises, KeyboardInterrupt included, and the error propagates.
+    """
+    layers = list({id(layer): layer for layer in layers}.values())
+    variables = list({id(v): v for layer in layers for v in layer.weights}.values())
+    values = [keras.ops.convert_to_numpy(v) for v in variables]
+    attributes = [
+        (layer, slot.initializer, getattr(layer, slot.initializer))
+        for layer in layers
+        for slot in kernel_slots(layer)
+        if hasattr(layer, slot.initializer)
+    ]
+    try:
+        yield
+    except BaseException:
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        for layer, name, value in attributes:
+            setattr(layer, name, value)
+        raise

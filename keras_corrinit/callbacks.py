@@ -69,12 +69,13 @@ class _SignRecordingOptimizer(HiddenFromSaving, keras.optimizers.Optimizer):
 
     # Saved as this optimizer's own variables (below), not a second time
     # under "optimizer/inner_optimizer".
-    _hidden_from_saving = ("inner_optimizer",)
+    _hidden_from_saving = ("inner_optimizer", "monitor")
 
-    def __init__(self, inner_optimizer, tracker):
+    def __init__(self, inner_optimizer, tracker, monitor):
         super().__init__(learning_rate=0.0, name="gradient_sign_monitor")
         self.inner_optimizer = inner_optimizer
         self.tracker = tracker
+        self.monitor = monitor
         self.accumulation_steps = inner_optimizer.gradient_accumulation_steps or 1
 
     def build(self, var_list):
@@ -141,6 +142,9 @@ class _SignRecordingOptimizer(HiddenFromSaving, keras.optimizers.Optimizer):
 
     def _record(self, grads):
         """Updates the tracker's state with one step's gradients (no control flow)."""
+        # A variable the loss does not reach has no gradient (None), which
+        # Keras's optimizers skip; it moves nothing, so it counts as zero.
+        grads = [ops.zeros(shape, "float32") if g is None else g for g, shape in zip(grads, self.tracker.shapes)]
         grads = replica_sum([ops.cast(g, "float32") for g in self._unscale(grads)])
         applied = 1.0
         if self.accumulation_steps > 1:
@@ -242,12 +246,23 @@ class GradientSignMonitor(keras.callbacks.Callback):
         if getattr(model, "optimizer", None) is None:
             raise ValueError("GradientSignMonitor needs a compiled model (call model.compile first).")
         if isinstance(model.optimizer, _SignRecordingOptimizer):
+            if model.optimizer.monitor.params is self.params:
+                # Callbacks of one fit share its params dict.
+                raise ValueError(
+                    "Two GradientSignMonitors in one fit: the second would replace the first's measurements. "
+                    "Pass one; it can log per-layer values (per_layer=True) and step values (every_n_steps)."
+                )
             # Left by a fit that ended with an exception.
             model.optimizer = model.optimizer.inner_optimizer
+        if not model.trainable_variables:
+            raise ValueError(
+                f"GradientSignMonitor: the model {model.name!r} has no trainable weights, so there are no "
+                "gradients to monitor. Unfreeze some layers or remove the callback."
+            )
         self._user_optimizer = model.optimizer
         self._tracker = GradientSignTracker(model.trainable_variables, per_layer=self.per_layer)
         with strategy_scope(model):
-            wrapper = _SignRecordingOptimizer(model.optimizer, self._tracker)
+            wrapper = _SignRecordingOptimizer(model.optimizer, self._tracker, self)
             wrapper.build(model.trainable_variables)
         self._wrapper = wrapper
         model.optimizer = wrapper

@@ -11,15 +11,45 @@ import sys
 
 import keras
 
+from keras_corrinit._validation import clipped
 from keras_corrinit.extraction import correlation_from_application, correlation_from_model
+
+
+def _check_outputs(args):
+    """Checks `--out` and `--plot` before any work, so none is lost."""
+    for option, path in (("--out", args.out), ("--plot", args.plot)):
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ValueError(f"{option} {path!r}: the folder {folder!r} does not exist or is not writable.")
+    if args.plot:
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install matplotlib.") from None
+        supported = Figure().canvas.get_supported_filetypes()
+        extension = os.path.splitext(args.plot)[1].lstrip(".").lower()
+        if extension not in supported:
+            raise ValueError(f"--plot {args.plot!r}: use one of the extensions {', '.join(sorted(supported))}.")
+
+
+def _load_model(source):
+    if not os.path.isfile(source):
+        raise ValueError(f"Model file {source!r} does not exist.")
+    try:
+        return keras.models.load_model(source, safe_mode=True, compile=False)
+    except Exception as error:  # a corrupt or tampered file raises many kinds of error
+        raise ValueError(
+            f"Could not load the model file {source!r} (not a valid .keras file?): "
+            f"{type(error).__name__}: {clipped(error, 300)}"
+        ) from None
 
 
 def _estimate(args):
     source = args.source
     if source.endswith(".keras"):
-        if not os.path.isfile(source):
-            raise ValueError(f"Model file {source!r} does not exist.")
-        model = keras.models.load_model(source, safe_mode=True, compile=False)
+        model = _load_model(source)
         return correlation_from_model(
             model, args.kernel_size, args.include_depthwise, source=os.path.basename(source), verbose=1
         )
@@ -59,9 +89,11 @@ def main(argv=None):
     extract.add_argument("--no-cache", action="store_true")
     args = parser.parse_args(argv)
     try:
+        _check_outputs(args)
         estimate = _estimate(args)
     except (ValueError, TypeError, ConnectionError) as error:
-        print(f"keras-corrinit: error: {error}", file=sys.stderr)
+        # Messages from deep inside Keras can quote whole configs: cut them.
+        print(f"keras-corrinit: error: {clipped(error, 2000)}", file=sys.stderr)
         return 2
     estimate.save(args.out)
     distances, values, _ = estimate.profile()

@@ -21,7 +21,8 @@ import warnings
 
 import numpy as np
 
-from keras_corrinit._base import check_alpha, check_positions, spatial_shape_tuple
+from keras_corrinit import _validation as check
+from keras_corrinit._base import Configurable
 
 __all__ = [
     "SpatialCorrelation",
@@ -32,7 +33,6 @@ __all__ = [
 ]
 
 # Asymmetry and negative eigenvalues below this are float noise, not errors.
-_SYMMETRY_TOL = 1e-6
 _PSD_TOL = 1e-10
 
 
@@ -45,7 +45,7 @@ def position_distances(spatial_shape):
     Returns:
         A `(P, P)` float64 array, positions in row-major order.
     """
-    shape = spatial_shape_tuple(spatial_shape)
+    shape = check.spatial_shape(spatial_shape)
     coords = np.stack([g.ravel() for g in np.indices(shape)], axis=-1).astype(np.float64)
     diff = coords[:, None, :] - coords[None, :, :]
     return np.sqrt((diff**2).sum(-1))
@@ -108,30 +108,19 @@ def psd_factor(matrix):
         return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
+def to_correlation(covariance):
+    """The correlation matrix a covariance with a positive diagonal implies."""
+    inv_std = 1.0 / np.sqrt(np.diag(covariance))
+    m = (covariance + covariance.T) / 2 * inv_std[:, None] * inv_std[None, :]
+    np.fill_diagonal(m, 1.0)
+    return m
+
+
 def _validated_matrix(matrix, name="matrix"):
-    """Checks a square, finite, symmetric matrix; returns its correlation form."""
-    try:
-        m = np.array(matrix, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`{name}` must be a square numeric array or nested list; received {type(matrix).__name__}."
-        ) from None
-    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
-        raise ValueError(
-            f"`{name}` must be a square (P, P) matrix with P = number of "
-            f"kernel positions (9 for 3x3); received shape {m.shape}."
-        )
-    check_positions(m.shape[0], f"`{name}`")
-    if not np.all(np.isfinite(m)):
-        raise ValueError(f"`{name}` contains NaN or Inf entries; pass a finite matrix.")
-    scale = max(1.0, float(np.abs(m).max()))
-    asymmetry = float(np.abs(m - m.T).max())
-    if asymmetry > _SYMMETRY_TOL * scale:
-        raise ValueError(
-            f"`{name}` is not symmetric (largest |m[i, j] - m[j, i]| = "
-            f"{asymmetry:.3g}); pass a symmetric correlation or covariance "
-            "matrix, e.g. (m + m.T) / 2."
-        )
+    """A square, finite, symmetric matrix with a positive diagonal, as a correlation matrix."""
+    m = check.float_matrix(matrix, name)
+    check.check_positions(m.shape[0], f"`{name}`")
+    check.symmetric(m, name)
     diagonal = np.diag(m)
     if np.any(diagonal <= 0):
         raise ValueError(
@@ -139,11 +128,7 @@ def _validated_matrix(matrix, name="matrix"):
             "a correlation matrix has ones on its diagonal and a covariance "
             "matrix positive variances."
         )
-    # A covariance matrix becomes the correlation matrix it implies.
-    inv_std = 1.0 / np.sqrt(diagonal)
-    m = (m + m.T) / 2 * inv_std[:, None] * inv_std[None, :]
-    np.fill_diagonal(m, 1.0)
-    return m
+    return to_correlation(m)
 
 
 def _distance_key(distances):
@@ -156,7 +141,7 @@ def _float_list(values, name):
     try:
         out = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a sequence of numbers; received {values!r}.") from None
+        raise TypeError(f"`{name}` must be a sequence of numbers; received {check.short(values)}.") from None
     if out.ndim != 1 or out.size == 0:
         raise ValueError(f"`{name}` must be a non-empty 1D sequence; received shape {out.shape}.")
     if not np.all(np.isfinite(out)):
@@ -164,11 +149,11 @@ def _float_list(values, name):
     return out
 
 
-class SpatialCorrelation:
+class SpatialCorrelation(Configurable):
     """Spatial correlation structure of convolution filter weights.
 
     Build one with a constructor below; `CorrelatedHeNormal` takes it as
-    `correlation`. All forms serialize to plain JSON (`to_config`,
+    `correlation`. All forms serialize to plain JSON (`get_config`,
     `to_json`) and back with exact values.
 
     Example:
@@ -213,7 +198,7 @@ class SpatialCorrelation:
         if spatial_shape is None:
             k = math.isqrt(p)
             spatial_shape = (k, k) if k * k == p else (p,)
-        spatial_shape = spatial_shape_tuple(spatial_shape)
+        spatial_shape = check.spatial_shape(spatial_shape)
         if math.prod(spatial_shape) != p:
             raise ValueError(
                 f"`spatial_shape` {spatial_shape} has "
@@ -240,9 +225,11 @@ class SpatialCorrelation:
         if d.shape != v.shape:
             raise ValueError(f"`distances` and `values` must have the same length; received {d.size} and {v.size}.")
         if np.any(d < 0) or np.any(np.diff(d) <= 0):
-            raise ValueError(f"`distances` must be non-negative and strictly increasing; received {d.tolist()}.")
+            raise ValueError(
+                f"`distances` must be non-negative and strictly increasing; received {check.short(d.tolist())}."
+            )
         if np.any(np.abs(v) > 1):
-            raise ValueError(f"`values` are correlations and must lie in [-1, 1]; received {v.tolist()}.")
+            raise ValueError(f"`values` are correlations and must lie in [-1, 1]; received {check.short(v.tolist())}.")
         if d[0] == 0:
             if v[0] != 1:
                 raise ValueError(f"The correlation at distance 0 must be 1 (a weight with itself); received {v[0]}.")
@@ -257,11 +244,7 @@ class SpatialCorrelation:
         Args:
             rho: Correlation of adjacent positions, in [0, 1].
         """
-        if isinstance(rho, bool) or not isinstance(rho, (int, float, np.floating)):
-            raise TypeError(f"`rho` must be a number in [0, 1]; received {rho!r}.")
-        if not 0 <= rho <= 1:
-            raise ValueError(f"`rho` must lie in [0, 1]; received {rho}.")
-        return cls("exponential", rho=float(rho))
+        return cls("exponential", rho=check.real(rho, "rho", low=0, high=1))
 
     @classmethod
     def identity(cls):
@@ -282,9 +265,8 @@ class SpatialCorrelation:
 
     def raw_matrix(self, spatial_shape):
         """The structure's matrix for `spatial_shape`, before alpha or repair."""
-        spatial_shape = spatial_shape_tuple(spatial_shape)
+        spatial_shape = check.spatial_shape(spatial_shape)
         p = math.prod(spatial_shape)
-        check_positions(p, f"A kernel of spatial shape {spatial_shape}")
         if p == 1:
             # One position (1x1 conv, Dense): nothing to correlate.
             return np.ones((1, 1))
@@ -318,7 +300,7 @@ class SpatialCorrelation:
         Returns:
             A `(P, P)` float64 positive semi-definite matrix with unit diagonal.
         """
-        check_alpha(alpha)
+        alpha = check.real(alpha, "alpha", low=0)
         raw = self.raw_matrix(spatial_shape)
         np.fill_diagonal(raw, 0.0)
         strongest = float(np.abs(raw).max())
@@ -349,7 +331,7 @@ class SpatialCorrelation:
         return nearest_correlation_matrix(m)
 
     # ---------------------------------------------------------- serialization
-    def to_config(self):
+    def get_config(self):
         """Plain-JSON dict that `from_config` turns back into an equal object."""
         config = {"kind": self.kind}
         for key, value in self._params.items():
@@ -364,7 +346,7 @@ class SpatialCorrelation:
     def from_config(cls, config):
         if not isinstance(config, dict):
             raise TypeError(
-                f"A SpatialCorrelation config must be a dict from `to_config()`; received {type(config).__name__}."
+                f"A SpatialCorrelation config must be a dict from `get_config()`; received {type(config).__name__}."
             )
         params = dict(config)
         kind = params.pop("kind", None)
@@ -384,14 +366,14 @@ class SpatialCorrelation:
         return builder(**params)
 
     def to_json(self):
-        return json.dumps(self.to_config())
+        return json.dumps(self.get_config())
 
     @classmethod
     def from_json(cls, text):
         return cls.from_config(json.loads(text))
 
     def __eq__(self, other):
-        return isinstance(other, SpatialCorrelation) and self.to_config() == other.to_config()
+        return isinstance(other, SpatialCorrelation) and self.get_config() == other.get_config()
 
     def __repr__(self):
         if self.kind == "exponential":

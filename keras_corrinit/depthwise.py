@@ -23,17 +23,9 @@ import math
 
 import keras
 import numpy as np
-from keras import ops
 
-from keras_corrinit._base import (
-    JsonFile,
-    SeededInitializer,
-    cast,
-    check_positions,
-    kernel_shape,
-    sampling_dtype,
-    spatial_shape_tuple,
-)
+from keras_corrinit import _validation as check
+from keras_corrinit._base import CorrelatedSampler, JsonFile
 from keras_corrinit._layers import kernel_layers
 from keras_corrinit.correlation import psd_factor
 from keras_corrinit.layerwise import apply_initializers, layer_seeds
@@ -130,20 +122,19 @@ def resample_covariance(covariance, from_shape, to_shape):
         Trockman, Willmott and Kolter, "Understanding the Covariance
         Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
-    from_shape = spatial_shape_tuple(from_shape, "from_shape")
+    from_shape = check.spatial_shape(from_shape, "from_shape")
     return _resampled(_validated_covariance(covariance, from_shape), from_shape, to_shape)
 
 
 def _resampled(covariance, from_shape, to_shape):
     """`resample_covariance` of a covariance already validated for `from_shape`."""
-    to_shape = spatial_shape_tuple(to_shape, "to_shape")
+    to_shape = check.spatial_shape(to_shape, "to_shape")
     if from_shape == to_shape:
         return covariance
     if len(from_shape) != len(to_shape):
         raise ValueError(
             f"`from_shape` {from_shape} and `to_shape` {to_shape} must have the same number of dimensions."
         )
-    check_positions(math.prod(to_shape), f"Spatial shape {to_shape}")
     a = np.ones((1, 1))
     for n_from, n_to in zip(from_shape, to_shape):
         a = np.kron(a, _interpolation(n_from, n_to))
@@ -152,50 +143,39 @@ def _resampled(covariance, from_shape, to_shape):
 
 
 def _validated_covariance(matrix, spatial_shape):
-    try:
-        m = np.asarray(matrix, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError("`covariance` must be a numeric (P, P) matrix.") from None
+    m = check.float_matrix(matrix, "covariance")
     p = math.prod(spatial_shape)
     if m.shape != (p, p):
         raise ValueError(
             f"`covariance` must be ({p}, {p}) for kernels of spatial shape {spatial_shape}; received shape {m.shape}."
         )
-    if not np.all(np.isfinite(m)):
-        raise ValueError("`covariance` contains NaN or Inf.")
-    scale = max(float(np.abs(m).max()), 1e-300)
-    if not np.allclose(m, m.T, atol=1e-8 * scale):
-        raise ValueError("`covariance` must be symmetric.")
+    check.symmetric(m, "covariance", tolerance=1e-8)
+    scale = float(np.abs(m).max())
     if np.linalg.eigvalsh(m).min() < -1e-8 * scale:
         raise ValueError("`covariance` must be positive semi-definite (it has a negative eigenvalue).")
     if np.trace(m) <= 0:
         raise ValueError("`covariance` must have a positive trace (filters with some variance).")
+    # The largest standard deviation of a weight; checked against float32
+    # here so that a config with an unusable scale is refused when loaded.
+    check.check_weight_scale(math.sqrt(np.max(np.diag(m))), "float32", "`covariance`")
     return m
 
 
-class _CovarianceSampler(SeededInitializer):
+class _CovarianceSampler(CorrelatedSampler):
     """Draws every filter of a kernel from N(0, `covariance_matrix(spatial)`)."""
-
-    def __init__(self, seed=None):
-        self._factors = {}
-        super().__init__(seed=seed)
 
     def covariance_matrix(self, spatial_shape):
         raise NotImplementedError
 
-    def __call__(self, shape, dtype=None):
-        shape = kernel_shape(shape)
+    def _factor_key(self, shape):
         if len(shape) < 3:
             raise ValueError(
                 f"{type(self).__name__} initializes convolution kernels (*spatial, a, b); received {shape}."
             )
-        dtype, sample_dtype = sampling_dtype(dtype)
-        spatial = shape[:-2]
-        if spatial not in self._factors:
-            self._factors[spatial] = psd_factor(self.covariance_matrix(spatial))
-        z = keras.random.normal((math.prod(spatial), shape[-2] * shape[-1]), dtype=sample_dtype, seed=self.seed)
-        weights = ops.matmul(ops.convert_to_tensor(self._factors[spatial], dtype=sample_dtype), z)
-        return cast(ops.reshape(weights, shape), dtype)
+        return shape[:-2]
+
+    def _compute_factor(self, spatial_shape):
+        return psd_factor(self.covariance_matrix(spatial_shape))
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
@@ -228,6 +208,8 @@ class FilterCovariance(_CovarianceSampler):
         Structure of Convolutional Filters", ICLR 2023, Section 4.
     """
 
+    _scale_parameters = "`covariance`"
+
     def __init__(self, covariance, spatial_shape=None, seed=None):
         p = int(np.shape(covariance)[0]) if np.ndim(covariance) == 2 else 0
         if spatial_shape is None:
@@ -235,8 +217,7 @@ class FilterCovariance(_CovarianceSampler):
             if p < 1 or side * side != p:
                 raise ValueError(f"`covariance` is {np.shape(covariance)}, not (k*k, k*k); pass `spatial_shape`.")
             spatial_shape = (side, side)
-        self.spatial_shape = spatial_shape_tuple(spatial_shape)
-        check_positions(math.prod(self.spatial_shape), "`covariance`")
+        self.spatial_shape = check.spatial_shape(spatial_shape)
         self.covariance = _validated_covariance(covariance, self.spatial_shape)
         super().__init__(seed=seed)
 
@@ -252,23 +233,11 @@ class FilterCovariance(_CovarianceSampler):
         }
 
 
-def _check_unit_interval(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"`{name}` must be a number in [0, 1]; received {value!r}.")
-    return float(value)
-
-
-def _positive(value, name, none_ok=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ValueError(f"`{name}` must be a positive number{' or None' if none_ok else ''}; received {value!r}.")
-    return float(value)
-
-
 def _at_depth(value, default, relative_depth, name):
     if value is None:
         first, last = default
         return first + relative_depth * (last - first)
-    return _positive(value, name, none_ok=True)
+    return check.real(value, name, low=0, low_open=True, what="a finite number > 0 or None")
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
@@ -316,24 +285,37 @@ class ConstructedFilterCovariance(_CovarianceSampler):
         defaults are this package's, see the README).
     """
 
+    _scale_parameters = "`gain`"
+
     def __init__(self, relative_depth=0.5, sigma=None, envelope=None, gain=1.0, seed=None):
-        self.relative_depth = _check_unit_interval(relative_depth, "relative_depth")
+        self.relative_depth = check.real(relative_depth, "relative_depth", low=0, high=1)
         self._sigma, self._envelope = sigma, envelope
         self.sigma = _at_depth(sigma, DEFAULT_SIGMA, self.relative_depth, "sigma")
         self.envelope = _at_depth(envelope, DEFAULT_ENVELOPE, self.relative_depth, "envelope")
-        self.gain = _positive(gain, "gain")
+        self.gain = check.real(gain, "gain", low=0, low_open=True)
+        # The largest weight variance is at most the trace, `gain`.
+        check.check_weight_scale(math.sqrt(self.gain), "float32", "`gain`")
         super().__init__(seed=seed)
 
     def covariance_matrix(self, spatial_shape):
         """The constructed `(P, P)` covariance for kernels of `spatial_shape`."""
-        spatial_shape = spatial_shape_tuple(spatial_shape)
-        check_positions(math.prod(spatial_shape), f"Spatial shape {spatial_shape}")
+        spatial_shape = check.spatial_shape(spatial_shape)
         axes = [np.arange(k) - (k - 1) / 2 for k in spatial_shape]
         axes = [a / max((k - 1) / 2, 1.0) for a, k in zip(axes, spatial_shape)]
         u = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(spatial_shape))
-        squared = ((u[:, None, :] - u[None, :, :]) ** 2).sum(-1)
-        envelope = np.exp(-(u**2).sum(-1) / (4 * self.envelope**2))
-        sigma = np.exp(-squared / (2 * self.sigma**2)) * envelope[:, None] * envelope[None, :]
+        # In logs and relative to the positions nearest the centre (whose
+        # log-variance is then 0), with lengths divided before squaring: any
+        # finite sigma and envelope give a finite matrix with trace >= 1 (a
+        # tiny length: no correlation, or one central bump; a huge one:
+        # constant filters), never 0 / 0.
+        radius = np.linalg.norm(u, axis=-1)
+        nearest = radius.min()
+        with np.errstate(over="ignore"):
+            log_envelope = np.where(
+                radius == nearest, 0.0, -((radius - nearest) / self.envelope) * ((radius + nearest) / self.envelope) / 4
+            )
+            distance = np.linalg.norm(u[:, None, :] - u[None, :, :], axis=-1)
+            sigma = np.exp(-np.square(distance / self.sigma) / 2 + log_envelope[:, None] + log_envelope[None, :])
         return sigma * (self.gain / np.trace(sigma))
 
     def get_config(self):
@@ -377,8 +359,8 @@ class DepthwiseCovariance(JsonFile):
         layer's) are interpolated linearly, which keeps them positive
         semi-definite.
         """
-        relative_depth = _check_unit_interval(relative_depth, "relative_depth")
-        shape = spatial_shape_tuple(spatial_shape or self.spatial_shapes[0])
+        relative_depth = check.real(relative_depth, "relative_depth", low=0, high=1)
+        shape = check.spatial_shape(spatial_shape or self.spatial_shapes[0])
         where = relative_depth * (len(self.layers) - 1)
         low = min(int(math.floor(where)), max(len(self.layers) - 2, 0))
         high = min(low + 1, len(self.layers) - 1)
@@ -391,7 +373,7 @@ class DepthwiseCovariance(JsonFile):
         shape = self.spatial_shapes[0]
         return FilterCovariance(self.covariance_at(relative_depth, shape), shape, seed=seed)
 
-    def to_config(self):
+    def get_config(self):
         return {
             "layers": list(self.layers),
             "spatial_shapes": [list(s) for s in self.spatial_shapes],
@@ -411,7 +393,7 @@ class DepthwiseCovariance(JsonFile):
                 "A DepthwiseCovariance config needs `layers`, `spatial_shapes`, `covariances` and `counts` "
                 "of one length, at least 1, one entry per layer."
             )
-        shapes = [spatial_shape_tuple(s) for s in config["spatial_shapes"]]
+        shapes = [check.spatial_shape(s, "spatial_shapes") for s in config["spatial_shapes"]]
         covariances = [_validated_covariance(c, s) for c, s in zip(config["covariances"], shapes)]
         return cls(list(config["layers"]), shapes, covariances, list(config["counts"]), config.get("source", ""))
 

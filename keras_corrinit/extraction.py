@@ -15,16 +15,18 @@ import hashlib
 import math
 import os
 import re
+import tempfile
 import warnings
 
 import keras
 import numpy as np
 
-from keras_corrinit._base import JsonFile, per_layer
+from keras_corrinit import _validation as check
+from keras_corrinit._base import JsonFile
 from keras_corrinit._layers import CONV_KINDS, kernel_layers
-from keras_corrinit.correlation import SpatialCorrelation, matrix_profile
+from keras_corrinit.correlation import SpatialCorrelation, matrix_profile, to_correlation
 from keras_corrinit.initializers import CorrelatedHeNormal
-from keras_corrinit.layerwise import pair_layers
+from keras_corrinit.layerwise import initializers_by_layer, pair_layers
 from keras_corrinit.plots import plot_correlation_profiles
 
 __all__ = [
@@ -96,13 +98,6 @@ def _position_covariance(kernel, spatial_shape):
     x = kernel.reshape(p, -1).astype(np.float64)
     x = x - x.mean(axis=1, keepdims=True)
     return x @ x.T / x.shape[1], x.shape[1]
-
-
-def _to_correlation(cov):
-    inv = 1.0 / np.sqrt(np.diag(cov))
-    corr = cov * inv[:, None] * inv[None, :]
-    np.fill_diagonal(corr, 1.0)
-    return (corr + corr.T) / 2
 
 
 @dataclasses.dataclass
@@ -222,7 +217,7 @@ class CorrelationEstimate(JsonFile):
             mapping,
             what=f"conv layers with kernel size {self.spatial_shape}",
         )
-        return per_layer(
+        return initializers_by_layer(
             pairs,
             lambda source, layer_seed: CorrelatedHeNormal(
                 self.to_correlation("matrix", layer=source), seed=layer_seed, **initializer_kwargs
@@ -231,7 +226,7 @@ class CorrelationEstimate(JsonFile):
         )
 
     # -------------------------------------------------------- persistence
-    def to_config(self):
+    def get_config(self):
         return {
             "spatial_shape": list(self.spatial_shape),
             "layer_names": list(self.layer_names),
@@ -243,13 +238,25 @@ class CorrelationEstimate(JsonFile):
 
     @classmethod
     def from_config(cls, config):
+        """The estimate a `get_config()` dict describes, checked: a config may come from a file."""
+        keys = {"spatial_shape", "layer_names", "per_layer", "counts", "matrix", "source"}
+        if not isinstance(config, dict) or set(config) - keys or keys - {"source"} - set(config):
+            raise ValueError(f"A CorrelationEstimate config is a dict with the keys {sorted(keys)}.")
+        spatial_shape = check.spatial_shape(config["spatial_shape"], "spatial_shape")
+        layer_names = list(config["layer_names"])
+        if not layer_names or not isinstance(config["per_layer"], dict) or not isinstance(config["counts"], dict):
+            raise ValueError("A CorrelationEstimate config needs at least one layer, and dicts `per_layer`, `counts`.")
+        if set(config["per_layer"]) != set(layer_names) or set(config["counts"]) != set(layer_names):
+            raise ValueError("A CorrelationEstimate config's `per_layer` and `counts` must name exactly its layers.")
+        p = math.prod(spatial_shape)
+        matrices = {name: _correlation_matrix(config["per_layer"][name], p, "per_layer") for name in layer_names}
         return cls(
-            spatial_shape=tuple(config["spatial_shape"]),
-            layer_names=list(config["layer_names"]),
-            per_layer={k: np.array(v) for k, v in config["per_layer"].items()},
-            counts={k: int(v) for k, v in config["counts"].items()},
-            matrix=np.array(config["matrix"]),
-            source=config.get("source", ""),
+            spatial_shape=spatial_shape,
+            layer_names=layer_names,
+            per_layer=matrices,
+            counts={name: check.integer(config["counts"][name], "counts", minimum=2) for name in layer_names},
+            matrix=_correlation_matrix(config["matrix"], p, "matrix"),
+            source=str(config.get("source", "")),
         )
 
     def plot(self, path, n_groups=3):
@@ -260,6 +267,17 @@ class CorrelationEstimate(JsonFile):
         }
         curves["all layers"] = self.profile()[:2]
         return plot_correlation_profiles(curves, path, title=self.source)
+
+
+def _correlation_matrix(value, p, name):
+    """A `(p, p)` correlation matrix from a config, checked."""
+    m = check.float_matrix(value, name)
+    if m.shape != (p, p):
+        raise ValueError(f"`{name}` must be ({p}, {p}) for the estimate's spatial shape; received {m.shape}.")
+    check.symmetric(m, name)
+    if np.any(np.abs(m) > 1 + 1e-9) or not np.allclose(np.diag(m), 1.0):
+        raise ValueError(f"`{name}` is not a correlation matrix (entries in [-1, 1], ones on the diagonal).")
+    return m
 
 
 def correlation_from_model(
@@ -334,7 +352,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
                 stacklevel=2,
             )
             continue
-        per_layer[name], counts[name] = _to_correlation(cov), n
+        per_layer[name], counts[name] = to_correlation(cov), n
         pooled = pooled + cov / np.diag(cov).mean() * n
         total += n
         if bar:
@@ -346,7 +364,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
         layer_names=list(per_layer),
         per_layer=per_layer,
         counts=counts,
-        matrix=_to_correlation(pooled / total),
+        matrix=to_correlation(pooled / total),
         source=source,
     )
 
@@ -449,10 +467,11 @@ def correlation_from_application(
         cache_dir,
         f"{application}-{weights_id}-{'x'.join(map(str, kernel_size))}{'-depthwise' if include_depthwise else ''}.json",
     )
-    if use_cache and os.path.isfile(cache_file):
-        estimate = CorrelationEstimate.load(cache_file)
-        estimate.cached = True
-        return estimate
+    if use_cache:
+        estimate = _read_cache(cache_file)
+        if estimate is not None:
+            return estimate
+        use_cache = _writable(cache_dir)
     if verbose:
         print(f"Building {application} (weights={os.fspath(weights)}, include_top=False)...", flush=True)
     try:
@@ -460,6 +479,11 @@ def correlation_from_application(
     except Exception as error:  # Keras raises a bare Exception for failed downloads
         if weights == "imagenet" and "URL fetch failure" in str(error):
             raise ConnectionError(_download_failure_message(application, error)) from error
+        if weights != "imagenet":
+            raise ValueError(
+                f"Could not load `weights` {os.fspath(weights)!r} into {application}(include_top=False): "
+                f"{type(error).__name__}: {check.clipped(error, 300)}"
+            ) from error
         raise
     estimate = correlation_from_model(
         model,
@@ -469,6 +493,43 @@ def correlation_from_application(
         verbose=verbose,
     )
     if use_cache:
-        os.makedirs(cache_dir, exist_ok=True)
-        estimate.save(cache_file)
+        try:
+            estimate.save(cache_file)
+        except OSError as error:
+            warnings.warn(
+                f"Could not write the cache file {cache_file!r} ({error}); the result is not cached.", stacklevel=2
+            )
     return estimate
+
+
+def _read_cache(cache_file):
+    """The cached estimate, or None (with a warning when the file is unusable)."""
+    if not os.path.isfile(cache_file):
+        return None
+    try:
+        estimate = CorrelationEstimate.load(cache_file)
+    except (OSError, ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError
+        warnings.warn(
+            f"Ignoring the cache file {cache_file!r}: {check.clipped(error, 300)}. It is computed again "
+            "and the file replaced.",
+            stacklevel=3,
+        )
+        return None
+    estimate.cached = True
+    return estimate
+
+
+def _writable(cache_dir):
+    """Whether results can be cached in `cache_dir` (created if needed); warns if not."""
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+        return True
+    except OSError as error:
+        warnings.warn(
+            f"The cache directory {cache_dir!r} is not writable ({error}); the result will not be cached. "
+            "Pass a writable `cache_dir` or use_cache=False.",
+            stacklevel=3,
+        )
+        return False

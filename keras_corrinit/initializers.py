@@ -22,7 +22,8 @@ import math
 import keras
 from keras import ops
 
-from keras_corrinit._base import SeededInitializer, cast, check_alpha, kernel_shape, sampling_dtype
+from keras_corrinit import _validation as check
+from keras_corrinit._base import CorrelatedSampler, SeededInitializer, cast, fan_in, kernel_shape, sampling_dtype
 from keras_corrinit.correlation import SpatialCorrelation, psd_factor
 
 __all__ = ["DEFAULT_CORRELATION", "CorrelatedHeNormal", "EnhancedGamma"]
@@ -67,7 +68,7 @@ def _as_correlation(correlation):
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
-class CorrelatedHeNormal(SeededInitializer):
+class CorrelatedHeNormal(CorrelatedSampler):
     """He-normal initializer with spatially correlated filter weights.
 
     Algorithm 1 of "Correlated Initialization for Correlated Data": for every
@@ -140,59 +141,52 @@ class CorrelatedHeNormal(SeededInitializer):
                 "filter sum's variance) or 'weight' (keep He's per-weight "
                 f"variance); received {variance_mode!r}."
             )
-        if not isinstance(strict, bool):
-            raise TypeError(f"`strict` must be a bool; received {strict!r}.")
         self.correlation = _as_correlation(correlation)
-        self.alpha = alpha
+        self.alpha = check.real(alpha, "alpha", low=0)
         self.variance_mode = variance_mode
-        self.strict = strict
-        check_alpha(alpha)
-        self._factors = {}
+        self.strict = check.boolean(strict, "strict")
+        self._matrices = {}
         super().__init__(seed=seed)
 
     def correlation_matrix(self, spatial_shape):
         """The R (after `alpha` and any repair) used for `spatial_shape`."""
-        return self._unit_factor(tuple(spatial_shape))[1]
+        spatial_shape = check.spatial_shape(spatial_shape)
+        self._factor(spatial_shape + (1, 1))
+        return self._matrices[spatial_shape]
 
-    def _unit_factor(self, spatial_shape):
-        """(C scaled for fan_in = P, R), computed once per spatial shape."""
-        if spatial_shape not in self._factors:
-            r = self.correlation.matrix_for(spatial_shape, alpha=self.alpha, strict=self.strict)
-            p = r.shape[0]
-            # Per-weight variance times fan_in: 2 for He, 2 P / sum(R) for
-            # Algorithm 1's filter-sum correction.
-            if self.variance_mode == "filter" and r.sum() < _MIN_SUM_FRACTION * p:
-                raise ValueError(
-                    f"sum(R) = {r.sum():.3g} for kernel spatial shape "
-                    f"{spatial_shape}: negative correlations cancel, so a "
-                    "filter's sum has (almost) no variance and "
-                    "variance_mode='filter' would scale weights by "
-                    "sqrt(P / sum(R)). Use variance_mode='weight', a lower "
-                    "`alpha` or a `correlation` with less negative correlation."
-                )
-            gain = 2.0 * p / r.sum() if self.variance_mode == "filter" else 2.0
-            self._factors[spatial_shape] = (psd_factor(r) * math.sqrt(gain), r)
-        return self._factors[spatial_shape]
+    def _factor_key(self, shape):
+        return shape[:-2]
 
-    def __call__(self, shape, dtype=None):
-        shape = kernel_shape(shape)
-        dtype, sample_dtype = sampling_dtype(dtype)
-        spatial = shape[:-2]
-        positions = math.prod(spatial)
-        fan_in = positions * shape[-2]
-        factor = self._unit_factor(spatial)[0] / math.sqrt(fan_in)
+    def _compute_factor(self, spatial_shape):
+        """C scaled for fan_in = 1 (R kept for `correlation_matrix`)."""
+        r = self.correlation.matrix_for(spatial_shape, alpha=self.alpha, strict=self.strict)
+        p = r.shape[0]
+        # Per-weight variance times fan_in: 2 for He, 2 P / sum(R) for
+        # Algorithm 1's filter-sum correction.
+        if self.variance_mode == "filter" and r.sum() < _MIN_SUM_FRACTION * p:
+            raise ValueError(
+                f"sum(R) = {r.sum():.3g} for kernel spatial shape "
+                f"{spatial_shape}: negative correlations cancel, so a "
+                "filter's sum has (almost) no variance and "
+                "variance_mode='filter' would scale weights by "
+                "sqrt(P / sum(R)). Use variance_mode='weight', a lower "
+                "`alpha` or a `correlation` with less negative correlation."
+            )
+        self._matrices[spatial_shape] = r
+        gain = 2.0 * p / r.sum() if self.variance_mode == "filter" else 2.0
+        return psd_factor(r) * math.sqrt(gain)
+
+    def _scale(self, shape):
+        return 1.0 / math.sqrt(fan_in(shape))
+
+    def _draw_shape(self, shape, factor):
         # Sampling z in the kernel's own shape keeps R = I identical to
         # Keras's untruncated He-normal for the same seed.
-        z = keras.random.normal(shape, dtype=sample_dtype, seed=self.seed)
-        weights = ops.matmul(
-            ops.convert_to_tensor(factor, dtype=sample_dtype),
-            ops.reshape(z, (positions, -1)),
-        )
-        return cast(ops.reshape(weights, shape), dtype)
+        return shape
 
     def get_config(self):
         return {
-            "correlation": self.correlation.to_config(),
+            "correlation": self.correlation.get_config(),
             "alpha": self.alpha,
             "variance_mode": self.variance_mode,
             "strict": self.strict,
@@ -272,10 +266,9 @@ class EnhancedGamma(SeededInitializer):
     def base_variance(self, shape):
         """The base distribution's per-weight variance for `shape`."""
         shape = kernel_shape(shape)
-        receptive = math.prod(shape[:-2])
-        fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+        fans = fan_in(shape), math.prod(shape[:-2]) * shape[-1]
         scale, mode, _ = _BASES[self.base]
-        return scale / (fan_in if mode == "fan_in" else (fan_in + fan_out) / 2)
+        return scale / (fans[0] if mode == "fan_in" else sum(fans) / 2)
 
     def __call__(self, shape, dtype=None):
         shape = kernel_shape(shape)

@@ -11,10 +11,60 @@ build one initializer per target layer. What they share lives here, once:
 * `apply_initializers`: draw every kernel, then assign them.
 """
 
-from keras_corrinit._base import layer_seeds
-from keras_corrinit._layers import kernel_slots, walk_layers
+import keras
+import numpy as np
+
+from keras_corrinit import _validation as check
+from keras_corrinit._layers import kernel_slots, unchanged_on_error, walk_layers
 
 __all__ = ["apply_initializers", "layer_seeds", "pair_layers"]
+
+# Derived int seeds stay below 2**31 - 1: valid on every backend, including
+# those whose seed dtype is int32.
+_SEED_MODULUS = 2**31 - 1
+
+
+def layer_seeds(seed, count):
+    """One seed per layer, derived from the user's `seed`.
+
+    * An int gives `count` distinct ints: the first `count` distinct values
+      of `numpy.random.SeedSequence(seed).generate_state(...)` modulo
+      `2**31 - 1`. The derivation is deterministic (the same int seed gives
+      the same layer seeds, hence the same model) and the per-layer streams
+      do not collide, so same-shaped layers get independent weights.
+    * A `keras.random.SeedGenerator` is shared: each layer's draw advances
+      it, so every layer gets an independent draw (Keras's semantics).
+    * None gives None to every layer: each initializer picks its own seed.
+
+    Args:
+        seed: An int >= 0, None or a `keras.random.SeedGenerator`.
+        count: Number of layers.
+
+    Returns:
+        A list of `count` seeds.
+    """
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return [seed] * count
+    try:
+        seed = check.integer(seed, "seed", minimum=0)
+    except TypeError:
+        raise TypeError(
+            f"`seed` must be an int, None or a keras.random.SeedGenerator; received {check.short(seed)}."
+        ) from None
+    seeds, words = [], 0
+    sequence = np.random.SeedSequence(seed)
+    while len(seeds) < count:
+        # generate_state(n) extends generate_state(m < n): drawing more
+        # words only appends, so earlier layers keep their seeds.
+        words = max(2 * words, count + 8)
+        seeds = list(dict.fromkeys(int(w) % _SEED_MODULUS for w in sequence.generate_state(words)))
+    return seeds[:count]
+
+
+def initializers_by_layer(pairs, make_initializer, seed):
+    """`{target: make_initializer(source, layer seed)}` with `layer_seeds`."""
+    seeds = layer_seeds(seed, len(pairs))
+    return {target: make_initializer(source, s) for (target, source), s in zip(pairs.items(), seeds)}
 
 
 def pair_layers(targets, sources, mapping=None, what="layers"):
@@ -80,8 +130,9 @@ def _kernel_targets(model, names):
 def apply_initializers(model, initializers):
     """Re-initializes kernels in place and records the initializer in the layer.
 
-    Every kernel is drawn before any is assigned, so a failing initializer
-    leaves the model untouched. Draws happen in the order of `initializers`,
+    All or nothing: every kernel is drawn (and its shape checked) before
+    any is assigned, and if an assignment fails the layers are restored,
+    so an error leaves every weight and initializer attribute as before. Draws happen in the order of `initializers`,
     so a `keras.random.SeedGenerator` shared by them gives each layer its
     own draw.
 
@@ -111,7 +162,13 @@ def apply_initializers(model, initializers):
         layer, slot = targets[key]
         kernel = getattr(layer, slot.attribute)
         values[key] = init(tuple(kernel.shape), dtype=kernel.dtype)
-    for key, value in values.items():
-        layer, slot = targets[key]
-        getattr(layer, slot.attribute).assign(value)
-        setattr(layer, slot.initializer, initializers[key])
+        if tuple(values[key].shape) != tuple(kernel.shape):
+            raise ValueError(
+                f"The initializer for {key!r} returned shape {tuple(values[key].shape)}; "
+                f"the kernel's shape is {tuple(kernel.shape)}. Nothing was changed."
+            )
+    with unchanged_on_error(layer for layer, _ in targets.values()):
+        for key, value in values.items():
+            layer, slot = targets[key]
+            getattr(layer, slot.attribute).assign(value)
+            setattr(layer, slot.initializer, initializers[key])

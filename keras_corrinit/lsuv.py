@@ -39,9 +39,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_corrinit import _validation as check
 from keras_corrinit._backend import intercepted_call
-from keras_corrinit._data import take_batches
-from keras_corrinit._layers import kernel_slots, walk_layers
+from keras_corrinit._data import describe, take_batches
+from keras_corrinit._layers import frozen_layers, kernel_slots, unchanged_on_error, walk_layers
 
 __all__ = ["LSUVReport", "LayerReport", "lsuv_initialize"]
 
@@ -67,6 +68,9 @@ class LSUVReport:
 
     Attributes:
         layers: `LayerReport`s.
+        skipped: `{layer name: reason}` for the layers with kernels that
+            were left as they were: frozen (`trainable=False`, itself or
+            a parent), or never called by the forward pass. Default `{}`.
         layer_calls: Extra single-layer calls made for the iterations
             (beyond the forward pass itself). Default 0.
         forward_pass_equivalents: The work done, in forward passes of the
@@ -76,6 +80,7 @@ class LSUVReport:
     """
 
     layers: list
+    skipped: dict = dataclasses.field(default_factory=dict)
     layer_calls: int = 0
     forward_pass_equivalents: float = 1.0
 
@@ -96,11 +101,18 @@ def _kernels(layer):
     return [getattr(layer, slot.attribute) for slot in kernel_slots(layer)]
 
 
-def _orthonormal_start(layers, seed_generator):
+def _orthonormal_starts(layers, seed_generator):
+    """`{id(layer): [orthonormal value per kernel]}`, drawn in model order.
+
+    Drawn before the pass (so a seed gives the same values whatever the
+    order of calls) and assigned when the pass reaches a layer (so a layer
+    it never reaches keeps its weights).
+    """
+    starts = {}
     for layer in layers:
-        for kernel in _kernels(layer):
-            init = keras.initializers.Orthogonal(seed=seed_generator)
-            kernel.assign(init(tuple(kernel.shape), dtype=kernel.dtype))
+        init = keras.initializers.Orthogonal(seed=seed_generator)
+        starts[id(layer)] = [init(tuple(k.shape), dtype=k.dtype) for k in _kernels(layer)]
+    return starts
 
 
 def _variance(x):
@@ -135,8 +147,9 @@ class _Settings:
 class _Interceptor:
     """Replaces touched layers' `call` for one forward pass, rescaling each once."""
 
-    def __init__(self, layers, settings, report, progress):
-        self.layers, self.settings, self.report, self.progress = layers, settings, report, progress
+    def __init__(self, layers, starts, settings, report, progress):
+        self.layers, self.starts, self.settings = layers, starts, settings
+        self.report, self.progress = report, progress
         self.done, self.costs, self.extra = set(), {}, 0.0
 
     def __enter__(self):
@@ -156,6 +169,8 @@ class _Interceptor:
                 # A shared layer: rescaled at its first call, used as is after.
                 return original_call(inputs, *args, **kwargs)
             self.done.add(id(layer))
+            for kernel, start in zip(_kernels(layer), self.starts.get(id(layer), ())):
+                kernel.assign(start)
             return self._rescale(layer, lambda x: original_call(x, *args, **kwargs), inputs)
 
         return call
@@ -254,30 +269,48 @@ def _pattern(value, name):
     return [re.compile(v) for v in value]
 
 
-def _select(model, include, exclude):
+def _select(model, include, exclude, include_frozen):
+    """`(layers to initialize, {skipped layer name: reason})`, in model order."""
+
     def matches(patterns, layer):
         return any(p.search(layer.name) for p in patterns)
 
-    return [
-        layer
-        for layer in walk_layers(model)
-        if kernel_slots(layer)
-        and (include is None or matches(include, layer))
-        and not (exclude and matches(exclude, layer))
-    ]
+    frozen = set() if include_frozen else frozen_layers(model)
+    chosen, skipped = [], {}
+    for layer in walk_layers(model):
+        if not kernel_slots(layer) or (include is not None and not matches(include, layer)):
+            continue
+        if exclude and matches(exclude, layer):
+            continue
+        if id(layer) in frozen:
+            skipped[layer.name] = "frozen (trainable=False)"
+        elif not layer.built:
+            skipped[layer.name] = "never called by the forward pass"
+        else:
+            chosen.append(layer)
+    return chosen, skipped
 
 
-def _check_arguments(model, tol, max_iter, target_variance, batches):
+def _check_arguments(model, tol, max_iter, target_variance, batches, batch_size, include_frozen):
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
-        raise ValueError(f"`tol` must be a number in (0, 1); received {tol!r}.")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"`max_iter` must be an int >= 1; received {max_iter!r}.")
-    if not (isinstance(target_variance, (int, float)) and math.isfinite(target_variance) and target_variance > 0):
-        raise ValueError(f"`target_variance` must be a finite number > 0; received {target_variance!r}.")
-    if not (isinstance(batches, int) and batches >= 1):
-        raise ValueError(f"`batches` must be an int >= 1; received {batches!r}.")
+    check.real(tol, "tol", low=0, high=1, low_open=True, high_open=True)
+    check.integer(max_iter, "max_iter", minimum=1)
+    check.real(target_variance, "target_variance", low=0, low_open=True)
+    check.integer(batches, "batches", minimum=1)
+    check.integer(batch_size, "batch_size", minimum=1)
+    check.boolean(include_frozen, "include_frozen")
+
+
+def _run_model(model, x):
+    """`model(x)`, with an error that says how `x` does not fit `model`."""
+    try:
+        return model(x, training=False)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`data` does not fit the model {model.name!r}: calling it on {describe(x)} raised "
+            f"{type(error).__name__}: {check.clipped(error, 500)}"
+        ) from None
 
 
 def lsuv_initialize(
@@ -291,12 +324,20 @@ def lsuv_initialize(
     target_variance=1.0,
     include=None,
     exclude=None,
+    include_frozen=False,
     batches=1,
     batch_size=32,
     seed=None,
     verbose=1,
 ):
     """LSUV-initializes a model's conv and dense layers in place, in one forward pass.
+
+    All or nothing: if anything fails (bad data, a layer that raises,
+    an interrupt), every weight of the touched layers is as before. Frozen
+    layers (`trainable=False`, or inside a frozen model, such as a
+    pretrained backbone) are left alone unless `include_frozen=True`, and
+    so are layers the forward pass never calls; both are listed in the
+    report's `skipped`, and the latter in a warning.
 
     Args:
         model: Any Keras model whose forward pass calls its layers:
@@ -305,10 +346,11 @@ def lsuv_initialize(
             SeparableConv1D/2D (the pointwise kernel is scaled), Dense. A
             layer called more than once (shared) is rescaled at its first
             call, on the input it gets there, and used as is afterwards.
-        data: An input array, an `(x, y)` tuple, a `tf.data.Dataset` or a
-            `keras.utils.PyDataset`. The first `batches` batches are used
-            (`batch_size` samples each from an array). Fewer than 16 samples
-            per batch gives a warning.
+        data: An input array (or a nested list of numbers), an `(x, y)`
+            tuple, a batched `tf.data.Dataset` or a `keras.utils.PyDataset`.
+            The first `batches` batches are used (`batch_size` samples each
+            from an array). Fewer than 16 samples per batch gives a
+            warning; NaN or Inf inputs raise `ValueError`.
         tol: Stop when `|variance - target_variance| < tol * target_variance`.
             Default 0.1.
         max_iter: Maximum number of rescalings per layer. Default 10.
@@ -328,6 +370,7 @@ def lsuv_initialize(
             matching layers are touched.
         exclude: A regular expression (or list) of layer names to leave
             untouched. Default None.
+        include_frozen: Also initialize frozen layers. Default False.
         batches: Number of batches. With more than one, the model runs once
             on all of them together and each iteration measures a layer on
             the next batch (the paper's "next mini-batch"). Default 1.
@@ -353,7 +396,7 @@ def lsuv_initialize(
         Mishkin & Matas, "All you need is a good init", ICLR 2016
         (arXiv 1511.06422).
     """
-    _check_arguments(model, tol, max_iter, target_variance, batches)
+    _check_arguments(model, tol, max_iter, target_variance, batches, batch_size, include_frozen)
     include, exclude = _pattern(include, "include"), _pattern(exclude, "exclude")
     chunks = take_batches(data, batches, batch_size)
     if not chunks:
@@ -367,24 +410,34 @@ def lsuv_initialize(
         )
     x = chunks[0] if len(chunks) == 1 else keras.tree.map_structure(lambda *a: np.concatenate(a), *chunks)
     if not model.built:
-        model(keras.tree.map_structure(lambda a: a[:1], x), training=False)
-    layers = _select(model, include, exclude)
-    if orthogonal:
-        _orthonormal_start(layers, keras.random.SeedGenerator(seed))
-    report = LSUVReport(layers=[])
+        _run_model(model, keras.tree.map_structure(lambda a: a[:1], x))
+    layers, skipped = _select(model, include, exclude, include_frozen)
+    report = LSUVReport(layers=[], skipped=skipped)
+    if not layers:
+        what = "no layer matches `include`/`exclude`" if include or exclude else "the model has no layer to initialize"
+        warnings.warn(
+            f"LSUV changed nothing: {what} (LSUV initializes trainable Conv, Dense, DepthwiseConv and "
+            f"SeparableConv layers){'; skipped: ' + str(skipped) if skipped else ''}.",
+            stacklevel=2,
+        )
+        return report
+    starts = _orthonormal_starts(layers, keras.random.SeedGenerator(seed)) if orthogonal else {}
     if verbose:
         bar = keras.utils.Progbar(len(layers), unit_name="layer")
         progress = lambda e: bar.add(1, [("variance", e.final_variance)])
     else:
         progress = lambda e: None
     settings = _Settings(tol, max_iter, float(target_variance), center_bias, len(chunks))
-    with _Interceptor(layers, settings, report, progress) as interceptor:
-        model(x, training=False)
+    with unchanged_on_error(layers), _Interceptor(layers, starts, settings, report, progress) as interceptor:
+        _run_model(model, x)
     report.forward_pass_equivalents = 1.0 + interceptor.extra_work()
-    unreached = [layer.name for layer in layers if layer.name not in {e.name for e in report}]
+    reached = {e.name for e in report}
+    unreached = [layer.name for layer in layers if layer.name not in reached]
+    unreached += [name for name, reason in skipped.items() if reason.startswith("never")]
+    report.skipped.update({name: "never called by the forward pass" for name in unreached})
     if unreached:
         warnings.warn(
-            f"LSUV's forward pass never called the layers {unreached}; they were not rescaled.",
+            f"LSUV's forward pass never called the layers {unreached}; they were left as they were.",
             stacklevel=2,
         )
     return report

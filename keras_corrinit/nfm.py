@@ -16,12 +16,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_corrinit import _validation as check
 from keras_corrinit._backend import gradients, intercepted_call
-from keras_corrinit._base import SeededInitializer, cast, kernel_shape, per_layer, sampling_dtype, spatial_shape_tuple
-from keras_corrinit._data import first_batch
-from keras_corrinit._layers import kernel_layers, kernel_slots
+from keras_corrinit._base import CorrelatedSampler
+from keras_corrinit._data import take_batches
+from keras_corrinit._layers import kernel_layers, kernel_slots, walk_layers
 from keras_corrinit.correlation import psd_factor
-from keras_corrinit.layerwise import pair_layers
+from keras_corrinit.layerwise import initializers_by_layer, pair_layers
 
 __all__ = ["NFMInit", "agop_matrix", "nfm_layerwise_initializers", "nfm_matrix"]
 
@@ -91,7 +92,7 @@ def _compact(values):
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
-class NFMInit(SeededInitializer):
+class NFMInit(CorrelatedSampler):
     """Weights drawn from N(0, Sigma) with Sigma a (pretrained) feature matrix.
 
     Sigma is held as a factor `A` with `Sigma = A A^T` (`fan_in x rank`), so
@@ -137,19 +138,11 @@ class NFMInit(SeededInitializer):
     """
 
     def __init__(self, factor, spatial_shape, in_channels, scaling="kaiming", seed=None):
-        try:
-            factor = np.array(factor, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError("`factor` must be a numeric (fan_in, rank) array.") from None
-        if factor.ndim != 2 or factor.size == 0:
-            raise ValueError(f"`factor` must be a (fan_in, rank) matrix; received shape {factor.shape}.")
-        if not np.all(np.isfinite(factor)):
-            raise ValueError("`factor` contains NaN or Inf.")
+        factor = check.float_matrix(factor, "factor", square=False)
         if not np.any(factor):
             raise ValueError("`factor` is all zeros: Sigma = 0 cannot be scaled to Kaiming variance.")
-        spatial_shape = spatial_shape_tuple(spatial_shape)
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int):
-            raise TypeError(f"`in_channels` must be an int; received {in_channels!r}.")
+        spatial_shape = check.spatial_shape(spatial_shape)
+        in_channels = check.integer(in_channels, "in_channels", minimum=1)
         if math.prod(spatial_shape) * in_channels != factor.shape[0]:
             raise ValueError(
                 f"`spatial_shape` {spatial_shape} x `in_channels` {in_channels!r} must "
@@ -164,8 +157,18 @@ class NFMInit(SeededInitializer):
         self.scaling = scaling
         self.spatial_shape = spatial_shape
         self.in_channels = in_channels
-        self._factors = {}
+        # The factor divided by its largest entry: Kaiming scaling of any
+        # kernel, 1e-200 or 1e200, neither underflows nor overflows.
+        self._magnitude = float(np.abs(self.factor).max())
+        self._unit = self.factor / self._magnitude
+        if scaling == "none":
+            largest = self._magnitude * float(np.sqrt(np.max(np.sum(np.square(self._unit), axis=1))))
+            check.check_weight_scale(largest, "float32", self._scale_parameters)
         super().__init__(seed=seed)
+
+    @property
+    def _scale_parameters(self):
+        return "`factor` (with scaling='none')" if self.scaling == "none" else "`factor`"
 
     @classmethod
     def from_kernel(cls, layer_or_kernel, scaling="kaiming", seed=None):
@@ -187,14 +190,8 @@ class NFMInit(SeededInitializer):
         noise) are dropped, so the stored factor has the matrix's numerical
         rank.
         """
-        try:
-            sigma = np.array(covariance, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError("`covariance` must be a numeric square matrix.") from None
-        if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1]:
-            raise ValueError(f"`covariance` must be square; received shape {sigma.shape}.")
-        if not np.all(np.isfinite(sigma)):
-            raise ValueError("`covariance` contains NaN or Inf.")
+        sigma = check.float_matrix(covariance, "covariance")
+        check.symmetric(sigma, "covariance")
         values, vectors = np.linalg.eigh((sigma + sigma.T) / 2)
         if values[-1] <= 0:
             raise ValueError("`covariance` has no positive eigenvalue; it cannot be a covariance.")
@@ -211,41 +208,32 @@ class NFMInit(SeededInitializer):
         """The stored Sigma (before Kaiming scaling)."""
         return self.factor @ self.factor.T
 
-    def _transfer(self, shape):
-        """('full', scaled A) or ('spatial', scaled C) for a kernel shape."""
-        if shape not in self._factors:
-            fan_in = math.prod(shape[:-1])
-            positions = math.prod(shape[:-2])
-            kaiming = self.scaling == "kaiming"
-            if fan_in == self.factor.shape[0]:
-                scale = 2.0 / np.sum(self.factor**2) if kaiming else 1.0
-                self._factors[shape] = ("full", self.factor * math.sqrt(scale))
-            elif positions == math.prod(self.spatial_shape):
-                spatial = _spatial_reduction(self.factor, positions, self.in_channels)
-                # mean per-weight variance 2 / fan_in
-                scale = 2.0 / (fan_in * np.mean(np.diag(spatial))) if kaiming else 1.0
-                self._factors[shape] = ("spatial", psd_factor(spatial * scale))
-            else:
-                raise ValueError(
-                    f"`shape` {shape} has fan_in {fan_in} and {positions} "
-                    f"positions; the source (spatial {self.spatial_shape}, "
-                    f"{self.in_channels} channels) has fan_in {self.factor.shape[0]} "
-                    f"and {math.prod(self.spatial_shape)} positions. NFMInit needs "
-                    "the same fan_in (full transfer) or the same kernel size "
-                    "(spatial transfer)."
-                )
-        return self._factors[shape]
+    def _factor_key(self, shape):
+        return shape
 
-    def __call__(self, shape, dtype=None):
-        shape = kernel_shape(shape)
-        dtype, sample_dtype = sampling_dtype(dtype)
-        mode, factor = self._transfer(shape)
-        if mode == "full":
-            z = keras.random.normal((factor.shape[1], shape[-1]), dtype=sample_dtype, seed=self.seed)
-        else:
-            z = keras.random.normal((factor.shape[1], math.prod(shape[-2:])), dtype=sample_dtype, seed=self.seed)
-        weights = ops.matmul(ops.convert_to_tensor(factor, dtype=sample_dtype), z)
-        return cast(ops.reshape(weights, shape), dtype)
+    def _compute_factor(self, shape):
+        """Full transfer: the scaled `(fan_in, rank)` factor; spatial: a `(P, P)` one."""
+        fan_in, positions = math.prod(shape[:-1]), math.prod(shape[:-2])
+        kaiming = self.scaling == "kaiming"
+        if fan_in == self.factor.shape[0]:
+            scale = 2.0 / np.sum(np.square(self._unit)) if kaiming else 1.0
+            return self._unit * math.sqrt(scale)
+        if positions == math.prod(self.spatial_shape):
+            spatial = _spatial_reduction(self._unit, positions, self.in_channels)
+            # mean per-weight variance 2 / fan_in
+            scale = 2.0 / (fan_in * np.mean(np.diag(spatial))) if kaiming else 1.0
+            return psd_factor(spatial * scale)
+        raise ValueError(
+            f"`shape` {shape} has fan_in {fan_in} and {positions} "
+            f"positions; the source (spatial {self.spatial_shape}, "
+            f"{self.in_channels} channels) has fan_in {self.factor.shape[0]} "
+            f"and {math.prod(self.spatial_shape)} positions. NFMInit needs "
+            "the same fan_in (full transfer) or the same kernel size "
+            "(spatial transfer)."
+        )
+
+    def _scale(self, shape):
+        return 1.0 if self.scaling == "kaiming" else self._magnitude
 
     def get_config(self):
         return {
@@ -287,12 +275,12 @@ def nfm_layerwise_initializers(source, target, mapping=None, scaling="kaiming", 
     sources = {layer.name: layer for layer in _kernel_layers(source)}
     targets = [layer.name for layer in _kernel_layers(target)]
     pairs = pair_layers(targets, list(sources), mapping, what="Conv/Dense layers")
-    return per_layer(
+    return initializers_by_layer(
         pairs, lambda src, layer_seed: NFMInit.from_kernel(sources[src], scaling=scaling, seed=layer_seed), seed
     )
 
 
-def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbose=0):
+def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, steps=None, verbose=0):
     """Average Gradient Outer Product with respect to a layer's input patches.
 
     For a Conv/Dense layer with pre-activation `h = K^T patch + b` at each
@@ -306,7 +294,10 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
         model: A Keras model containing `layer`.
         layer: The layer (or its name).
         data: Inputs as for `lsuv_initialize` (array, `(x, y)`, tf.data,
-            PyDataset); arrays are processed in batches of `batch_size`.
+            PyDataset, a generator of batches); every sample is used (see
+            `steps`). Arrays are processed in batches of `batch_size`;
+            other forms in their own batches. NaN or Inf inputs raise
+            `ValueError`.
         batch_size: Batch size for array data. Default 32.
         max_outputs: Models with at most this many output units get the
             exact AGOP (one gradient per output). Larger outputs (e.g. a
@@ -320,6 +311,9 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
             batch draws new projections, so more batches reduce it further.
             Default 32.
         seed: Int seed of those projections. Default 0.
+        steps: None (default) to use every batch of `data`, or the number
+            of batches to use (needed for an endless dataset such as
+            `dataset.repeat()`).
         verbose: 1 shows progress over batches; 0 (default) is silent.
 
     Returns:
@@ -333,34 +327,39 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, verbo
         arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
     """
     layer = _agop_layer(model, layer, batch_size, max_outputs)
-    x = first_batch(data)
-    n = keras.tree.flatten(x)[0].shape[0]
+    if steps is not None:
+        steps = check.integer(steps, "steps", minimum=1)
+    batches = take_batches(data, steps, batch_size)
+    if not batches:
+        raise ValueError("`data` holds no batch of samples.")
     flat_kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
     flat_kernel = flat_kernel.reshape(-1, flat_kernel.shape[-1])
     rng = np.random.default_rng(seed)
     perturbation = _PreactivationPerturbation(layer)
     outer, count = 0.0, 0
-    bar = keras.utils.Progbar(n, unit_name="sample") if verbose else None
+    bar = keras.utils.Progbar(len(batches), unit_name="batch") if verbose else None
     with intercepted_call(layer, perturbation.wrap):
-        for start in range(0, n, batch_size):
-            batch = keras.tree.map_structure(lambda a, start=start: a[start : start + batch_size], x)
+        for batch in batches:
             batch_outer, positions = _batch_gradient_outer(model, batch, perturbation, rng, max_outputs)
             outer, count = outer + batch_outer, count + positions
             if bar:
-                bar.add(keras.tree.flatten(batch)[0].shape[0])
+                bar.add(1)
     return flat_kernel @ (outer / count) @ flat_kernel.T
 
 
 def _agop_layer(model, layer, batch_size, max_outputs):
     """`agop_matrix`'s arguments checked; the layer itself."""
     for name, value in (("batch_size", batch_size), ("max_outputs", max_outputs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an int >= 1; received {value!r}.")
+        check.integer(value, name, minimum=1)
     if isinstance(layer, str):
         layer = model.get_layer(layer)
     if tuple(slot.kind for slot in kernel_slots(layer)) not in (("conv",), ("dense",)):
         raise ValueError(
             f"`layer` must be a Conv1D/2D/3D or Dense layer of the model; received {type(layer).__name__}."
+        )
+    if not any(candidate is layer for candidate in walk_layers(model)):
+        raise ValueError(
+            f"`layer` {layer.name!r} is not a layer of the model {model.name!r}; pass one of its layers or a name."
         )
     return layer
 

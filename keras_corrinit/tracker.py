@@ -84,7 +84,7 @@ class GradientSignTracker:
         self.shapes = [tuple(int(d) for d in v.shape) for v in variables]
         sizes = [int(np.prod(s)) for s in self.shapes]
         self.total_size = float(sum(sizes))
-        paths = [getattr(v, "path", None) or f"variable_{i}/value" for i, v in enumerate(variables)]
+        paths = self.paths = [getattr(v, "path", None) or f"variable_{i}/value" for i, v in enumerate(variables)]
         firsts = {p.split("/", 1)[0] for p in paths}
         prefix = f"{firsts.pop()}/" if len(firsts) == 1 and all(p.count("/") >= 2 for p in paths) else ""
         groups = {}
@@ -112,13 +112,29 @@ class GradientSignTracker:
 
         Args:
             state: From `initial_state()` or a previous `stateless_update`.
-            gradients: One gradient per variable, in order.
+            gradients: One gradient per variable, in order, each of its
+                variable's shape. None (what `tape.gradient` gives for a
+                variable the loss does not depend on) counts as a zero
+                gradient, as it moves nothing.
             applied: 1.0, or a 0/1 tensor: 0 for a step whose gradient is
                 not applied (gradient accumulation's micro-steps).
         """
-        grads = [ops.cast(g, "float32") for g in gradients]
-        if len(grads) != len(self.shapes):
-            raise ValueError(f"Expected {len(self.shapes)} gradients (one per variable); received {len(grads)}.")
+        gradients = list(gradients)
+        if len(gradients) != len(self.shapes):
+            raise ValueError(f"Expected {len(self.shapes)} gradients (one per variable); received {len(gradients)}.")
+        grads = []
+        for i, (g, shape) in enumerate(zip(gradients, self.shapes)):
+            if g is None:
+                grads.append(ops.zeros(shape, "float32"))
+                continue
+            given = tuple(g.shape)
+            # A dimension unknown at trace time (None) is not compared.
+            if len(given) != len(shape) or any(d is not None and d != s for d, s in zip(given, shape)):
+                raise ValueError(
+                    f"Gradient {i} ({self.paths[i]}) has shape {given}; its variable has shape {shape}. "
+                    "Pass one gradient per variable, in the order of `variables`."
+                )
+            grads.append(ops.cast(g, "float32"))
         finite = ops.cast(ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads])), "float32")
         valid = applied * finite
         counted = valid * state["has_previous"]

@@ -1,6 +1,7 @@
 import os
 
 import keras
+import numpy as np
 import pytest
 
 
@@ -44,3 +45,38 @@ def run_in_fresh_process(code, *args):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def weights_of(model):
+    """Every weight of `model` as numpy, to compare before and after."""
+    return [to_numpy(v).copy() for v in model.weights]
+
+
+def assert_weights_equal(model, before):
+    after = weights_of(model)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)
+
+
+class InjectedFailure(RuntimeError):
+    """The failure tests inject half-way through an in-place change."""
+
+
+def fail_on_nth_assign(monkeypatch, variable, n):
+    """Makes the `n`-th `assign` of any variable of `variable`'s class raise `InjectedFailure`.
+
+    Only that one call fails, so restoring the weights afterwards works.
+    """
+    cls = type(variable)
+    original = cls.assign
+    calls = {"count": 0}
+
+    def assign(self, value):
+        calls["count"] += 1
+        if calls["count"] == n:
+            raise InjectedFailure(f"assign number {n} fails")
+        return original(self, value)
+
+    monkeypatch.setattr(cls, "assign", assign)
+    return calls

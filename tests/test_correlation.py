@@ -176,7 +176,7 @@ def test_alpha_beyond_correlation_range_is_an_error():
 
 def test_kernels_beyond_max_positions_are_refused():
     with pytest.raises(
-        ValueError, match=r"spatial shape \(33, 33\) has 1089 spatial positions; this package supports at most 1024"
+        ValueError, match=r"`spatial_shape` \(33, 33\) has 1089 spatial positions; this package supports at most 1024"
     ):
         SpatialCorrelation.exponential_decay(0.5).matrix_for((33, 33))
     with pytest.raises(ValueError, match=r"`matrix` has 1025 spatial positions"):
@@ -218,7 +218,7 @@ def test_json_round_trip_exact(structure):
     text = structure.to_json()
     back = SpatialCorrelation.from_json(text)
     assert back == structure
-    assert back.to_config() == json.loads(text)
+    assert back.get_config() == json.loads(text)
     np.testing.assert_array_equal(back.matrix_for((3, 3)), structure.matrix_for((3, 3)))
 
 

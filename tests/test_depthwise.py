@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, weights_of
 from keras_corrinit import (
     ConstructedFilterCovariance,
     DepthwiseCovariance,
@@ -233,7 +234,7 @@ def test_depthwise_covariance_save_load(tmp_path):
     assert loaded.layers == estimate.layers and loaded.source == "x"
     for a, b in zip(loaded.covariances, estimate.covariances):
         np.testing.assert_array_equal(a, b)
-    config = estimate.to_config()
+    config = estimate.get_config()
     with pytest.raises(ValueError, match=r"config is a dict with the keys \['counts', 'covariances', 'layers'"):
         DepthwiseCovariance.from_config({k: v for k, v in config.items() if k != "counts"})
     with pytest.raises(ValueError, match="of one length, at least 1, one entry per layer"):
@@ -243,7 +244,7 @@ def test_depthwise_covariance_save_load(tmp_path):
 def test_bad_input():
     with pytest.raises(ValueError, match=r"`covariance` must be positive semi-definite"):
         FilterCovariance(-np.eye(9))
-    with pytest.raises(ValueError, match=r"`covariance` must be symmetric"):
+    with pytest.raises(ValueError, match=r"`covariance` is not symmetric"):
         FilterCovariance(np.eye(9) + np.triu(np.ones((9, 9)), 1))
     with pytest.raises(ValueError, match=r"`covariance` is \(10, 10\), not \(k\*k, k\*k\); pass `spatial_shape`"):
         FilterCovariance(np.eye(10))
@@ -251,9 +252,9 @@ def test_bad_input():
         FilterCovariance(np.eye(10), spatial_shape=(3, 3))
     with pytest.raises(ValueError, match=r"`relative_depth` must be a number in \[0, 1\]; received 1.5"):
         ConstructedFilterCovariance(relative_depth=1.5)
-    with pytest.raises(ValueError, match=r"`gain` must be a positive number; received 0"):
+    with pytest.raises(ValueError, match=r"`gain` must be a finite number > 0; received 0.0"):
         ConstructedFilterCovariance(gain=0)
-    with pytest.raises(ValueError, match=r"`sigma` must be a positive number or None; received -1"):
+    with pytest.raises(ValueError, match=r"`sigma` must be a finite number > 0 or None; received -1.0"):
         ConstructedFilterCovariance(sigma=-1)
     with pytest.raises(ValueError, match=r"initializes convolution kernels \(\*spatial, a, b\); received \(4, 4\)"):
         ConstructedFilterCovariance()((4, 4))
@@ -267,3 +268,61 @@ def test_bad_input():
         reinitialize_depthwise(dense)
     with pytest.raises(ValueError, match="The model has no depthwise kernels"):
         depthwise_covariance_from_model(dense)
+
+
+def test_reinitialize_depthwise_is_all_or_nothing(monkeypatch):
+    model = keras.Sequential(
+        [keras.Input((12, 12, 4))] + [keras.layers.DepthwiseConv2D(5, padding="same", name=f"dw{i}") for i in range(3)]
+    )
+    before = weights_of(model)
+    fail_on_nth_assign(monkeypatch, model.layers[0].kernel, 2)
+    with pytest.raises(InjectedFailure):
+        reinitialize_depthwise(model, seed=0)
+    assert_weights_equal(model, before)
+    assert all(not isinstance(layer.depthwise_initializer, ConstructedFilterCovariance) for layer in model.layers)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gain": 1e300}, "`gain` give weights with a standard deviation of 1e\\+150, beyond what float32 holds"),
+        ({"gain": float("inf")}, "`gain` must be a finite number > 0"),
+        ({"sigma": -1.0}, "`sigma` must be a finite number > 0 or None"),
+        ({"relative_depth": 2}, r"`relative_depth` must be a number in \[0, 1\]"),
+    ],
+)
+def test_constructed_covariance_refuses_unusable_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConstructedFilterCovariance(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"sigma": 1e-300}, {"envelope": 1e-300}, {"sigma": 1e300}, {"envelope": 1e300}])
+@pytest.mark.parametrize("kernel", [(7, 7), (4, 4), (3,)])
+def test_extreme_lengths_give_finite_covariances_and_weights(kwargs, kernel):
+    init = ConstructedFilterCovariance(seed=0, **kwargs)
+    covariance = init.covariance_matrix(kernel)
+    assert np.all(np.isfinite(covariance))
+    assert np.trace(covariance) == pytest.approx(1.0, rel=1e-12)
+    weights = keras.ops.convert_to_numpy(init((*kernel, 8, 1)))
+    assert np.all(np.isfinite(weights)) and np.any(weights != 0)
+
+
+def test_tiny_lengths_are_their_limits():
+    # sigma -> 0: no correlation between positions; envelope -> 0: all
+    # variance at the centre; sigma -> inf: one constant filter (rank 1).
+    no_correlation = ConstructedFilterCovariance(sigma=1e-300, envelope=1e300).covariance_matrix((3, 3))
+    np.testing.assert_allclose(no_correlation, np.eye(9) / 9, atol=1e-12)
+    centre = ConstructedFilterCovariance(envelope=1e-300).covariance_matrix((3, 3))
+    np.testing.assert_allclose(centre, np.diag(np.eye(9)[4]), atol=1e-12)
+    constant = ConstructedFilterCovariance(sigma=1e300, envelope=1e300).covariance_matrix((3, 3))
+    np.testing.assert_allclose(constant, np.full((9, 9), 1 / 9), atol=1e-12)
+
+
+def test_filter_covariance_refuses_a_scale_float32_cannot_hold():
+    with pytest.raises(ValueError, match="`covariance` give weights with a standard deviation of 1e\\+150"):
+        FilterCovariance(np.eye(9) * 1e300)
+    with pytest.raises(ValueError, match="which is 0 in float32"):
+        FilterCovariance(np.eye(9) * 1e-300)
+    # float16 holds less: checked when the kernel is drawn
+    with pytest.raises(ValueError, match="beyond what float16 holds"):
+        FilterCovariance(np.eye(9) * 1e10, seed=0)((3, 3, 4, 1), dtype="float16")

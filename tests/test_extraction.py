@@ -97,7 +97,7 @@ def test_conversions_and_json_round_trip(planted_vgg16, tmp_path):
     path = tmp_path / "r.json"
     estimate.save(path)
     loaded = CorrelationEstimate.load(path)
-    assert loaded.to_config() == json.loads(path.read_text())
+    assert loaded.get_config() == json.loads(path.read_text())
     np.testing.assert_array_equal(loaded.matrix, estimate.matrix)
     # the initializer takes the estimate directly (its pooled matrix)
     w = to_numpy(CorrelatedHeNormal(estimate, seed=1)((3, 3, 64, 64)))

@@ -185,7 +185,7 @@ def test_correlation_argument_forms_agree():
     distances, values, _ = matrix_profile(m, (3, 3))
     profile = dict(zip(distances.tolist(), values.tolist()))
     reference = to_numpy(CorrelatedHeNormal(r, seed=1)((3, 3, 4, 4)))
-    for form in [m, m.tolist(), profile, r.to_config(), SpatialCorrelation.from_matrix(m)]:
+    for form in [m, m.tolist(), profile, r.get_config(), SpatialCorrelation.from_matrix(m)]:
         np.testing.assert_allclose(to_numpy(CorrelatedHeNormal(form, seed=1)((3, 3, 4, 4))), reference, atol=1e-6)
 
 
@@ -209,7 +209,7 @@ def test_non_psd_correlation_warns_once_or_raises():
     [
         ({"variance_mode": "sum"}, ValueError, "`variance_mode` must be 'filter'"),
         ({"alpha": -0.5}, ValueError, "`alpha` must be a finite number >= 0"),
-        ({"alpha": "big"}, TypeError, "`alpha` must be a number"),
+        ({"alpha": "big"}, TypeError, "`alpha` must be a finite number >= 0"),
         ({"strict": "yes"}, TypeError, "`strict` must be a bool"),
         ({"seed": 1.5}, TypeError, "`seed` must be an int, None or a keras.random.SeedGenerator"),
         ({"correlation": "resnet"}, TypeError, "`correlation` must be a SpatialCorrelation"),

@@ -1,8 +1,11 @@
 """The layer-kind table and the walker (keras_corrinit._layers)."""
 
 import keras
+import numpy as np
+import pytest
 
-from keras_corrinit._layers import kernel_layers, kernel_slots, walk_layers
+from conftest import InjectedFailure, assert_weights_equal, weights_of
+from keras_corrinit._layers import frozen_layers, kernel_layers, kernel_slots, unchanged_on_error, walk_layers
 
 
 def built(layer, input_shape):
@@ -51,3 +54,40 @@ def test_walker_flattens_nested_models_in_order():
         ("head", "dense"),
     ]
     assert [layer.name for layer, _ in kernel_layers(model, ("depthwise",))] == ["dw"]
+
+
+def _two_convs():
+    return keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="a"), keras.layers.Conv2D(4, 3, name="b")]
+    )
+
+
+def test_unchanged_on_error_restores_weights_and_initializers():
+    model = _two_convs()
+    before, initializer = weights_of(model), model.get_layer("a").kernel_initializer
+    with pytest.raises(InjectedFailure):
+        with unchanged_on_error(model.layers):
+            for layer in model.layers:
+                layer.kernel.assign(np.ones(layer.kernel.shape))
+                layer.bias.assign(np.ones(layer.bias.shape))
+            model.get_layer("a").kernel_initializer = keras.initializers.Zeros()
+            raise InjectedFailure("half-way")
+    assert_weights_equal(model, before)
+    assert model.get_layer("a").kernel_initializer is initializer
+
+
+def test_unchanged_on_error_keeps_changes_that_finish():
+    model = _two_convs()
+    with unchanged_on_error(model.layers):
+        model.get_layer("a").kernel.assign(np.ones((3, 3, 3, 4)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("a").kernel), np.ones((3, 3, 3, 4)))
+
+
+def test_frozen_layers_include_children_of_frozen_parents():
+    backbone = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="inner")], name="backbone")
+    model = keras.Sequential([keras.Input((8, 8, 3)), backbone, keras.layers.Conv2D(2, 3, name="top")])
+    assert frozen_layers(model) == set()
+    backbone.trainable = False
+    assert frozen_layers(model) == {id(backbone), id(backbone.get_layer("inner"))}
+    model.trainable = False
+    assert frozen_layers(model) == {id(layer) for layer in walk_layers(model)}

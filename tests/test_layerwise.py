@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import to_numpy
+from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
 from keras_corrinit import (
     CorrelatedHeNormal,
     apply_initializers,
@@ -142,3 +142,29 @@ def test_apply_initializers_changes_nothing_when_one_fails():
     for w, b in zip(model.weights, before):
         np.testing.assert_array_equal(to_numpy(w), b)
     assert not isinstance(model.get_layer("a").kernel_initializer, CorrelatedHeNormal)
+
+
+class _WrongShape(keras.initializers.Initializer):
+    def __call__(self, shape, dtype=None):
+        return keras.ops.zeros((2, 2), dtype=dtype)
+
+
+def test_apply_initializers_refuses_a_wrong_shape_before_changing_anything():
+    model = _target()
+    before = weights_of(model)
+    initializers = {"c1": keras.initializers.Zeros(), "c2": _WrongShape()}
+    with pytest.raises(ValueError, match=r"The initializer for 'c2' returned shape \(2, 2\); the kernel's shape is"):
+        apply_initializers(model, initializers)
+    assert_weights_equal(model, before)
+    assert not isinstance(model.get_layer("c1").kernel_initializer, keras.initializers.Zeros)
+
+
+def test_apply_initializers_is_all_or_nothing_when_an_assignment_fails(monkeypatch):
+    model = _target()
+    before = weights_of(model)
+    old_initializers = [layer.kernel_initializer for layer in model.layers[:3]]
+    fail_on_nth_assign(monkeypatch, model.get_layer("c1").kernel, 3)  # c1, c2 assigned, then c3 fails
+    with pytest.raises(InjectedFailure):
+        apply_initializers(model, {name: keras.initializers.Ones() for name in ("c1", "c2", "c3", "c4")})
+    assert_weights_equal(model, before)
+    assert [layer.kernel_initializer for layer in model.layers[:3]] == old_initializers

@@ -85,8 +85,12 @@ def test_from_covariance_full_rank_and_errors():
         NFMInit.from_covariance(-sigma + np.eye(18), (3, 3), 2)
     with pytest.raises(ValueError, match="contains NaN or Inf"):
         NFMInit.from_covariance(np.full((18, 18), np.nan), (3, 3), 2)
-    with pytest.raises(ValueError, match="must be square"):
+    with pytest.raises(ValueError, match=r"`covariance` must be a square \(P, P\) matrix"):
         NFMInit.from_covariance(np.ones((18, 9)), (3, 3), 2)
+    with pytest.raises(ValueError, match=r"`covariance` must be a square \(P, P\) matrix with at least one entry"):
+        NFMInit.from_covariance(np.zeros((0, 0)), (), 1)
+    with pytest.raises(ValueError, match="`covariance` is not symmetric"):
+        NFMInit.from_covariance(sigma + np.triu(np.ones((18, 18)), 1), (3, 3), 2)
     with pytest.raises(ValueError, match="must equal the factor's fan_in 18"):
         NFMInit.from_covariance(sigma, (3, 3), 3)
     with pytest.raises(ValueError, match="needs the same fan_in .* or the same kernel size"):
@@ -249,5 +253,7 @@ def test_agop_argument_errors():
     x = np.zeros((4, 6), "float32")
     with pytest.raises(ValueError, match="`max_outputs` must be an int >= 1; received 0"):
         agop_matrix(model, "d1", x, max_outputs=0)
-    with pytest.raises(ValueError, match="`batch_size` must be an int >= 1; received 2.5"):
+    with pytest.raises(TypeError, match="`batch_size` must be an int; received 2.5"):
         agop_matrix(model, "d1", x, batch_size=2.5)
+    with pytest.raises(ValueError, match="`batch_size` must be an int >= 1; received 0"):
+        agop_matrix(model, "d1", x, batch_size=0)

@@ -178,7 +178,7 @@ def _set_matrix_entry(config):
             "`matrix` has 1100 spatial positions; this package supports at most 1024",
         ),
         ("correlated", _set_matrix_entry, "`matrix` contains NaN or Inf entries"),
-        ("correlated", _set("alpha", "abc"), "`alpha` must be a number >= 0; received 'abc'"),
+        ("correlated", _set("alpha", "abc"), "`alpha` must be a finite number >= 0; received 'abc'"),
         ("correlated", _set("strict", "no"), "`strict` must be a bool"),
         ("correlated", _set("correlation", "rho=0.5"), "`correlation` must be a SpatialCorrelation"),
         (
