@@ -247,7 +247,11 @@ class GradientSignMonitor(keras.callbacks.Callback):
             raise ValueError("GradientSignMonitor needs a compiled model (call model.compile first).")
         if isinstance(model.optimizer, _SignRecordingOptimizer):
             if model.optimizer.monitor.params is self.params:
-                # Callbacks of one fit share its params dict.
+                # Callbacks of one fit share its params dict. The first
+                # monitor's swap is undone: nothing of it outlives the error.
+                model.optimizer = model.optimizer.inner_optimizer
+                optimizer_swapped(model)
+                model.make_train_function(force=True)
                 raise ValueError(
                     "Two GradientSignMonitors in one fit: the second would replace the first's measurements. "
                     "Pass one; it can log per-layer values (per_layer=True) and step values (every_n_steps)."

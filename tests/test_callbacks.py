@@ -353,3 +353,49 @@ def test_mixed_precision_gradients_are_measured_unscaled(policy):
     assert scaled == (policy == "mixed_float16")
     assert history["grad_magnitude"] == [pytest.approx(1.0, rel=1e-3)]
     assert history["grad_sign_change"] == [1.0]
+
+
+def test_two_monitors_in_one_fit_are_a_clear_error_and_leave_the_optimizer():
+    model = _linear_model()
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer, _mean_output)
+    with pytest.raises(ValueError, match="Two GradientSignMonitors in one fit"):
+        model.fit(ONES, np.zeros(1), verbose=0, callbacks=[GradientSignMonitor(), GradientSignMonitor()])
+    assert model.optimizer is optimizer
+    history = model.fit(ONES, np.zeros(1), verbose=0, callbacks=[GradientSignMonitor()])
+    assert history.history["grad_magnitude"] == [pytest.approx(1.0)]
+
+
+def test_a_model_without_trainable_weights_names_the_monitor():
+    model = _linear_model()
+    model.trainable = False
+    model.compile(keras.optimizers.SGD(0.1), _mean_output)
+    with pytest.raises(ValueError, match="GradientSignMonitor: the model .* has no trainable weights"):
+        model.fit(ONES, np.zeros(1), verbose=0, callbacks=[GradientSignMonitor()])
+
+
+class _WithUnusedVariable(keras.Model):
+    """The loss never reaches `unused`: its gradient is None (TensorFlow, PyTorch) or 0 (JAX)."""
+
+    def __init__(self):
+        super().__init__(name="with_unused_variable")
+        self.used = keras.layers.Dense(1, use_bias=False, name="used")
+        self.unused = keras.layers.Dense(3, name="unused")
+
+    def build(self, input_shape):
+        self.used.build(input_shape)
+        self.unused.build(input_shape)
+
+    def call(self, x):
+        return self.used(x)
+
+
+def test_a_variable_without_gradient_counts_as_zero():
+    model = _WithUnusedVariable()
+    model.build((None, 4))
+    model.compile(keras.optimizers.SGD(0.1), _mean_output)
+    x = np.tile(np.concatenate([ONES, -ONES]), (2, 1))
+    history = model.fit(x, np.zeros(4), batch_size=1, shuffle=False, verbose=0, callbacks=[GradientSignMonitor()])
+    # 4 used weights flip every step and have |g| = 1; 15 unused ones are 0
+    assert history.history["grad_sign_change"] == [pytest.approx(4 / 19)]
+    assert history.history["grad_magnitude"] == [pytest.approx(4 / 19)]

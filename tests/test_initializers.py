@@ -331,3 +331,18 @@ def test_enhanced_gamma_seeds():
 def test_enhanced_gamma_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EnhancedGamma(**kwargs)
+
+
+def test_numpy_numbers_are_accepted_as_python_numbers():
+    for seed in (np.int64(7), np.int32(7), np.uint8(7)):
+        init = CorrelatedHeNormal(alpha=np.int64(1), seed=seed)
+        assert init.get_config()["seed"] == 7 and type(init.get_config()["seed"]) is int
+        np.testing.assert_array_equal(
+            to_numpy(init((3, 3, 2, 2))), to_numpy(CorrelatedHeNormal(alpha=1.0, seed=7)((3, 3, 2, 2)))
+        )
+    assert CorrelatedHeNormal(alpha=np.float32(0.5)).alpha == 0.5
+    assert EnhancedGamma(seed=np.int64(3)).get_config()["seed"] == 3
+    with pytest.raises(TypeError, match="`seed` must be an int, None or a keras.random.SeedGenerator"):
+        CorrelatedHeNormal(seed=np.float64(3))
+    with pytest.raises(TypeError, match="`seed` must be an int, None or a keras.random.SeedGenerator"):
+        CorrelatedHeNormal(seed=np.True_)

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import to_numpy
+from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
 from keras_corrinit import CorrelatedHeNormal, lsuv_initialize
 
 RNG = np.random.default_rng(0)
@@ -247,12 +247,149 @@ class _WithUnusedLayer(keras.Model):
         return self.used(x)
 
 
-def test_unreached_layers_are_named():
+def test_unreached_layers_are_named_and_left_as_they_were():
     model = _WithUnusedLayer()
     model(X[:1])
-    with pytest.warns(UserWarning, match=r"never called the layers \['stray'\]"):
+    stray = to_numpy(model.stray.kernel).copy()
+    with pytest.warns(UserWarning, match=r"never called the layers \['stray'\]; they were left as they were"):
         report = lsuv_initialize(model, X, verbose=0)
     assert [e.name for e in report] == ["used"]
+    assert report.skipped == {"stray": "never called by the forward pass"}
+    np.testing.assert_array_equal(to_numpy(model.stray.kernel), stray)
+
+
+class _WithUnbuiltLayer(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.first = keras.layers.Conv2D(4, 3, name="first")
+        self.never = keras.layers.Dense(3, name="never")
+
+    def call(self, x):
+        return self.first(x)
+
+
+def test_an_unbuilt_layer_is_skipped_with_a_warning_not_an_error():
+    model = _WithUnbuiltLayer()
+    with pytest.warns(UserWarning, match=r"never called the layers \['never'\]"):
+        report = lsuv_initialize(model, X, verbose=0)
+    assert [e.name for e in report] == ["first"]
+    assert report.skipped == {"never": "never called by the forward pass"}
+    assert not model.never.built
+
+
+def _with_frozen_backbone():
+    backbone = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, name="b1"), keras.layers.Conv2D(8, 3, name="b2")],
+        name="backbone",
+    )
+    model = keras.Sequential(
+        [keras.Input((16, 16, 3)), backbone, keras.layers.Flatten(), keras.layers.Dense(4, name="head")]
+    )
+    backbone.trainable = False
+    return model, backbone
+
+
+def test_frozen_layers_are_left_alone_and_reported():
+    model, backbone = _with_frozen_backbone()
+    before = [to_numpy(w).copy() for w in backbone.weights]
+    report = lsuv_initialize(model, X, verbose=0)
+    assert [e.name for e in report] == ["head"]
+    assert report.skipped == {"b1": "frozen (trainable=False)", "b2": "frozen (trainable=False)"}
+    for w, b in zip(backbone.weights, before):
+        np.testing.assert_array_equal(to_numpy(w), b)
+
+
+def test_include_frozen_initializes_frozen_layers_too():
+    model, _ = _with_frozen_backbone()
+    report = lsuv_initialize(model, X, include_frozen=True, verbose=0)
+    assert [e.name for e in report] == ["b1", "b2", "head"]
+    assert report.skipped == {}
+
+
+def test_a_model_with_nothing_to_initialize_warns():
+    model, backbone = _with_frozen_backbone()
+    model.trainable = False
+    before = weights_of(model)
+    with pytest.warns(UserWarning, match="LSUV changed nothing: the model has no layer to initialize"):
+        report = lsuv_initialize(model, X, verbose=0)
+    assert len(report) == 0 and set(report.skipped) == {"b1", "b2", "head"}
+    assert_weights_equal(model, before)
+
+
+def test_include_that_matches_nothing_warns():
+    with pytest.warns(UserWarning, match="LSUV changed nothing: no layer matches `include`/`exclude`"):
+        report = lsuv_initialize(_sequential(), X, include="^nothing", verbose=0)
+    assert len(report) == 0
+
+
+class _Raising(keras.layers.Layer):
+    """Identity, until `armed`: then its call fails (a layer half-way through the pass)."""
+
+    armed = False
+
+    def call(self, x):
+        if self.armed:
+            raise InjectedFailure("a layer in the middle of the forward pass fails")
+        return x
+
+
+def test_a_failure_half_way_through_the_pass_leaves_every_weight_as_before():
+    raising = _Raising()
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, name="c1", bias_initializer="ones"),
+            raising,
+            keras.layers.Conv2D(8, 3, name="c2"),
+        ]
+    )
+    before = weights_of(model)
+    raising.armed = True
+    with pytest.raises(InjectedFailure):
+        lsuv_initialize(model, X, center_bias=True, verbose=0)  # c1's kernel and bias are changed first
+    assert_weights_equal(model, before)
+    assert "call" not in model.get_layer("c1").__dict__  # the interception is undone
+
+
+def test_a_failing_assignment_leaves_every_weight_as_before(monkeypatch):
+    model = _residual()
+    before = weights_of(model)
+    calls = fail_on_nth_assign(monkeypatch, model.get_layer("stem").kernel, 4)
+    with pytest.raises(InjectedFailure):
+        lsuv_initialize(model, X, verbose=0)
+    assert calls["count"] > 4  # the restore assigned after the failure
+    assert_weights_equal(model, before)
+
+
+@pytest.mark.parametrize(
+    "make_data, error, message",
+    [
+        (lambda: {"images": X}, ValueError, r"`data` does not fit the model 'sequential.*': calling it on inputs"),
+        (
+            lambda: __import__("tensorflow").data.Dataset.from_tensor_slices(X),
+            ValueError,
+            r"`data` does not fit the model .*: calling it on inputs of shape \(16, 16, 3\)",
+        ),
+        (lambda: np.full((32, 16, 16, 3), np.nan, "float32"), ValueError, "`data` contains NaN or Inf"),
+        (lambda: np.zeros((32, 8, 8, 3), "float32"), ValueError, "`data` does not fit the model"),
+        (lambda: [[1, 2], [3]], TypeError, "`data` is a list that is neither an array of numbers nor a list of arrays"),
+    ],
+    ids=["dict", "unbatched-tf.data", "nan", "wrong-shape", "ragged-list"],
+)
+def test_data_that_does_not_fit_gets_a_short_clear_error(make_data, error, message):
+    model = _sequential()
+    before = weights_of(model)
+    with pytest.raises(error, match=message) as raised:
+        lsuv_initialize(model, make_data(), verbose=0)
+    assert len(str(raised.value)) < 1500  # shapes, never the array
+    assert_weights_equal(model, before)
+
+
+def test_a_nested_list_of_numbers_is_one_input():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    data = RNG.normal(size=(32, 4)).tolist()
+    report = lsuv_initialize(model, data, verbose=0)
+    assert report["d"].converged
 
 
 class _Batches(keras.utils.PyDataset):
@@ -285,11 +422,22 @@ def test_data_types_give_the_same_result(make_data):
         np.testing.assert_allclose(to_numpy(w), e, rtol=1e-5, atol=1e-6)
 
 
+def test_numpy_integers_are_ints():
+    report = lsuv_initialize(_sequential(), X, batch_size=np.int64(32), max_iter=np.int32(5), verbose=0)
+    assert len(report) == 5
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
         ({"tol": 0}, ValueError, r"`tol` must be a number in \(0, 1\)"),
         ({"max_iter": 0}, ValueError, "`max_iter` must be an int >= 1"),
+        ({"max_iter": 2.5}, TypeError, "`max_iter` must be an int; received 2.5"),
+        ({"batch_size": 0}, ValueError, "`batch_size` must be an int >= 1; received 0"),
+        ({"batch_size": -5}, ValueError, "`batch_size` must be an int >= 1; received -5"),
+        ({"batch_size": 2.5}, TypeError, "`batch_size` must be an int; received 2.5"),
+        ({"batches": 0}, ValueError, "`batches` must be an int >= 1; received 0"),
+        ({"include_frozen": "yes"}, TypeError, "`include_frozen` must be a bool"),
         ({"data": "images"}, TypeError, "`data` must be an array"),
         ({"model": "resnet"}, TypeError, "`model` must be a keras.Model"),
     ],

@@ -257,3 +257,52 @@ def test_agop_argument_errors():
         agop_matrix(model, "d1", x, batch_size=2.5)
     with pytest.raises(ValueError, match="`batch_size` must be an int >= 1; received 0"):
         agop_matrix(model, "d1", x, batch_size=0)
+
+
+def test_agop_uses_every_batch_of_a_generator_and_of_tf_data():
+    model = _relu_head_model(3)
+    x = RNG.normal(size=(40, 6)).astype("float32")
+    expected = agop_matrix(model, "d1", x, batch_size=8)
+    first_batch_only = agop_matrix(model, "d1", x[:8])
+    assert not np.allclose(expected, first_batch_only)
+    generator = (x[i : i + 8] for i in range(0, 40, 8))
+    np.testing.assert_allclose(agop_matrix(model, "d1", generator), expected, rtol=1e-5)
+    dataset = __import__("tensorflow").data.Dataset.from_tensor_slices(x).batch(8)
+    np.testing.assert_allclose(agop_matrix(model, "d1", dataset), expected, rtol=1e-5)
+    # `steps` limits it: the first two batches are the first 16 samples
+    np.testing.assert_allclose(agop_matrix(model, "d1", dataset, steps=2), agop_matrix(model, "d1", x[:16]), rtol=1e-5)
+
+
+def test_agop_refuses_non_finite_data_and_a_layer_of_another_model():
+    model = _relu_head_model(3)
+    with pytest.raises(ValueError, match="`data` contains NaN or Inf"):
+        agop_matrix(model, "d1", np.full((8, 6), np.nan, "float32"))
+    stranger = keras.layers.Dense(8, name="stranger")
+    stranger.build((None, 6))
+    with pytest.raises(ValueError, match="`layer` 'stranger' is not a layer of the model"):
+        agop_matrix(model, stranger, np.zeros((8, 6), "float32"))
+
+
+def test_a_spatial_shape_beyond_the_bound_is_refused_before_any_work():
+    # 2048 positions: the spatial transfer's (P x P) factorization would take
+    # tens of seconds and gigabytes; the bound refuses the config instead.
+    with pytest.raises(ValueError, match="`spatial_shape` \\(2048,\\) has 2048 spatial positions; .* at most 1024"):
+        NFMInit(np.random.rand(2048, 1), [2048], 1, seed=1)
+
+
+@pytest.mark.parametrize("magnitude", [1e-200, 1e200])
+def test_kaiming_scaling_of_tiny_and_huge_kernels_is_exact(magnitude):
+    kernel = RNG.normal(size=(3, 3, 4, 8))
+    reference = to_numpy(NFMInit.from_kernel(kernel, seed=3)((3, 3, 4, 8)))
+    scaled = to_numpy(NFMInit.from_kernel(kernel * magnitude, seed=3)((3, 3, 4, 8)))
+    np.testing.assert_allclose(scaled, reference, rtol=1e-5, atol=1e-7)
+    spatial = to_numpy(NFMInit.from_kernel(kernel * magnitude, seed=3)((3, 3, 2, 8)))
+    assert np.all(np.isfinite(spatial)) and np.any(spatial != 0)
+
+
+def test_unscaled_weights_that_float32_cannot_hold_are_refused():
+    kernel = RNG.normal(size=(3, 3, 4, 8))
+    with pytest.raises(ValueError, match=r"`factor` \(with scaling='none'\) give weights .* beyond what float32 holds"):
+        NFMInit.from_kernel(kernel * 1e200, scaling="none")
+    with pytest.raises(ValueError, match=r"`factor` \(with scaling='none'\) give weights .* which is 0 in float32"):
+        NFMInit.from_kernel(kernel * 1e-200, scaling="none")

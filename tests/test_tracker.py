@@ -183,3 +183,28 @@ def test_errors():
     tracker = GradientSignTracker([_Variable((1,), "a/b")])
     with pytest.raises(ValueError, match="Expected 1 gradients .*received 2"):
         tracker.update([np.ones(1), np.ones(1)])
+
+
+def _dense_tracker():
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    return layer, GradientSignTracker(layer.trainable_variables)
+
+
+def test_a_none_gradient_counts_as_zero():
+    layer, tracker = _dense_tracker()
+    for sign in (1.0, -1.0):
+        tracker.update([sign * keras.ops.ones((3, 2)), None])
+    result = tracker.result()
+    assert result["grad_sign_change"] == pytest.approx(6 / 8)  # the kernel's 6 flip, the bias's 2 stay 0
+    assert result["grad_magnitude"] == pytest.approx(6 / 8)
+
+
+def test_a_gradient_of_the_wrong_shape_is_refused():
+    layer, tracker = _dense_tracker()
+    with pytest.raises(ValueError, match=r"Gradient 1 \(.*bias\) has shape \(1,\); its variable has shape \(2,\)"):
+        tracker.update([keras.ops.ones((3, 2)), keras.ops.ones((1,))])
+    with pytest.raises(
+        ValueError, match=r"Gradient 0 \(.*kernel\) has shape \(2, 3\); its variable has shape \(3, 2\)"
+    ):
+        tracker.update([keras.ops.ones((2, 3)), keras.ops.ones((2,))])
