@@ -8,6 +8,7 @@ ImageNet weights, or `--weights FILE`), a saved `.keras` model, or a
 import argparse
 import os
 import sys
+import zipfile
 
 import keras
 
@@ -37,6 +38,9 @@ def _check_outputs(args):
 def _load_model(source):
     if not os.path.isfile(source):
         raise ValueError(f"Model file {source!r} does not exist.")
+    if not zipfile.is_zipfile(source):
+        # Keras would report such a file as "not found".
+        raise ValueError(f"Could not load the model file {source!r}: it is not a .keras file (not a zip archive).")
     try:
         return keras.models.load_model(source, safe_mode=True, compile=False)
     except Exception as error:  # a corrupt or tampered file raises many kinds of error

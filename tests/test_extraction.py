@@ -2,6 +2,7 @@ import json
 import math
 import os
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from keras_corrinit import (
     SpatialCorrelation,
     apply_initializers,
     correlation_from_application,
+    correlation_from_kernels,
     correlation_from_model,
     matrix_profile,
 )
@@ -198,6 +200,61 @@ def test_cli_end_to_end(planted_vgg16, tmp_path, capsys, monkeypatch):
     assert "--application" in capsys.readouterr().err
 
 
+def _cache_file(cache):
+    [name] = os.listdir(cache)
+    return cache / name
+
+
+def test_a_cache_that_is_not_an_estimate_is_recomputed_with_a_warning(planted_vgg16, tmp_path):
+    _, planted, path = planted_vgg16
+    cache = tmp_path / "cache"
+    correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
+    config = json.loads(_cache_file(cache).read_text())
+    config["matrix"] = np.full((9, 9), 5.0).tolist()
+    _cache_file(cache).write_text(json.dumps(config))
+    with pytest.warns(
+        UserWarning, match=r"Ignoring the cache file .*VGG16.*json': `matrix` is not a correlation matrix"
+    ):
+        estimate = correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
+    assert not estimate.cached
+    _check_recovery(estimate, planted)
+    assert correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0).cached  # replaced
+
+
+def test_a_corrupt_cache_names_the_file(planted_vgg16, tmp_path):
+    _, _, path = planted_vgg16
+    cache = tmp_path / "cache"
+    correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
+    _cache_file(cache).write_text("{not json")
+    with pytest.warns(UserWarning, match=r"Ignoring the cache file '.*VGG16-.*\.json': Expecting property name"):
+        assert not correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0).cached
+
+
+def test_an_unusable_cache_dir_warns_before_the_work_and_keeps_the_result(planted_vgg16, tmp_path):
+    _, planted, path = planted_vgg16
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")  # a file where the folder should be: not writable, even for root
+    with pytest.warns(UserWarning, match=r"The cache directory '.*a_file' is not writable"):
+        estimate = correlation_from_application("vgg16", weights=path, cache_dir=str(blocked), verbose=0)
+    _check_recovery(estimate, planted)
+
+
+def test_estimate_configs_are_checked():
+    estimate = correlation_from_kernels({"a": RNG_KERNEL})
+    config = estimate.get_config()
+    assert CorrelationEstimate.from_config(config).get_config() == config
+    bad = [
+        ({**config, "evil": 1}, ValueError, "A CorrelationEstimate config is a dict with the keys"),
+        ({**config, "spatial_shape": [33, 33]}, ValueError, "has 1089 spatial positions"),
+        ({**config, "per_layer": {"b": config["per_layer"]["a"]}}, ValueError, "must name exactly its layers"),
+        ({**config, "matrix": [[1.0]]}, ValueError, r"`matrix` must be \(9, 9\)"),
+        ({**config, "counts": {"a": "many"}}, TypeError, "`counts` must be an int"),
+    ]
+    for tampered, error, message in bad:
+        with pytest.raises(error, match=message):
+            CorrelationEstimate.from_config(tampered)
+
+
 def test_correlation_from_kernels_matches_model_and_checks_shapes(planted_vgg16):
     from keras_corrinit import correlation_from_kernels, spatial_kernels
 
@@ -215,3 +272,66 @@ def test_correlation_from_kernels_matches_model_and_checks_shapes(planted_vgg16)
 
 
 RNG_KERNEL = np.random.default_rng(1).normal(size=(3, 3, 4, 4))
+
+
+def _refuse_work(*args, **kwargs):
+    raise AssertionError("the CLI should have refused before any work")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "/no/such/folder/r.json"], "--out '/no/such/folder/r.json': the folder '/no/such/folder' does not"),
+        (["--plot", "fig.xyz"], "--plot 'fig.xyz': use one of the extensions"),
+    ],
+)
+def test_cli_checks_its_outputs_before_any_work(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.setattr(keras.applications, "VGG16", _refuse_work)
+    args = ["extract", "VGG16", "--out", str(tmp_path / "r.json"), "--no-cache", *extra]
+    assert cli_main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_names_a_corrupt_weights_file(tmp_path, capsys):
+    corrupt = tmp_path / "broken.weights.h5"
+    corrupt.write_bytes(os.urandom(4096))
+    assert cli_main(["extract", str(corrupt), "--application", "VGG16", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"Could not load `weights` {str(corrupt)!r} into VGG16(include_top=False)" in err
+    assert "Traceback" not in err
+
+
+def test_cli_says_a_random_file_is_not_a_keras_file(tmp_path, capsys):
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(os.urandom(4096))
+    assert cli_main(["extract", str(junk), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"Could not load the model file {str(junk)!r}: it is not a .keras file (not a zip archive)" in err
+    assert "File not found" not in err
+
+
+def test_cli_errors_are_short_even_when_keras_quotes_a_huge_config(tmp_path, capsys):
+    # A tampered file whose initializer config holds a 1089 x 1089 matrix:
+    # Keras's error quotes the whole config (megabytes); the CLI prints 2000
+    # characters of it at most.
+    init = CorrelatedHeNormal(np.eye(9) * 0.5 + 0.5, seed=1)
+    model = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(2, 3, kernel_initializer=init)])
+    original, tampered = tmp_path / "m.keras", tmp_path / "tampered.keras"
+    model.save(original)
+    with zipfile.ZipFile(original) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    layer = config["config"]["layers"][-1]["config"]
+    layer["kernel_initializer"]["config"]["correlation"] = {
+        "kind": "matrix",
+        "matrix": np.eye(1089).tolist(),
+        "spatial_shape": [33, 33],
+    }
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tampered, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    assert cli_main(["extract", str(tampered), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "Could not load the model file" in err
+    assert len(err) < 2600

@@ -197,6 +197,17 @@ def _set_matrix_entry(config):
         ("nfm", _set("spatial_shape", "ab"), "`spatial_shape` must be a tuple of positive ints"),
         ("nfm", _set("in_channels", "4"), "`in_channels` must be an int"),
         ("nfm", _set("factor", [[float("inf")] * 2] * 36), "`factor` contains NaN or Inf"),
+        (
+            "nfm",
+            lambda config: config.update(factor=np.ones((4096, 1)).tolist(), spatial_shape=[4096], in_channels=1),
+            r"`spatial_shape` \(4096,\) has 4096 spatial positions; this package supports at most 1024",
+        ),
+        (
+            "nfm",
+            lambda config: config.update(factor=(np.ones((36, 2)) * 1e200).tolist(), scaling="none"),
+            r"`factor` \(with scaling='none'\) give weights with a standard deviation of 1.41e\+200, beyond what float32 holds",
+        ),
+        ("nfm", _set("in_channels", np.int64(4).item() + 0.5), "`in_channels` must be an int"),
     ],
 )
 def test_tampered_initializer_config_fails_to_load_clearly(tmp_path, layer, change, message):
