@@ -17,6 +17,8 @@ here, in one place:
   pre-activations) and restores the class's method after it.
 * `HiddenFromSaving`: keeps attributes out of Keras's saving walk, which
   collects nested saveables from an object's `dir()`.
+* `stored_dtype`: the dtype a backend really stores a requested one in
+  (JAX keeps float64 as float32 unless x64 is enabled).
 * `optimizer_swapped`: tells Keras's JAX trainer that the optimizer (and
   so the training state) changed after `fit` recorded its shardings, as
   older Keras (3.10 among them) needs.
@@ -32,6 +34,7 @@ __all__ = [
     "intercepted_call",
     "optimizer_swapped",
     "replica_sum",
+    "stored_dtype",
     "strategy_scope",
     "sync_training_state",
 ]
@@ -163,3 +166,13 @@ def optimizer_swapped(model):
     record = getattr(model, "_record_training_state_sharding_spec", None)
     if keras.backend.backend() == "jax" and record is not None:
         record()
+
+
+def stored_dtype(dtype):
+    """The dtype arrays requested as `dtype` (a standardized name) really have."""
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "float32"
+    return dtype

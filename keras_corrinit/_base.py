@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from keras_corrinit import _validation as check
+from keras_corrinit._backend import stored_dtype
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
@@ -173,7 +174,7 @@ class CorrelatedSampler(SeededInitializer):
         dtype, sample_dtype = sampling_dtype(dtype)
         factor, largest = self._factor(shape)
         scale = self._scale(shape)
-        check.check_weight_scale(largest * scale, dtype, self._scale_parameters)
+        check.check_weight_scale(largest * scale, stored_dtype(dtype), self._scale_parameters)
         z = keras.random.normal(self._draw_shape(shape, factor), dtype=sample_dtype, seed=self.seed)
         weights = ops.matmul(
             ops.convert_to_tensor(factor * scale, dtype=sample_dtype),

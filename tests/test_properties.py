@@ -19,7 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import to_numpy
-from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit, SpatialCorrelation, nearest_correlation_matrix
+from keras_corrinit import (
+    ConstructedFilterCovariance,
+    CorrelatedHeNormal,
+    EnhancedGamma,
+    FilterCovariance,
+    NFMInit,
+    SpatialCorrelation,
+    nearest_correlation_matrix,
+)
 
 PROPERTY_SETTINGS = settings(
     max_examples=30,
@@ -73,6 +81,43 @@ def _finite(weights, shape):
     w = to_numpy(keras.ops.convert_to_tensor(weights))
     assert w.shape == shape
     assert np.all(np.isfinite(w))
+
+
+# ------------------------------------------- every initializer, any input
+# The probes of the hostile-input review, kept running: every public
+# initializer on random shapes, dtypes, seed forms and extreme finite
+# parameters either returns finite values of the right shape and dtype or
+# raises ValueError/TypeError naming one of its arguments.
+DTYPES = ["float16", "bfloat16", "float32", "float64"]
+extreme = st.builds(lambda mantissa, exponent: mantissa * 10.0**exponent, st.floats(1, 9.99), st.integers(-300, 300))
+seeds = st.one_of(
+    st.integers(0, 2**31 - 2),
+    st.integers(0, 2**31 - 2).map(np.int64),
+    st.none(),
+    st.integers(0, 1000).map(keras.random.SeedGenerator),
+)
+
+
+def _expected_dtype(dtype):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # JAX without x64 warns that float64 is float32
+        return keras.backend.standardize_dtype(keras.ops.zeros((1,), dtype=dtype).dtype)
+
+
+def _finite_or_named_error(make, shape, dtype, *names):
+    """Builds and calls the initializer; checks the property. Returns True if it drew."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = make()(shape, dtype=dtype)
+    except (ValueError, TypeError) as error:
+        _assert_names(error, *names)
+        return False
+    assert keras.backend.standardize_dtype(values.dtype) == _expected_dtype(dtype)
+    w = to_numpy(values).astype(np.float64)
+    assert w.shape == shape
+    assert np.all(np.isfinite(w)), (shape, dtype)
+    return True
 
 
 # ------------------------------------------------------------ valid input
@@ -129,10 +174,11 @@ def test_correlated_weights_are_finite_or_the_documented_error(data, shape, alph
         sorted(["he_normal", "he_uniform", "lecun_normal", "lecun_uniform", "glorot_normal", "glorot_uniform"])
     ),
     granularity=st.sampled_from(["filter", "spatial"]),
-    seed=st.integers(0, 2**31 - 2),
+    seed=seeds,
+    dtype=st.sampled_from(DTYPES),
 )
-def test_enhanced_gamma_weights_are_finite(shape, base, granularity, seed):
-    _finite(EnhancedGamma(base, granularity, seed=seed)(shape), shape)
+def test_enhanced_gamma_weights_are_finite(shape, base, granularity, seed, dtype):
+    assert _finite_or_named_error(lambda: EnhancedGamma(base, granularity, seed=seed), shape, dtype)
 
 
 @PROPERTY_SETTINGS
@@ -264,3 +310,100 @@ def test_matrix_for_another_kernel_size_is_an_error_naming_correlation(matrix_sp
     with pytest.raises(ValueError) as info:
         init((*kernel_spatial, 2, 2))
     _assert_names(info.value, "correlation")
+
+
+@PROPERTY_SETTINGS
+@given(
+    spatial=spatial_shapes,
+    c_in=st.integers(1, 16),
+    multiplier=st.integers(1, 4),
+    dtype=st.sampled_from(DTYPES),
+    seed=seeds,
+    relative_depth=st.floats(0, 1),
+    sigma=st.one_of(st.none(), extreme),
+    envelope=st.one_of(st.none(), extreme),
+    gain=extreme,
+)
+def test_constructed_covariance_with_extreme_parameters(
+    spatial, c_in, multiplier, dtype, seed, relative_depth, sigma, envelope, gain
+):
+    shape = (*spatial, c_in, multiplier)
+    drew = _finite_or_named_error(
+        lambda: ConstructedFilterCovariance(relative_depth, sigma, envelope, gain, seed=seed),
+        shape,
+        dtype,
+        "gain",
+    )
+    # sigma and envelope never fail (any finite length gives a finite
+    # covariance); a moderate gain fits every dtype (largest std between
+    # sqrt(gain / P) and sqrt(gain))
+    assert drew or not 1e-2 <= gain <= 1e2
+
+
+@PROPERTY_SETTINGS
+@given(spatial=spatial_shapes, dtype=st.sampled_from(DTYPES), seed=seeds, scale=extreme, rank=st.integers(1, 4))
+def test_filter_covariance_with_extreme_scales(spatial, dtype, seed, scale, rank):
+    p = math.prod(spatial)
+    a = np.random.default_rng(rank).normal(size=(p, rank))
+    _finite_or_named_error(
+        lambda: FilterCovariance(a @ a.T * scale, spatial, seed=seed), (*spatial, 3, 1), dtype, "covariance"
+    )
+
+
+@PROPERTY_SETTINGS
+@given(
+    spatial=spatial_shapes,
+    c_in=st.integers(1, 8),
+    c_out=st.integers(1, 8),
+    target_in=st.integers(1, 8),
+    dtype=st.sampled_from(DTYPES),
+    seed=seeds,
+    scale=extreme,
+    scaling=st.sampled_from(["kaiming", "none"]),
+)
+def test_nfm_with_extreme_kernels(spatial, c_in, c_out, target_in, dtype, seed, scale, scaling):
+    kernel = np.random.default_rng(c_in).normal(size=(*spatial, c_in, c_out)) * scale
+    drew = _finite_or_named_error(
+        lambda: NFMInit.from_kernel(kernel, scaling=scaling, seed=seed), (*spatial, target_in, 5), dtype, "factor"
+    )
+    assert drew or scaling == "none"  # Kaiming scaling fits any kernel's scale
+
+
+@PROPERTY_SETTINGS
+@given(
+    shape=kernel_shapes(),
+    dtype=st.sampled_from(DTYPES),
+    seed=seeds,
+    alpha=st.one_of(st.floats(0, 1), extreme, st.integers(0, 2).map(np.int64), st.floats(0, 1).map(np.float32)),
+    rho=st.floats(0, 1),
+)
+def test_correlated_he_normal_with_any_dtype_seed_and_alpha(shape, dtype, seed, alpha, rho):
+    _finite_or_named_error(
+        lambda: CorrelatedHeNormal(SpatialCorrelation.exponential_decay(rho), alpha=alpha, seed=seed),
+        shape,
+        dtype,
+        "alpha",
+    )
+
+
+not_numbers = st.one_of(st.booleans(), st.text(max_size=3), st.just([1.0]), st.just(np.bool_(True)))
+
+
+@PROPERTY_SETTINGS
+@given(
+    value=st.one_of(not_numbers, st.just(float("nan")), st.just(float("inf")), st.floats(-1e300, -1e-300)),
+    argument=st.sampled_from(["alpha", "gain", "sigma", "envelope", "relative_depth", "rho", "seed"]),
+)
+def test_bad_numbers_are_errors_naming_the_argument(value, argument):
+    build = {
+        "alpha": lambda v: CorrelatedHeNormal(alpha=v),
+        "gain": lambda v: ConstructedFilterCovariance(gain=v),
+        "sigma": lambda v: ConstructedFilterCovariance(sigma=v),
+        "envelope": lambda v: ConstructedFilterCovariance(envelope=v),
+        "relative_depth": lambda v: ConstructedFilterCovariance(relative_depth=v),
+        "rho": SpatialCorrelation.exponential_decay,
+        "seed": lambda v: EnhancedGamma(seed=v),
+    }[argument]
+    with pytest.raises((ValueError, TypeError)) as info:
+        build(value)
+    _assert_names(info.value, argument)

@@ -205,7 +205,8 @@ def _set_matrix_entry(config):
         (
             "nfm",
             lambda config: config.update(factor=(np.ones((36, 2)) * 1e200).tolist(), scaling="none"),
-            r"`factor` \(with scaling='none'\) give weights with a standard deviation of 1.41e\+200, beyond what float32 holds",
+            r"`factor` \(with scaling='none'\) give weights with a standard deviation of 1.41e\+200, "
+            "beyond what float32 holds",
         ),
         ("nfm", _set("in_channels", np.int64(4).item() + 0.5), "`in_channels` must be an int"),
     ],
