@@ -1,7 +1,9 @@
 """Plots of training curves like the correlated-initialization paper's Figures 4-6.
 
 matplotlib is optional (`pip install "keras_corrinit[plot]"`); it is
-imported only when a plot is made.
+imported only when a plot is made. Figures are made with
+`matplotlib.figure.Figure` directly, not through pyplot: the user's plotting
+backend and pyplot's current figure are left alone.
 """
 
 import numpy as np
@@ -17,15 +19,13 @@ _TITLES = {
 }
 
 
-def _pyplot():
+def _figure(**kwargs):
+    """A matplotlib Figure outside pyplot's state (it draws with the Agg canvas when saved)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError("Plotting needs matplotlib: pip install 'keras_corrinit[plot]'.") from None
-    return plt
+    return Figure(**kwargs)
 
 
 def plot_training_curves(runs, path, panels=_DEFAULT_PANELS):
@@ -54,9 +54,9 @@ def plot_training_curves(runs, path, panels=_DEFAULT_PANELS):
                     f"Run {label!r} has no {key!r} in its history; available: "
                     f"{sorted(histories[0])}. Pass `panels` with keys it logged."
                 )
-    plt = _pyplot()
     rows = -(-len(runs) // 3)  # legend rows
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5 + 0.3 * rows), squeeze=False)
+    fig = _figure(figsize=(4.5 * len(panels), 3.5 + 0.3 * rows))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, key in zip(axes[0], panels):
         for label, histories in runs.items():
             length = min(len(h[key]) for h in histories)
@@ -72,7 +72,6 @@ def plot_training_curves(runs, path, panels=_DEFAULT_PANELS):
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, min(0.5, 0.07 * rows + 0.02), 1, 1))
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -87,8 +86,8 @@ def plot_correlation_profiles(curves, path, title=""):
     Returns:
         `path`.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = _figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     for label, (distances, values) in curves.items():
         ax.plot(distances, values, marker="o", label=label)
     ax.axhline(0.0, color="grey", linewidth=0.8)
@@ -98,5 +97,4 @@ def plot_correlation_profiles(curves, path, title=""):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -25,3 +25,21 @@ def test_missing_key_names_the_run_and_the_fix(tmp_path):
         plot_training_curves({"he": [{"grad_sign_change": [0.1]}]}, str(tmp_path / "x.png"))
     with pytest.raises(ValueError, match="non-empty"):
         plot_training_curves({}, str(tmp_path / "x.png"))
+
+
+def test_the_users_plotting_backend_and_figures_are_left_alone(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    original = matplotlib.get_backend()
+    plt.close("all")
+    matplotlib.use("svg")  # the user's choice, not Agg
+    try:
+        figure = plt.figure()
+        plot_training_curves({"he": [_history(0.0)]}, str(tmp_path / "c.png"))
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == [figure.number] and plt.gcf() is figure
+        assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        plt.close("all")
+        matplotlib.use(original)
