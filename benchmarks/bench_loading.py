@@ -46,9 +46,9 @@ def _initializers():
     profile = SpatialCorrelation.from_profile([1, 2, 3], [0.95, 0.2, -0.9])
     source = np.random.default_rng(0).normal(size=(K, K, 2, 2))
     return [
-        CorrelatedHeNormal(profile, seed=1),
-        CorrelatedHeNormal(profile, seed=2),
-        CorrelatedHeNormal(profile, seed=3),
+        CorrelatedHeNormal(profile, variance_mode="weight", seed=1),
+        CorrelatedHeNormal(profile, variance_mode="weight", seed=2),
+        CorrelatedHeNormal(profile, variance_mode="weight", seed=3),
         NFMInit.from_kernel(source, seed=4),  # 2 input channels: a spatial transfer to 1
         ConstructedFilterCovariance(seed=5),
         FilterCovariance(np.eye(9), seed=6),  # 3x3, resampled to 32x32

@@ -23,6 +23,20 @@ import numpy as np
 # untrusted config cannot make loading take minutes or gigabytes.
 MAX_POSITIONS = 1024
 
+# A non-positive-semi-definite correlation is repaired by alternating
+# projections, one P x P eigendecomposition each (0.16 s at P = 1024 on one
+# 2-core machine). Their number is capped so that a config asks for at most
+# the work of 200 projections at P = 256 (16x16): 200 up to 16x16, 10 at
+# the 32x32 bound. The repair's last step makes its result a valid
+# correlation matrix whatever the count; fewer only make it less near.
+_REPAIR_WORK = 200 * 256**3
+
+
+def repair_iterations(p):
+    """How many alternating projections the repair of a P x P matrix may take."""
+    return min(200, max(10, _REPAIR_WORK // p**3))
+
+
 # (largest, smallest normal) of each float dtype Keras uses; numpy has no
 # bfloat16 of its own.
 _FLOAT_RANGES = {

@@ -295,7 +295,9 @@ class SpatialCorrelation(Configurable):
                 the diagonal stays 1 (paper Table 5).
             strict: If True, a matrix that is not positive semi-definite raises
                 `ValueError`; otherwise it is replaced, with a warning, by the
-                nearest valid correlation matrix.
+                nearest valid correlation matrix (for kernels above 16x16
+                the number of projections is capped to bound the work, so
+                the result is valid and near, not always the nearest).
 
         Returns:
             A `(P, P)` float64 positive semi-definite matrix with unit diagonal.
@@ -328,7 +330,7 @@ class SpatialCorrelation(Configurable):
             message + " Using the nearest valid correlation matrix instead; pass strict=True to raise.",
             stacklevel=3,
         )
-        return nearest_correlation_matrix(m)
+        return nearest_correlation_matrix(m, max_iter=check.repair_iterations(m.shape[0]))
 
     # ---------------------------------------------------------- serialization
     def get_config(self):

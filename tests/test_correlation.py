@@ -233,3 +233,24 @@ def test_json_round_trip_exact(structure):
 def test_bad_configs(config, error, message):
     with pytest.raises(error, match=message):
         SpatialCorrelation.from_config(config)
+
+
+def test_the_repair_of_a_large_kernel_is_bounded_and_still_valid(monkeypatch):
+    # A 32x32 profile far from PSD: the repair may take 10 projections (one
+    # eigendecomposition each, plus the final clip), not 200.
+    import keras_corrinit.correlation as correlation_module
+
+    calls = []
+    original = correlation_module._symmetric_eigh
+    monkeypatch.setattr(correlation_module, "_symmetric_eigh", lambda m: calls.append(1) or original(m))
+    profile = SpatialCorrelation.from_profile([1, 2, 3], [0.95, 0.2, -0.9])
+    with pytest.warns(UserWarning, match="not positive semi-definite"):
+        r = profile.matrix_for((32, 32))
+    assert len(calls) <= 11
+    np.testing.assert_allclose(np.diag(r), 1.0, atol=1e-12)
+    assert np.linalg.eigvalsh(r)[0] > -1e-9
+    # kernels up to 16x16 keep the full repair (up to 200 projections)
+    raw = profile.raw_matrix((5, 5))
+    with pytest.warns(UserWarning, match="not positive semi-definite"):
+        repaired = profile.matrix_for((5, 5))
+    np.testing.assert_array_equal(repaired, nearest_correlation_matrix(raw, max_iter=200))

@@ -371,7 +371,7 @@ def test_a_failing_assignment_leaves_every_weight_as_before(monkeypatch):
             r"`data` does not fit the model .*: calling it on inputs of shape \(16, 16, 3\)",
         ),
         (lambda: np.full((32, 16, 16, 3), np.nan, "float32"), ValueError, "`data` contains NaN or Inf"),
-        (lambda: np.zeros((32, 8, 8, 3), "float32"), ValueError, "`data` does not fit the model"),
+        (lambda: RNG.normal(size=(32, 8, 8, 3)).astype("float32"), ValueError, "`data` does not fit the model"),
         (lambda: [[1, 2], [3]], TypeError, "`data` is a list that is neither an array of numbers nor a list of arrays"),
     ],
     ids=["dict", "unbatched-tf.data", "nan", "wrong-shape", "ragged-list"],
