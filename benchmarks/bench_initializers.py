@@ -42,7 +42,6 @@ def _median_seconds(fns, repeats):
 
 def run(repeats):
     import keras
-
     import numpy as np
 
     from keras_corrinit import (

@@ -3,6 +3,7 @@
 from keras_corrinit.callbacks import GradientSignMonitor
 from keras_corrinit.correlation import (
     SpatialCorrelation,
+    filter_covariance,
     matrix_profile,
     nearest_correlation_matrix,
     position_distances,
@@ -16,7 +17,6 @@ from keras_corrinit.depthwise import (
     FilterCovariance,
     depthwise_covariance_from_model,
     depthwise_layerwise_initializers,
-    filter_covariance,
     reinitialize_depthwise,
     resample_covariance,
 )

@@ -27,7 +27,7 @@ import numpy as np
 from keras_corrinit import _validation as check
 from keras_corrinit._base import CorrelatedSampler, JsonFile
 from keras_corrinit._layers import kernel_layers
-from keras_corrinit.correlation import psd_factor
+from keras_corrinit.correlation import filter_covariance, psd_factor
 from keras_corrinit.layerwise import apply_initializers, layer_seeds
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "FilterCovariance",
     "depthwise_covariance_from_model",
     "depthwise_layerwise_initializers",
-    "filter_covariance",
     "reinitialize_depthwise",
     "resample_covariance",
 ]
@@ -48,36 +47,6 @@ __all__ = [
 # units of the kernel's radius, so the same values serve every kernel size.
 DEFAULT_SIGMA = (0.5, 1.0)
 DEFAULT_ENVELOPE = (0.5, 1.0)
-
-
-def filter_covariance(kernel):
-    """The `(P, P)` covariance of a depthwise kernel's filters, and their count.
-
-    Every `(*spatial)` slice of `kernel` (shape `(*spatial, a, b)`, e.g.
-    `(k, k, channels, multiplier)`) is one observation of a P-vector. The
-    covariance is taken about the filters' mean (divisor n - 1), and is not
-    normalized: a filter's scale is part of what transfers.
-
-    Args:
-        kernel: A numpy-convertible kernel with at least 3 dimensions.
-
-    Returns:
-        `(covariance, n)`: a float64 `(P, P)` array and the number of filters.
-
-    Reference:
-        Trockman, Willmott and Kolter, "Understanding the Covariance
-        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
-    """
-    kernel = np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float64)
-    if kernel.ndim < 3:
-        raise ValueError(f"`kernel` must be a convolution kernel (*spatial, a, b); received shape {kernel.shape}.")
-    p = math.prod(kernel.shape[:-2])
-    x = kernel.reshape(p, -1)
-    n = x.shape[1]
-    if n < 2:
-        raise ValueError(f"`kernel` holds {n} filter; a covariance needs at least 2.")
-    x = x - x.mean(axis=1, keepdims=True)
-    return x @ x.T / (n - 1), n
 
 
 def _interpolation(n_from, n_to):
@@ -425,7 +394,7 @@ def depthwise_covariance_from_model(model, source=""):
     found = _depthwise_keys(model)
     if not found:
         raise ValueError("The model has no depthwise kernels (DepthwiseConv, SeparableConv, or groups == channels).")
-    covariances, counts = zip(*(filter_covariance(kernel) for _, kernel in found))
+    covariances, counts = zip(*(filter_covariance(keras.ops.convert_to_numpy(kernel)) for _, kernel in found))
     shapes = [tuple(int(d) for d in kernel.shape[:-2]) for _, kernel in found]
     return DepthwiseCovariance([key for key, _ in found], shapes, list(covariances), list(counts), source)
 

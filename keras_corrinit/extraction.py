@@ -24,7 +24,7 @@ import numpy as np
 from keras_corrinit import _validation as check
 from keras_corrinit._base import JsonFile
 from keras_corrinit._layers import CONV_KINDS, kernel_layers
-from keras_corrinit.correlation import SpatialCorrelation, matrix_profile, to_correlation
+from keras_corrinit.correlation import SpatialCorrelation, filter_covariance, matrix_profile, to_correlation
 from keras_corrinit.initializers import CorrelatedHeNormal
 from keras_corrinit.layerwise import initializers_by_layer, pair_layers
 from keras_corrinit.plots import plot_correlation_profiles
@@ -90,14 +90,6 @@ def spatial_kernels(model, kernel_size=(3, 3), include_depthwise=False, layer_fi
         for layer, slot in kernel_layers(model, kinds)
         if tuple(layer.kernel_size) == kernel_size and keep(layer.name)
     ]
-
-
-def _position_covariance(kernel, spatial_shape):
-    """(P, P) covariance of positions over a kernel's (in, out) slices, and n."""
-    p = math.prod(spatial_shape)
-    x = kernel.reshape(p, -1).astype(np.float64)
-    x = x - x.mean(axis=1, keepdims=True)
-    return x @ x.T / x.shape[1], x.shape[1]
 
 
 @dataclasses.dataclass
@@ -345,7 +337,8 @@ def correlation_from_kernels(kernels, source="", verbose=0):
     bar = keras.utils.Progbar(len(arrays), unit_name="layer") if verbose else None
     per_layer, counts, pooled, total = {}, {}, 0.0, 0
     for name, kernel in arrays.items():
-        cov, n = _position_covariance(kernel, kernel_size)
+        n = kernel.shape[-2] * kernel.shape[-1]
+        cov = filter_covariance(kernel)[0] if n >= 2 else np.zeros((1, 1))
         if n < 2 or np.any(np.diag(cov) <= 0) or not np.all(np.isfinite(cov)):
             warnings.warn(
                 f"Layer {name!r} is skipped: a kernel position has zero (or non-finite) variance over its {n} filters.",

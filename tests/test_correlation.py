@@ -7,6 +7,7 @@ import pytest
 
 from keras_corrinit.correlation import (
     SpatialCorrelation,
+    filter_covariance,
     matrix_profile,
     nearest_correlation_matrix,
     position_distances,
@@ -254,3 +255,10 @@ def test_the_repair_of_a_large_kernel_is_bounded_and_still_valid(monkeypatch):
     with pytest.warns(UserWarning, match="not positive semi-definite"):
         repaired = profile.matrix_for((5, 5))
     np.testing.assert_array_equal(repaired, nearest_correlation_matrix(raw, max_iter=200))
+
+
+def test_filter_covariance_is_the_sample_covariance_with_divisor_n_minus_1():
+    kernel = np.random.default_rng(3).normal(size=(3, 3, 4, 5))
+    covariance, n = filter_covariance(kernel)
+    assert n == 20
+    np.testing.assert_allclose(covariance, np.cov(kernel.reshape(9, 20)), rtol=1e-12)
