@@ -207,17 +207,16 @@ class GradientSignMonitor(keras.callbacks.Callback):
     See the module docstring for how it works and for its semantics (first
     step, gradient accumulation, loss scaling, several `fit` calls).
 
-    Example:
-
-    >>> model = keras.Sequential([
-    ...     keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-    ...     keras.layers.Flatten(), keras.layers.Dense(3)])
-    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    >>> x, y = np.random.rand(64, 8, 8, 1), np.random.randint(0, 3, 64)
-    >>> monitor = GradientSignMonitor(per_layer=True)
-    >>> history = model.fit(x, y, epochs=2, callbacks=[monitor], verbose=0)
-    >>> len(history.history["grad_sign_change"])
-    2
+    Examples:
+        >>> model = keras.Sequential([
+        ...     keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+        ...     keras.layers.Flatten(), keras.layers.Dense(3)])
+        >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> x, y = np.random.rand(64, 8, 8, 1), np.random.randint(0, 3, 64)
+        >>> monitor = GradientSignMonitor(per_layer=True)
+        >>> history = model.fit(x, y, epochs=2, callbacks=[monitor], verbose=0)
+        >>> len(history.history["grad_sign_change"])
+        2
 
     Args:
         per_layer: Also log per-layer values. Default False.

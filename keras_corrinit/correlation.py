@@ -190,14 +190,13 @@ class SpatialCorrelation(Configurable):
     `correlation`. All forms serialize to plain JSON (`get_config`,
     `to_json`) and back with exact values.
 
-    Example:
-
-    >>> r = SpatialCorrelation.exponential_decay(0.4)
-    >>> r.matrix_for((3, 3)).shape
-    (9, 9)
-    >>> profile = SpatialCorrelation.from_matrix(r.matrix_for((3, 3))).to_profile()
-    >>> profile.matrix_for((5, 5)).shape  # a 3x3 estimate used for 5x5
-    (25, 25)
+    Examples:
+        >>> r = SpatialCorrelation.exponential_decay(0.4)
+        >>> r.matrix_for((3, 3)).shape
+        (9, 9)
+        >>> profile = SpatialCorrelation.from_matrix(r.matrix_for((3, 3))).to_profile()
+        >>> profile.matrix_for((5, 5)).shape  # a 3x3 estimate used for 5x5
+        (25, 25)
 
     Reference:
         Schneider, "Correlated Initialization for Correlated Data"

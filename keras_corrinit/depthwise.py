@@ -82,10 +82,9 @@ def resample_covariance(covariance, from_shape, to_shape):
     Returns:
         A float64 `(prod(to_shape), prod(to_shape))` array.
 
-    Example:
-
-    >>> resample_covariance(np.eye(9), (3, 3), (5, 5)).shape
-    (25, 25)
+    Examples:
+        >>> resample_covariance(np.eye(9), (3, 3), (5, 5)).shape
+        (25, 25)
 
     Reference:
         Trockman, Willmott and Kolter, "Understanding the Covariance
@@ -164,13 +163,12 @@ class FilterCovariance(_CovarianceSampler):
         seed: An int, None (default: a random seed picked once) or a
             `keras.random.SeedGenerator`.
 
-    Example:
-
-    >>> layer = keras.layers.DepthwiseConv2D(
-    ...     5, depthwise_initializer=FilterCovariance(np.eye(9) / 9, seed=0))
-    >>> layer.build((None, 16, 16, 8))
-    >>> tuple(layer.kernel.shape)
-    (5, 5, 8, 1)
+    Examples:
+        >>> layer = keras.layers.DepthwiseConv2D(
+        ...     5, depthwise_initializer=FilterCovariance(np.eye(9) / 9, seed=0))
+        >>> layer.build((None, 16, 16, 8))
+        >>> tuple(layer.kernel.shape)
+        (5, 5, 8, 1)
 
     Reference:
         Trockman, Willmott and Kolter, "Understanding the Covariance
@@ -240,12 +238,11 @@ class ConstructedFilterCovariance(_CovarianceSampler):
         seed: An int, None (default: a random seed picked once) or a
             `keras.random.SeedGenerator`.
 
-    Example:
-
-    >>> init = ConstructedFilterCovariance(relative_depth=0.0, seed=0)
-    >>> round(float(np.trace(init.covariance_matrix((7, 7)))), 6)
-    1.0
-    >>> kernel = init((7, 7, 16, 1))
+    Examples:
+        >>> init = ConstructedFilterCovariance(relative_depth=0.0, seed=0)
+        >>> round(float(np.trace(init.covariance_matrix((7, 7)))), 6)
+        1.0
+        >>> kernel = init((7, 7, 16, 1))
 
     Reference:
         Trockman, Willmott and Kolter, "Understanding the Covariance
@@ -450,11 +447,10 @@ def reinitialize_depthwise(model, covariance=None, seed=None, **construction):
     Returns:
         The `{key: initializer}` applied.
 
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.DepthwiseConv2D(7, name="dw")])
-    >>> sorted(reinitialize_depthwise(model, seed=0))
-    ['dw']
+    Examples:
+        >>> model = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.DepthwiseConv2D(7, name="dw")])
+        >>> sorted(reinitialize_depthwise(model, seed=0))
+        ['dw']
 
     Reference:
         Trockman, Willmott and Kolter, "Understanding the Covariance

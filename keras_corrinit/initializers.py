@@ -92,11 +92,10 @@ class CorrelatedHeNormal(CorrelatedSampler):
     Kernels with one spatial position (1x1 convolutions, Dense) have
     R = [[1]] and so are He-normal too.
 
-    Example:
-
-    >>> init = CorrelatedHeNormal(alpha=0.5, seed=1)
-    >>> values = init(shape=(3, 3, 16, 32))
-    >>> layer = keras.layers.Conv2D(32, 3, kernel_initializer=init)
+    Examples:
+        >>> init = CorrelatedHeNormal(alpha=0.5, seed=1)
+        >>> values = init(shape=(3, 3, 16, 32))
+        >>> layer = keras.layers.Conv2D(32, 3, kernel_initializer=init)
 
     Args:
         correlation: The spatial correlation R. A `SpatialCorrelation`; a
@@ -230,11 +229,10 @@ class EnhancedGamma(SeededInitializer):
     `"spatial"` (eq. 3.1.6) one per spatial position of each filter, shared
     by its `in_channels` sub-vector. For Dense kernels both are per column.
 
-    Example:
-
-    >>> init = EnhancedGamma(base="he_normal", granularity="spatial", seed=1)
-    >>> values = init(shape=(3, 3, 16, 32))
-    >>> layer = keras.layers.Conv2D(32, 3, kernel_initializer=init)
+    Examples:
+        >>> init = EnhancedGamma(base="he_normal", granularity="spatial", seed=1)
+        >>> values = init(shape=(3, 3, 16, 32))
+        >>> layer = keras.layers.Conv2D(32, 3, kernel_initializer=init)
 
     Args:
         base: `"he_normal"` (default), `"he_uniform"`, `"lecun_normal"`,

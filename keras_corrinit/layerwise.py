@@ -149,12 +149,11 @@ def apply_initializers(model, initializers):
             becomes that initializer, so a saved model's config says how it
             was initialized.
 
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
-    >>> apply_initializers(model, {"c": keras.initializers.Zeros()})
-    >>> float(keras.ops.max(keras.ops.abs(model.get_layer("c").kernel)))
-    0.0
+    Examples:
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
+        >>> apply_initializers(model, {"c": keras.initializers.Zeros()})
+        >>> float(keras.ops.max(keras.ops.abs(model.get_layer("c").kernel)))
+        0.0
     """
     targets = _kernel_targets(model, initializers)
     values = {}

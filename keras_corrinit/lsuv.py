@@ -383,14 +383,13 @@ def lsuv_initialize(
         iterations and whether it converged, in the order the forward pass
         reached them; `layer_calls` and `forward_pass_equivalents`.
 
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((32, 32, 3)),
-    ...     keras.layers.Conv2D(16, 3, activation="relu"),
-    ...     keras.layers.Flatten(), keras.layers.Dense(10)])
-    >>> report = lsuv_initialize(model, np.random.rand(64, 32, 32, 3), verbose=0)
-    >>> all(abs(entry.final_variance - 1.0) < 0.1 for entry in report)
-    True
+    Examples:
+        >>> model = keras.Sequential([keras.Input((32, 32, 3)),
+        ...     keras.layers.Conv2D(16, 3, activation="relu"),
+        ...     keras.layers.Flatten(), keras.layers.Dense(10)])
+        >>> report = lsuv_initialize(model, np.random.rand(64, 32, 32, 3), verbose=0)
+        >>> all(abs(entry.final_variance - 1.0) < 0.1 for entry in report)
+        True
 
     Reference:
         Mishkin & Matas, "All you need is a good init", ICLR 2016

@@ -107,14 +107,13 @@ class NFMInit(CorrelatedSampler):
       channel-averaged `(P, P)` block of Sigma (see `nfm_matrix(...,
       reduce="spatial")`), scaled to mean per-weight variance `2 / fan_in`.
 
-    Example:
-
-    >>> trained_kernel = np.random.normal(size=(3, 3, 16, 64))  # e.g. a trained layer's
-    >>> init = NFMInit.from_kernel(trained_kernel, seed=0)
-    >>> layer = keras.layers.Conv2D(64, 3, kernel_initializer=init)
-    >>> layer.build((None, 8, 8, 16))
-    >>> tuple(layer.kernel.shape)
-    (3, 3, 16, 64)
+    Examples:
+        >>> trained_kernel = np.random.normal(size=(3, 3, 16, 64))  # e.g. a trained layer's
+        >>> init = NFMInit.from_kernel(trained_kernel, seed=0)
+        >>> layer = keras.layers.Conv2D(64, 3, kernel_initializer=init)
+        >>> layer.build((None, 8, 8, 16))
+        >>> tuple(layer.kernel.shape)
+        (3, 3, 16, 64)
 
     Args:
         factor: `(fan_in, rank)` array A with `Sigma = A A^T`; use
