@@ -85,10 +85,6 @@ def resample_covariance(covariance, from_shape, to_shape):
     Examples:
         >>> resample_covariance(np.eye(9), (3, 3), (5, 5)).shape
         (25, 25)
-
-    Reference:
-        Trockman, Willmott and Kolter, "Understanding the Covariance
-        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     from_shape = check.spatial_shape(from_shape, "from_shape")
     return _resampled(_validated_covariance(covariance, from_shape), from_shape, to_shape)
@@ -383,10 +379,6 @@ def depthwise_covariance_from_model(model, source=""):
     Args:
         model: A built Keras model.
         source: Free text stored with the result. Default "".
-
-    Reference:
-        Trockman, Willmott and Kolter, "Understanding the Covariance
-        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     found = _depthwise_keys(model)
     if not found:
@@ -411,10 +403,6 @@ def depthwise_layerwise_initializers(target, covariance=None, seed=None, **const
 
     Returns:
         `{key: initializer}` for `apply_initializers`.
-
-    Reference:
-        Trockman, Willmott and Kolter, "Understanding the Covariance
-        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     if covariance is not None and not isinstance(covariance, DepthwiseCovariance):
         raise TypeError(f"`covariance` must be None or a DepthwiseCovariance; received {type(covariance).__name__}.")
@@ -451,10 +439,6 @@ def reinitialize_depthwise(model, covariance=None, seed=None, **construction):
         >>> model = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.DepthwiseConv2D(7, name="dw")])
         >>> sorted(reinitialize_depthwise(model, seed=0))
         ['dw']
-
-    Reference:
-        Trockman, Willmott and Kolter, "Understanding the Covariance
-        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
     """
     initializers = depthwise_layerwise_initializers(model, covariance, seed, **construction)
     apply_initializers(model, initializers)

@@ -8,6 +8,10 @@ Pooling over layers: each layer's position covariance is divided by its mean
 position variance (so that layers with larger weights do not dominate), the
 normalized covariances are averaged with weights equal to the layers'
 observation counts, and the average is turned into a correlation matrix.
+
+Reference:
+    Schneider, "Correlated Initialization for Correlated Data" (Figure 1,
+    Table 4, footnote 2).
 """
 
 import dataclasses
@@ -289,10 +293,6 @@ def correlation_from_model(
 
     Returns:
         A `CorrelationEstimate`.
-
-    Reference:
-        Schneider, "Correlated Initialization for Correlated Data"
-        (Figure 1).
     """
     kernel_size = _kernel_size(kernel_size)
     kernels = spatial_kernels(model, kernel_size, include_depthwise, layer_filter)
@@ -319,10 +319,6 @@ def correlation_from_kernels(kernels, source="", verbose=0):
 
     Returns:
         A `CorrelationEstimate`.
-
-    Reference:
-        Schneider, "Correlated Initialization for Correlated Data"
-        (Figure 1).
     """
     if not isinstance(kernels, dict) or not kernels:
         raise ValueError("`kernels` must be a non-empty {layer name: kernel array} dict.")
@@ -447,28 +443,33 @@ def correlation_from_application(
 
     Returns:
         A `CorrelationEstimate` (`cached=True` when read from the cache).
-
-    Reference:
-        Schneider, "Correlated Initialization for Correlated Data"
-        (Figure 1).
     """
     application = _resolve_application(name)
     kernel_size = _kernel_size(kernel_size)
-    weights_id = _weights_id(weights)
     cache_dir = cache_dir or os.path.join(_keras_home(), "corrinit")
+    depthwise = "-depthwise" if include_depthwise else ""
     cache_file = os.path.join(
-        cache_dir,
-        f"{application}-{weights_id}-{'x'.join(map(str, kernel_size))}{'-depthwise' if include_depthwise else ''}.json",
+        cache_dir, f"{application}-{_weights_id(weights)}-{'x'.join(map(str, kernel_size))}{depthwise}.json"
     )
     if use_cache:
         estimate = _read_cache(cache_file)
         if estimate is not None:
             return estimate
         use_cache = _writable(cache_dir)
+    model = _build_application(application, weights, verbose)
+    source = f"{application} ({'imagenet' if weights == 'imagenet' else os.path.basename(weights)})"
+    estimate = correlation_from_model(model, kernel_size, include_depthwise, source=source, verbose=verbose)
+    if use_cache:
+        _write_cache(estimate, cache_file)
+    return estimate
+
+
+def _build_application(application, weights, verbose):
+    """The application with `include_top=False`; a failed load says what to do."""
     if verbose:
         print(f"Building {application} (weights={os.fspath(weights)}, include_top=False)...", flush=True)
     try:
-        model = getattr(keras.applications, application)(weights=weights, include_top=False)
+        return getattr(keras.applications, application)(weights=weights, include_top=False)
     except Exception as error:  # Keras raises a bare Exception for failed downloads
         if weights == "imagenet" and "URL fetch failure" in str(error):
             raise ConnectionError(_download_failure_message(application, error)) from error
@@ -478,21 +479,15 @@ def correlation_from_application(
                 f"{type(error).__name__}: {check.clipped(error, 300)}"
             ) from error
         raise
-    estimate = correlation_from_model(
-        model,
-        kernel_size,
-        include_depthwise,
-        source=f"{application} ({'imagenet' if weights == 'imagenet' else os.path.basename(weights)})",
-        verbose=verbose,
-    )
-    if use_cache:
-        try:
-            estimate.save(cache_file)
-        except OSError as error:
-            warnings.warn(
-                f"Could not write the cache file {cache_file!r} ({error}); the result is not cached.", stacklevel=2
-            )
-    return estimate
+
+
+def _write_cache(estimate, cache_file):
+    try:
+        estimate.save(cache_file)
+    except OSError as error:
+        warnings.warn(
+            f"Could not write the cache file {cache_file!r} ({error}); the result is not cached.", stacklevel=3
+        )
 
 
 def _read_cache(cache_file):

@@ -176,27 +176,49 @@ class _Interceptor:
         return call
 
     def _rescale(self, layer, forward, inputs):
-        s = self.settings
-        slices = _split(inputs, s.batches)
-        scaled = [_kernels(layer)[-1]]
+        """Rescales `layer` on `inputs` (its input in this pass); returns its final output."""
+        center_bias = self.settings.center_bias and getattr(layer, "bias", None) is not None
         output = forward(inputs)
         self.costs[layer.name] = _multiply_adds(layer, output)
-        if s.center_bias and getattr(layer, "bias", None) is not None:
-            axes = tuple(range(len(output.shape) - 1))
-            layer.bias.assign(layer.bias - ops.cast(ops.mean(output, axis=axes), layer.bias.dtype))
+        scaled = [_kernels(layer)[-1]]
+        if center_bias:
+            output = self._center(layer, forward, inputs, output)
             scaled.append(layer.bias)  # scaled with the kernel: the mean stays 0
-            output = self._call(layer, forward, inputs, 1.0)
-        homogeneous = _homogeneous(layer, s.center_bias)
+        homogeneous = _homogeneous(layer, self.settings.center_bias)
+        variance_on, batches = self._measurement(layer, forward, inputs, output, homogeneous)
+        initial, variance, iterations, total = self._iterate(scaled, variance_on, batches, homogeneous)
+        if total != 1.0:
+            output = output * ops.cast(total, output.dtype) if homogeneous else self._call(layer, forward, inputs, 1.0)
+        self._finish(layer, initial, variance, iterations, total)
+        return output
+
+    def _center(self, layer, forward, inputs, output):
+        """Sets the bias so that each output channel has mean 0; returns the new output."""
+        axes = tuple(range(len(output.shape) - 1))
+        layer.bias.assign(layer.bias - ops.cast(ops.mean(output, axis=axes), layer.bias.dtype))
+        return self._call(layer, forward, inputs, 1.0)
+
+    def _measurement(self, layer, forward, inputs, output, homogeneous):
+        """`(variance_on, number of batches)`: `variance_on(j, total)` is batch j's output variance now."""
+        slices = _split(inputs, self.settings.batches)
         sizes = [int(x.shape[0]) for x in slices]
         ends = np.cumsum([0] + sizes)
 
         def variance_on(j, total):
-            # Batch j's output under the current weights: the cached output
-            # times the total factor for homogeneous layers, else a call.
+            # The cached output times the total factor for homogeneous
+            # layers (exact), else a call of the layer on batch j.
             if homogeneous or total == 1.0:
                 return _variance(output[ends[j] : ends[j + 1]]) * total**2
             return _variance(self._call(layer, forward, slices[j], sizes[j] / ends[-1]))
 
+        return variance_on, len(slices)
+
+    def _iterate(self, scaled, variance_on, batches, homogeneous):
+        """LSUV's loop: scale `scaled` until the variance is near the target.
+
+        Returns `(initial variance, final variance, iterations, total factor)`.
+        """
+        s = self.settings
         variance = initial = variance_on(0, 1.0)
         iterations, total = 0, 1.0
         # Centred bias and kernel scaled together on a linear or ReLU output:
@@ -209,11 +231,8 @@ class _Interceptor:
             for variable in scaled:
                 variable.assign(variable * factor)
             iterations, total = iterations + 1, total * factor
-            variance = variance_on(iterations % len(slices), total)  # the paper's "next mini-batch"
-        if total != 1.0:
-            output = output * ops.cast(total, output.dtype) if homogeneous else self._call(layer, forward, inputs, 1.0)
-        self._finish(layer, initial, variance, iterations, total)
-        return output
+            variance = variance_on(iterations % batches, total)  # the paper's "next mini-batch"
+        return initial, variance, iterations, total
 
     def _call(self, layer, forward, x, share):
         """An extra call of the layer on `x`, a `share` of the full input."""
@@ -397,6 +416,28 @@ def lsuv_initialize(
     """
     _check_arguments(model, tol, max_iter, target_variance, batches, batch_size, include_frozen)
     include, exclude = _pattern(include, "include"), _pattern(exclude, "exclude")
+    x, count = _sample(data, batches, batch_size)
+    if not model.built:
+        _run_model(model, keras.tree.map_structure(lambda a: a[:1], x))
+    layers, skipped = _select(model, include, exclude, include_frozen)
+    report = LSUVReport(layers=[], skipped=skipped)
+    if not layers:
+        _warn_nothing_to_do(include or exclude, skipped)
+        return report
+    starts = _orthonormal_starts(layers, keras.random.SeedGenerator(seed)) if orthogonal else {}
+    settings = _Settings(tol, max_iter, float(target_variance), center_bias, count)
+    with (
+        unchanged_on_error(layers),
+        _Interceptor(layers, starts, settings, report, _progress(layers, verbose)) as interceptor,
+    ):
+        _run_model(model, x)
+    report.forward_pass_equivalents = 1.0 + interceptor.extra_work()
+    _report_unreached(report, layers)
+    return report
+
+
+def _sample(data, batches, batch_size):
+    """The inputs LSUV runs on (the batches concatenated), and the number of batches."""
     chunks = take_batches(data, batches, batch_size)
     if not chunks:
         raise ValueError("`data` holds no batch of samples.")
@@ -405,38 +446,37 @@ def lsuv_initialize(
         warnings.warn(
             f"LSUV uses a batch of {smallest} samples; variance estimates need at "
             f"least {_MIN_BATCH} (the paper's minimum). Pass more samples.",
-            stacklevel=2,
+            stacklevel=3,
         )
     x = chunks[0] if len(chunks) == 1 else keras.tree.map_structure(lambda *a: np.concatenate(a), *chunks)
-    if not model.built:
-        _run_model(model, keras.tree.map_structure(lambda a: a[:1], x))
-    layers, skipped = _select(model, include, exclude, include_frozen)
-    report = LSUVReport(layers=[], skipped=skipped)
-    if not layers:
-        what = "no layer matches `include`/`exclude`" if include or exclude else "the model has no layer to initialize"
-        warnings.warn(
-            f"LSUV changed nothing: {what} (LSUV initializes trainable Conv, Dense, DepthwiseConv and "
-            f"SeparableConv layers){'; skipped: ' + str(skipped) if skipped else ''}.",
-            stacklevel=2,
-        )
-        return report
-    starts = _orthonormal_starts(layers, keras.random.SeedGenerator(seed)) if orthogonal else {}
-    if verbose:
-        bar = keras.utils.Progbar(len(layers), unit_name="layer")
-        progress = lambda e: bar.add(1, [("variance", e.final_variance)])
-    else:
-        progress = lambda e: None
-    settings = _Settings(tol, max_iter, float(target_variance), center_bias, len(chunks))
-    with unchanged_on_error(layers), _Interceptor(layers, starts, settings, report, progress) as interceptor:
-        _run_model(model, x)
-    report.forward_pass_equivalents = 1.0 + interceptor.extra_work()
-    reached = {e.name for e in report}
+    return x, len(chunks)
+
+
+def _warn_nothing_to_do(filtered, skipped):
+    what = "no layer matches `include`/`exclude`" if filtered else "the model has no layer to initialize"
+    warnings.warn(
+        f"LSUV changed nothing: {what} (LSUV initializes trainable Conv, Dense, DepthwiseConv and "
+        f"SeparableConv layers){'; skipped: ' + str(skipped) if skipped else ''}.",
+        stacklevel=3,
+    )
+
+
+def _progress(layers, verbose):
+    """The per-layer progress callback: a Keras progress bar, or nothing."""
+    if not verbose:
+        return lambda entry: None
+    bar = keras.utils.Progbar(len(layers), unit_name="layer")
+    return lambda entry: bar.add(1, [("variance", entry.final_variance)])
+
+
+def _report_unreached(report, layers):
+    """Adds the layers the pass never called to `report.skipped`, with a warning."""
+    reached = {entry.name for entry in report}
     unreached = [layer.name for layer in layers if layer.name not in reached]
-    unreached += [name for name, reason in skipped.items() if reason.startswith("never")]
+    unreached += [name for name, reason in report.skipped.items() if reason.startswith("never")]
     report.skipped.update({name: "never called by the forward pass" for name in unreached})
     if unreached:
         warnings.warn(
             f"LSUV's forward pass never called the layers {unreached}; they were left as they were.",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return report

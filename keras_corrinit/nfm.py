@@ -8,6 +8,12 @@ the model output with respect to the layer's input patches is, by the Neural
 Feature Ansatz, proportional to it. `NFMInit` draws new weights from
 `N(0, Sigma)` with such a Sigma, scaled like Kaiming (mean per-weight
 variance `2 / fan_in`).
+
+Reference:
+    "New Initialization Mechanisms for Convolutional Neural Networks" (the
+    NFM/AGOP initialization poster); Beaglehole et al., "Mechanism of
+    feature learning in convolutional neural networks" (2023,
+    arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
 """
 
 import math
@@ -63,12 +69,6 @@ def nfm_matrix(layer_or_kernel, reduce="full"):
 
     Returns:
         A float64 numpy matrix.
-
-    Reference:
-        "New Initialization Mechanisms for Convolutional Neural Networks"
-        (the NFM/AGOP initialization poster); Beaglehole et al., "Mechanism
-        of feature learning in convolutional neural networks" (2023,
-        arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
     """
     kernel = _kernel_array(layer_or_kernel)
     flat = kernel.reshape(-1, kernel.shape[-1])
@@ -264,12 +264,6 @@ def nfm_layerwise_initializers(source, target, mapping=None, scaling="kaiming", 
 
     Returns:
         `{target layer name: NFMInit}`, for `apply_initializers(target, ...)`.
-
-    Reference:
-        "New Initialization Mechanisms for Convolutional Neural Networks"
-        (the NFM/AGOP initialization poster); Beaglehole et al., "Mechanism
-        of feature learning in convolutional neural networks" (2023,
-        arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
     """
     sources = {layer.name: layer for layer in _kernel_layers(source)}
     targets = [layer.name for layer in _kernel_layers(target)]
@@ -318,12 +312,6 @@ def agop_matrix(model, layer, data, batch_size=32, max_outputs=32, seed=0, steps
     Returns:
         `(fan_in, fan_in)` float64 numpy AGOP, usable as
         `NFMInit.from_covariance(agop, spatial_shape, in_channels)`.
-
-    Reference:
-        "New Initialization Mechanisms for Convolutional Neural Networks"
-        (the NFM/AGOP initialization poster); Beaglehole et al., "Mechanism
-        of feature learning in convolutional neural networks" (2023,
-        arXiv:2309.00570), the Convolutional Neural Feature Ansatz.
     """
     layer = _agop_layer(model, layer, batch_size, max_outputs)
     if steps is not None:
