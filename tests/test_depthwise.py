@@ -241,33 +241,78 @@ def test_depthwise_covariance_save_load(tmp_path):
         DepthwiseCovariance.from_config({**config, "counts": config["counts"][:1]})
 
 
-def test_bad_input():
-    with pytest.raises(ValueError, match=r"`covariance` must be positive semi-definite"):
-        FilterCovariance(-np.eye(9))
-    with pytest.raises(ValueError, match=r"`covariance` is not symmetric"):
-        FilterCovariance(np.eye(9) + np.triu(np.ones((9, 9)), 1))
-    with pytest.raises(ValueError, match=r"`covariance` is \(10, 10\), not \(k\*k, k\*k\); pass `spatial_shape`"):
-        FilterCovariance(np.eye(10))
-    with pytest.raises(ValueError, match=r"`covariance` must be \(9, 9\) for kernels of spatial shape \(3, 3\)"):
-        FilterCovariance(np.eye(10), spatial_shape=(3, 3))
-    with pytest.raises(ValueError, match=r"`relative_depth` must be a number in \[0, 1\]; received 1.5"):
-        ConstructedFilterCovariance(relative_depth=1.5)
-    with pytest.raises(ValueError, match=r"`gain` must be a finite number > 0; received 0.0"):
-        ConstructedFilterCovariance(gain=0)
-    with pytest.raises(ValueError, match=r"`sigma` must be a finite number > 0 or None; received -1.0"):
-        ConstructedFilterCovariance(sigma=-1)
-    with pytest.raises(ValueError, match=r"initializes convolution kernels \(\*spatial, a, b\); received \(4, 4\)"):
-        ConstructedFilterCovariance()((4, 4))
-    estimate = DepthwiseCovariance(["a"], [(3, 3)], [np.eye(9)], [4])
-    with pytest.raises(ValueError, match=r"\['gain'\] apply to the closed form only; pass `covariance=None`"):
-        depthwise_layerwise_initializers(convmixer_like(1, 3), estimate, gain=2.0)
-    with pytest.raises(TypeError, match="`covariance` must be None or a DepthwiseCovariance; received ndarray"):
-        depthwise_layerwise_initializers(convmixer_like(1, 3), np.eye(9))
-    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match="`target` has no depthwise kernels to initialize"):
-        reinitialize_depthwise(dense)
-    with pytest.raises(ValueError, match="The model has no depthwise kernels"):
-        depthwise_covariance_from_model(dense)
+def _dense():
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: FilterCovariance(-np.eye(9)), ValueError, r"`covariance` must be positive semi-definite"),
+        (
+            lambda: FilterCovariance(np.eye(9) + np.triu(np.ones((9, 9)), 1)),
+            ValueError,
+            r"`covariance` is not symmetric",
+        ),
+        (
+            lambda: FilterCovariance(np.eye(10)),
+            ValueError,
+            r"`covariance` is \(10, 10\), not \(k\*k, k\*k\); pass `spatial_shape`",
+        ),
+        (
+            lambda: FilterCovariance(np.eye(10), spatial_shape=(3, 3)),
+            ValueError,
+            r"`covariance` must be \(9, 9\) for kernels of spatial shape \(3, 3\)",
+        ),
+        (
+            lambda: ConstructedFilterCovariance(relative_depth=1.5),
+            ValueError,
+            r"`relative_depth` must be a number in \[0, 1\]; received 1.5",
+        ),
+        (lambda: ConstructedFilterCovariance(gain=0), ValueError, r"`gain` must be a finite number > 0; received 0.0"),
+        (
+            lambda: ConstructedFilterCovariance(sigma=-1),
+            ValueError,
+            r"`sigma` must be a finite number > 0 or None; received -1.0",
+        ),
+        (
+            lambda: ConstructedFilterCovariance()((4, 4)),
+            ValueError,
+            r"initializes convolution kernels \(\*spatial, a, b\); received \(4, 4\)",
+        ),
+        (
+            lambda: depthwise_layerwise_initializers(
+                convmixer_like(1, 3), DepthwiseCovariance(["a"], [(3, 3)], [np.eye(9)], [4]), gain=2.0
+            ),
+            ValueError,
+            r"\['gain'\] apply to the closed form only; pass `covariance=None`",
+        ),
+        (
+            lambda: depthwise_layerwise_initializers(convmixer_like(1, 3), np.eye(9)),
+            TypeError,
+            "`covariance` must be None or a DepthwiseCovariance; received ndarray",
+        ),
+        (lambda: reinitialize_depthwise(_dense()), ValueError, "`target` has no depthwise kernels to initialize"),
+        (lambda: depthwise_covariance_from_model(_dense()), ValueError, "The model has no depthwise kernels"),
+    ],
+    ids=[
+        "not-psd",
+        "not-symmetric",
+        "not-square-grid",
+        "wrong-size",
+        "relative-depth",
+        "gain",
+        "sigma",
+        "not-a-conv-kernel",
+        "construction-with-covariance",
+        "covariance-type",
+        "reinitialize-no-depthwise",
+        "measure-no-depthwise",
+    ],
+)
+def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
 
 
 def test_reinitialize_depthwise_is_all_or_nothing(monkeypatch):

@@ -18,6 +18,7 @@ from keras_corrinit import (
     correlation_from_kernels,
     correlation_from_model,
     matrix_profile,
+    spatial_kernels,
 )
 from keras_corrinit.cli import main as cli_main
 
@@ -126,18 +127,36 @@ def test_layerwise_initialization_and_self_contained_config(planted_vgg16, tmp_p
         )
 
 
-def test_errors():
-    with pytest.raises(ValueError, match=r"Unknown application 'ResNet51'. Valid names: .*ResNet50.*VGG16"):
-        correlation_from_application("ResNet51")
-    with pytest.raises(ValueError, match=r"`weights` file '/nonexistent/w.h5' does not exist"):
-        correlation_from_application("VGG16", weights="/nonexistent/w.h5")
-    dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match=r"no conv layer with kernel size \(3, 3\)"):
-        correlation_from_model(dense_only)
-    with pytest.raises(ValueError, match="`kernel_size` must have at least 2 positions"):
-        correlation_from_model(dense_only, kernel_size=1)
-    with pytest.raises(TypeError, match="`layer_filter` must be None"):
-        correlation_from_model(dense_only, layer_filter=3)
+def _dense_only():
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: correlation_from_application("ResNet51"),
+            ValueError,
+            r"Unknown application 'ResNet51'. Valid names: .*ResNet50.*VGG16",
+        ),
+        (
+            lambda: correlation_from_application("VGG16", weights="/nonexistent/w.h5"),
+            ValueError,
+            r"`weights` file '/nonexistent/w.h5' does not exist",
+        ),
+        (lambda: correlation_from_model(_dense_only()), ValueError, r"no conv layer with kernel size \(3, 3\)"),
+        (
+            lambda: correlation_from_model(_dense_only(), kernel_size=1),
+            ValueError,
+            "`kernel_size` must have at least 2 positions",
+        ),
+        (lambda: correlation_from_model(_dense_only(), layer_filter=3), TypeError, "`layer_filter` must be None"),
+    ],
+    ids=["unknown-application", "missing-weights-file", "no-conv-layer", "one-position", "layer-filter-type"],
+)
+def test_errors(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
 
 
 def test_layer_filter_and_depthwise():
@@ -178,86 +197,48 @@ def test_failed_download_says_which_file_to_place_where(tmp_path, monkeypatch):
     assert "https://storage.googleapis.com/" in message
 
 
-def test_cli_end_to_end(planted_vgg16, tmp_path, capsys, monkeypatch):
-    model, planted, path = planted_vgg16
+def test_cli_writes_the_estimate_and_the_plot(planted_vgg16, tmp_path, capsys, monkeypatch):
+    _, planted, path = planted_vgg16
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
     out, png = tmp_path / "r.json", tmp_path / "fig1.png"
     assert cli_main(["extract", path, "--application", "VGG16", "--out", str(out), "--plot", str(png)]) == 0
-    estimate = CorrelationEstimate.load(out)
-    _check_recovery(estimate, planted)
+    _check_recovery(CorrelationEstimate.load(out), planted)
     assert png.read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "13 layers with 3x3 kernels" in printed and "distance 1.000" in printed
+
+
+def test_cli_answers_a_second_call_from_the_cache(planted_vgg16, tmp_path, capsys, monkeypatch):
+    _, _, path = planted_vgg16
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    out = tmp_path / "r.json"
+    assert cli_main(["extract", path, "--application", "VGG16", "--out", str(out)]) == 0
+    assert "(cached)" not in capsys.readouterr().out
     assert cli_main(["extract", "VGG16", "--weights", path, "--out", str(out)]) == 0
     assert "(cached)" in capsys.readouterr().out
-    keras_file = tmp_path / "m.keras"
+
+
+def test_cli_reads_a_keras_file(planted_vgg16, tmp_path):
+    model, _, _ = planted_vgg16
+    keras_file, out = tmp_path / "m.keras", tmp_path / "r.json"
     model.save(str(keras_file))
     assert cli_main(["extract", str(keras_file), "--out", str(out)]) == 0
-    np.testing.assert_allclose(CorrelationEstimate.load(out).matrix, estimate.matrix, atol=1e-12)
-    assert cli_main(["extract", "ResNet51", "--out", str(out)]) == 2
-    assert "Unknown application 'ResNet51'" in capsys.readouterr().err
-    assert cli_main(["extract", path, "--out", str(out)]) == 2
-    assert "--application" in capsys.readouterr().err
+    np.testing.assert_allclose(CorrelationEstimate.load(out).matrix, correlation_from_model(model).matrix, atol=1e-12)
 
 
-def _cache_file(cache):
-    [name] = os.listdir(cache)
-    return cache / name
-
-
-def test_a_cache_that_is_not_an_estimate_is_recomputed_with_a_warning(planted_vgg16, tmp_path):
-    _, planted, path = planted_vgg16
-    cache = tmp_path / "cache"
-    correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
-    config = json.loads(_cache_file(cache).read_text())
-    config["matrix"] = np.full((9, 9), 5.0).tolist()
-    _cache_file(cache).write_text(json.dumps(config))
-    with pytest.warns(
-        UserWarning, match=r"Ignoring the cache file .*VGG16.*json': `matrix` is not a correlation matrix"
-    ):
-        estimate = correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
-    assert not estimate.cached
-    _check_recovery(estimate, planted)
-    assert correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0).cached  # replaced
-
-
-def test_a_corrupt_cache_names_the_file(planted_vgg16, tmp_path):
-    _, _, path = planted_vgg16
-    cache = tmp_path / "cache"
-    correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
-    _cache_file(cache).write_text("{not json")
-    with pytest.warns(UserWarning, match=r"Ignoring the cache file '.*VGG16-.*\.json': Expecting property name"):
-        assert not correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0).cached
-
-
-def test_an_unusable_cache_dir_warns_before_the_work_and_keeps_the_result(planted_vgg16, tmp_path):
-    _, planted, path = planted_vgg16
-    blocked = tmp_path / "a_file"
-    blocked.write_text("")  # a file where the folder should be: not writable, even for root
-    with pytest.warns(UserWarning, match=r"The cache directory '.*a_file' is not writable"):
-        estimate = correlation_from_application("vgg16", weights=path, cache_dir=str(blocked), verbose=0)
-    _check_recovery(estimate, planted)
-
-
-def test_estimate_configs_are_checked():
-    estimate = correlation_from_kernels({"a": RNG_KERNEL})
-    config = estimate.get_config()
-    assert CorrelationEstimate.from_config(config).get_config() == config
-    bad = [
-        ({**config, "evil": 1}, ValueError, "A CorrelationEstimate config is a dict with the keys"),
-        ({**config, "spatial_shape": [33, 33]}, ValueError, "has 1089 spatial positions"),
-        ({**config, "per_layer": {"b": config["per_layer"]["a"]}}, ValueError, "must name exactly its layers"),
-        ({**config, "matrix": [[1.0]]}, ValueError, r"`matrix` must be \(9, 9\)"),
-        ({**config, "counts": {"a": "many"}}, TypeError, "`counts` must be an int"),
-    ]
-    for tampered, error, message in bad:
-        with pytest.raises(error, match=message):
-            CorrelationEstimate.from_config(tampered)
+@pytest.mark.parametrize(
+    "source, extra, message",
+    [
+        ("ResNet51", [], "Unknown application 'ResNet51'"),
+        ("weights.h5", [], "holds weights only; name the architecture with --application"),
+    ],
+)
+def test_cli_errors_exit_2_with_the_reason(tmp_path, capsys, source, extra, message):
+    assert cli_main(["extract", source, "--out", str(tmp_path / "r.json"), *extra]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_correlation_from_kernels_matches_model_and_checks_shapes(planted_vgg16):
-    from keras_corrinit import correlation_from_kernels, spatial_kernels
-
     model = planted_vgg16[0]
     kernels = dict(spatial_kernels(model))
     direct = correlation_from_kernels(kernels, source="arrays")
