@@ -103,7 +103,8 @@ class CorrelationEstimate(JsonFile):
     Attributes:
         spatial_shape: Kernel shape the matrices belong to, e.g. `(3, 3)`.
         layer_names: Layers used, in model order (= depth order).
-        per_layer: `{layer name: (P, P) correlation matrix}`.
+        layer_matrices: `{layer name: (P, P) correlation matrix}` (called
+            `per_layer` before 0.3.0; that name still reads it, deprecated).
         counts: `{layer name: number of (in, out) observations}`.
         matrix: The pooled `(P, P)` correlation matrix.
         source: What it was measured on. Default "".
@@ -117,11 +118,22 @@ class CorrelationEstimate(JsonFile):
 
     spatial_shape: tuple
     layer_names: list
-    per_layer: dict
+    layer_matrices: dict
     counts: dict
     matrix: np.ndarray
     source: str = ""
     cached: bool = False
+
+    @property
+    def per_layer(self):
+        """Deprecated since 0.3.0: `layer_matrices` (`per_layer` is the monitor's flag)."""
+        warnings.warn(
+            "CorrelationEstimate.per_layer is deprecated since 0.3.0 and will be removed in 0.4.0; "
+            "use layer_matrices.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.layer_matrices
 
     # ----------------------------------------------------------- profiles
     def profile(self, layer=None):
@@ -131,9 +143,9 @@ class CorrelationEstimate(JsonFile):
     def _matrix_of(self, layer):
         if layer is None:
             return self.matrix
-        if layer not in self.per_layer:
+        if layer not in self.layer_matrices:
             raise ValueError(f"No layer {layer!r} in this estimate; layers are {self.layer_names}.")
-        return self.per_layer[layer]
+        return self.layer_matrices[layer]
 
     def depth(self, layer):
         """Relative depth of a layer: 0 for the first, 1 for the last."""
@@ -158,7 +170,7 @@ class CorrelationEstimate(JsonFile):
     def group_matrix(self, layers):
         """Count-weighted mean correlation matrix of some layers."""
         weights = np.array([self.counts[name] for name in layers], dtype=np.float64)
-        stacked = np.stack([self.per_layer[name] for name in layers])
+        stacked = np.stack([self.layer_matrices[name] for name in layers])
         return np.tensordot(weights / weights.sum(), stacked, axes=1)
 
     def depth_profiles(self, n_groups=3):
@@ -226,7 +238,7 @@ class CorrelationEstimate(JsonFile):
         return {
             "spatial_shape": list(self.spatial_shape),
             "layer_names": list(self.layer_names),
-            "per_layer": {k: v.tolist() for k, v in self.per_layer.items()},
+            "layer_matrices": {k: v.tolist() for k, v in self.layer_matrices.items()},
             "counts": dict(self.counts),
             "matrix": self.matrix.tolist(),
             "source": self.source,
@@ -235,22 +247,29 @@ class CorrelationEstimate(JsonFile):
     @classmethod
     def from_config(cls, config):
         """The estimate a `get_config()` dict describes, checked: a config may come from a file."""
-        keys = {"spatial_shape", "layer_names", "per_layer", "counts", "matrix", "source"}
+        if isinstance(config, dict) and "per_layer" in config and "layer_matrices" not in config:
+            # A file written by 0.2.0, when the field was called per_layer.
+            config = {("layer_matrices" if key == "per_layer" else key): value for key, value in config.items()}
+        keys = {"spatial_shape", "layer_names", "layer_matrices", "counts", "matrix", "source"}
         if not isinstance(config, dict) or set(config) - keys or keys - {"source"} - set(config):
             raise ValueError(f"A CorrelationEstimate config is a dict with the keys {sorted(keys)}.")
         spatial_shape = check.spatial_shape(config["spatial_shape"], "spatial_shape")
         layer_names = list(config["layer_names"])
-        if not layer_names or not isinstance(config["per_layer"], dict) or not isinstance(config["counts"], dict):
-            raise ValueError("A CorrelationEstimate config needs at least one layer, and dicts `per_layer`, `counts`.")
-        if set(config["per_layer"]) != set(layer_names) or set(config["counts"]) != set(layer_names):
-            raise ValueError("A CorrelationEstimate config's `per_layer` and `counts` must name exactly its layers.")
+        matrices, counts = config["layer_matrices"], config["counts"]
+        if not layer_names or not isinstance(matrices, dict) or not isinstance(counts, dict):
+            raise ValueError(
+                "A CorrelationEstimate config needs at least one layer, and dicts `layer_matrices`, `counts`."
+            )
+        if set(matrices) != set(layer_names) or set(counts) != set(layer_names):
+            raise ValueError(
+                "A CorrelationEstimate config's `layer_matrices` and `counts` must name exactly its layers."
+            )
         p = math.prod(spatial_shape)
-        matrices = {name: _correlation_matrix(config["per_layer"][name], p, "per_layer") for name in layer_names}
         return cls(
             spatial_shape=spatial_shape,
             layer_names=layer_names,
-            per_layer=matrices,
-            counts={name: check.integer(config["counts"][name], "counts", minimum=2) for name in layer_names},
+            layer_matrices={name: _correlation_matrix(matrices[name], p, "layer_matrices") for name in layer_names},
+            counts={name: check.integer(counts[name], "counts", minimum=2) for name in layer_names},
             matrix=_correlation_matrix(config["matrix"], p, "matrix"),
             source=str(config.get("source", "")),
         )
@@ -331,7 +350,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
         )
     kernel_size = _kernel_size(shapes.pop())
     bar = keras.utils.Progbar(len(arrays), unit_name="layer") if verbose else None
-    per_layer, counts, pooled, total = {}, {}, 0.0, 0
+    matrices, counts, pooled, total = {}, {}, 0.0, 0
     for name, kernel in arrays.items():
         n = kernel.shape[-2] * kernel.shape[-1]
         cov = filter_covariance(kernel)[0] if n >= 2 else np.zeros((1, 1))
@@ -341,17 +360,17 @@ def correlation_from_kernels(kernels, source="", verbose=0):
                 stacklevel=2,
             )
             continue
-        per_layer[name], counts[name] = to_correlation(cov), n
+        matrices[name], counts[name] = to_correlation(cov), n
         pooled = pooled + cov / np.diag(cov).mean() * n
         total += n
         if bar:
             bar.add(1)
-    if not per_layer:
+    if not matrices:
         raise ValueError(f"No usable kernel with spatial shape {kernel_size} in {source or 'the input'}.")
     return CorrelationEstimate(
         spatial_shape=kernel_size,
-        layer_names=list(per_layer),
-        per_layer=per_layer,
+        layer_names=list(matrices),
+        layer_matrices=matrices,
         counts=counts,
         matrix=to_correlation(pooled / total),
         source=source,

@@ -212,7 +212,7 @@ def test_learned_arms_use_the_source(tmp_path):
     convs = [layer for layer in layerwise.layers if isinstance(layer, keras.layers.Conv2D)]
     for layer, name in zip(convs, source.estimate.layer_names):
         np.testing.assert_allclose(
-            layer.kernel_initializer.correlation_matrix((3, 3)), source.estimate.per_layer[name], atol=1e-12
+            layer.kernel_initializer.correlation_matrix((3, 3)), source.estimate.layer_matrices[name], atol=1e-12
         )
     nfm = compare.build_model({**run, "init": "nfm_kaiming"}, data, context)
     for layer, src in zip(arms._kernel_layers(nfm), arms._kernel_layers(source_model)):

@@ -49,7 +49,7 @@ def _check_recovery(estimate, planted):
     assert estimate.layer_names == list(planted)
     for name, (r, n) in planted.items():
         assert estimate.counts[name] == n
-        np.testing.assert_allclose(estimate.per_layer[name], r, atol=Z / math.sqrt(n))
+        np.testing.assert_allclose(estimate.layer_matrices[name], r, atol=Z / math.sqrt(n))
         d, v, _ = estimate.profile(name)
         d_ref, v_ref, _ = matrix_profile(r, (3, 3))
         np.testing.assert_allclose(d, d_ref)
@@ -120,7 +120,7 @@ def test_layerwise_initialization_and_self_contained_config(planted_vgg16, tmp_p
         # the sample estimates the source estimate: two sampling errors
         np.testing.assert_allclose(np.corrcoef(w.reshape(9, -1)), r, atol=2 * Z / math.sqrt(n))
         config = keras.initializers.serialize(layer.kernel_initializer)
-        np.testing.assert_allclose(config["config"]["correlation"]["matrix"], estimate.per_layer[name], atol=1e-12)
+        np.testing.assert_allclose(config["config"]["correlation"]["matrix"], estimate.layer_matrices[name], atol=1e-12)
     with pytest.raises(ValueError, match="has 2 conv layers with kernel size .* pass `mapping="):
         estimate.layerwise_initializers(
             keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Conv2D(2, 3)])
@@ -236,6 +236,75 @@ def test_cli_reads_a_keras_file(planted_vgg16, tmp_path):
 def test_cli_errors_exit_2_with_the_reason(tmp_path, capsys, source, extra, message):
     assert cli_main(["extract", source, "--out", str(tmp_path / "r.json"), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def _cache_file(cache):
+    [name] = os.listdir(cache)
+    return cache / name
+
+
+def test_a_cache_that_is_not_an_estimate_is_recomputed_with_a_warning(planted_vgg16, tmp_path):
+    _, planted, path = planted_vgg16
+    cache = tmp_path / "cache"
+    correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
+    config = json.loads(_cache_file(cache).read_text())
+    config["matrix"] = np.full((9, 9), 5.0).tolist()
+    _cache_file(cache).write_text(json.dumps(config))
+    with pytest.warns(
+        UserWarning, match=r"Ignoring the cache file .*VGG16.*json': `matrix` is not a correlation matrix"
+    ):
+        estimate = correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
+    assert not estimate.cached
+    _check_recovery(estimate, planted)
+    assert correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0).cached  # replaced
+
+
+def test_a_corrupt_cache_names_the_file(planted_vgg16, tmp_path):
+    _, _, path = planted_vgg16
+    cache = tmp_path / "cache"
+    correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0)
+    _cache_file(cache).write_text("{not json")
+    with pytest.warns(UserWarning, match=r"Ignoring the cache file '.*VGG16-.*\.json': Expecting property name"):
+        assert not correlation_from_application("vgg16", weights=path, cache_dir=str(cache), verbose=0).cached
+
+
+def test_an_unusable_cache_dir_warns_before_the_work_and_keeps_the_result(planted_vgg16, tmp_path):
+    _, planted, path = planted_vgg16
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")  # a file where the folder should be: not writable, even for root
+    with pytest.warns(UserWarning, match=r"The cache directory '.*a_file' is not writable"):
+        estimate = correlation_from_application("vgg16", weights=path, cache_dir=str(blocked), verbose=0)
+    _check_recovery(estimate, planted)
+
+
+def test_an_estimate_saved_by_0_2_0_still_loads_and_per_layer_is_deprecated(tmp_path):
+    estimate = correlation_from_kernels({"a": RNG_KERNEL})
+    old = {("per_layer" if key == "layer_matrices" else key): value for key, value in estimate.get_config().items()}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    loaded = CorrelationEstimate.load(tmp_path / "old.json")
+    np.testing.assert_array_equal(loaded.layer_matrices["a"], estimate.layer_matrices["a"])
+    with pytest.warns(DeprecationWarning, match="use layer_matrices"):
+        assert loaded.per_layer is loaded.layer_matrices
+
+
+def test_estimate_configs_are_checked():
+    estimate = correlation_from_kernels({"a": RNG_KERNEL})
+    config = estimate.get_config()
+    assert CorrelationEstimate.from_config(config).get_config() == config
+    bad = [
+        ({**config, "evil": 1}, ValueError, "A CorrelationEstimate config is a dict with the keys"),
+        ({**config, "spatial_shape": [33, 33]}, ValueError, "has 1089 spatial positions"),
+        (
+            {**config, "layer_matrices": {"b": config["layer_matrices"]["a"]}},
+            ValueError,
+            "must name exactly its layers",
+        ),
+        ({**config, "matrix": [[1.0]]}, ValueError, r"`matrix` must be \(9, 9\)"),
+        ({**config, "counts": {"a": "many"}}, TypeError, "`counts` must be an int"),
+    ]
+    for tampered, error, message in bad:
+        with pytest.raises(error, match=message):
+            CorrelationEstimate.from_config(tampered)
 
 
 def test_correlation_from_kernels_matches_model_and_checks_shapes(planted_vgg16):
