@@ -128,8 +128,7 @@ class CorrelationEstimate(JsonFile):
     def per_layer(self):
         """Deprecated since 0.3.0: `layer_matrices` (`per_layer` is the monitor's flag)."""
         warnings.warn(
-            "CorrelationEstimate.per_layer is deprecated since 0.3.0 and will be removed in 0.4.0; "
-            "use layer_matrices.",
+            "CorrelationEstimate.per_layer is deprecated since 0.3.0 and will be removed in 0.4.0; use layer_matrices.",
             DeprecationWarning,
             stacklevel=2,
         )

@@ -35,33 +35,38 @@ def _layer_of(path, prefix):
 class GradientSignTracker:
     """Gradient sign changes and magnitude, updated once per optimizer step.
 
-    Stateful use (eager loops, `tf.function`, PyTorch, DDP):
-
-    >>> layer = keras.layers.Dense(2)
-    >>> layer.build((None, 3))
-    >>> tracker = GradientSignTracker(layer.trainable_variables, per_layer=True)
-    >>> for sign in (1.0, -1.0):  # in a loop: the gradients the optimizer applies
-    ...     grads = [sign * keras.ops.ones(v.shape) for v in layer.trainable_variables]
-    ...     tracker.update(grads)
-    >>> float(tracker.result()["grad_sign_change"])  # every sign flipped once
-    1.0
-
-    Stateless use (jitted JAX steps, `keras.StatelessScope`): the state is
-    a pytree of arrays, passed in and returned by the step function, as
+    Stateful use (eager loops, `tf.function`, PyTorch, DDP): `update(grads)`
+    after each step, `result()` when wanted. Stateless use (jitted JAX
+    steps, `keras.StatelessScope`): the state is a pytree of arrays, passed
+    in and returned by the step function, as
     `state = tracker.stateless_update(state, grads)` inside `jax.jit`.
-
-    >>> state = tracker.initial_state()
-    >>> for sign in (1.0, 1.0):
-    ...     grads = [sign * keras.ops.ones(v.shape) for v in layer.trainable_variables]
-    ...     state = tracker.stateless_update(state, grads)
-    >>> float(tracker.stateless_result(state)["grad_sign_change"])
-    0.0
 
     `result()` has the keys of `GradientSignMonitor`'s logs:
     `grad_sign_change`, `grad_magnitude`, `grad_nonfinite_steps`, and with
     `per_layer=True` `grad_sign_change/<layer>` and `grad_magnitude/<layer>`
     (layer = the variable's path without its last part and without a first
     part that all variables share, such as the model's name).
+
+    Examples:
+        Stateful:
+
+        >>> layer = keras.layers.Dense(2)
+        >>> layer.build((None, 3))
+        >>> tracker = GradientSignTracker(layer.trainable_variables, per_layer=True)
+        >>> for sign in (1.0, -1.0):  # in a loop: the gradients the optimizer applies
+        ...     grads = [sign * keras.ops.ones(v.shape) for v in layer.trainable_variables]
+        ...     tracker.update(grads)
+        >>> float(tracker.result()["grad_sign_change"])  # every sign flipped once
+        1.0
+
+        Stateless:
+
+        >>> state = tracker.initial_state()
+        >>> for sign in (1.0, 1.0):
+        ...     grads = [sign * keras.ops.ones(v.shape) for v in layer.trainable_variables]
+        ...     state = tracker.stateless_update(state, grads)
+        >>> float(tracker.stateless_result(state)["grad_sign_change"])
+        0.0
 
     Args:
         variables: The trainable variables whose gradients are passed, in
