@@ -37,6 +37,10 @@ PROPERTY_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
+# The draws over every dtype compile a kernel per (shape, dtype) on JAX:
+# fewer examples keep the suite's time in bounds.
+DTYPE_SETTINGS = settings(PROPERTY_SETTINGS, max_examples=20)
+
 spatial_shapes = st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple)
 channels = st.integers(1, 64)
 
@@ -167,7 +171,7 @@ def test_correlated_weights_are_finite_or_the_documented_error(data, shape, alph
         assert str(info.value).startswith("sum(R) = ") and "variance_mode='weight'" in str(info.value)
 
 
-@PROPERTY_SETTINGS
+@DTYPE_SETTINGS
 @given(
     shape=kernel_shapes(),
     base=st.sampled_from(
@@ -312,7 +316,7 @@ def test_matrix_for_another_kernel_size_is_an_error_naming_correlation(matrix_sp
     _assert_names(info.value, "correlation")
 
 
-@PROPERTY_SETTINGS
+@DTYPE_SETTINGS
 @given(
     spatial=spatial_shapes,
     c_in=st.integers(1, 16),
@@ -340,7 +344,7 @@ def test_constructed_covariance_with_extreme_parameters(
     assert drew or not 1e-2 <= gain <= 1e2
 
 
-@PROPERTY_SETTINGS
+@DTYPE_SETTINGS
 @given(spatial=spatial_shapes, dtype=st.sampled_from(DTYPES), seed=seeds, scale=extreme, rank=st.integers(1, 4))
 def test_filter_covariance_with_extreme_scales(spatial, dtype, seed, scale, rank):
     p = math.prod(spatial)
@@ -350,7 +354,7 @@ def test_filter_covariance_with_extreme_scales(spatial, dtype, seed, scale, rank
     )
 
 
-@PROPERTY_SETTINGS
+@DTYPE_SETTINGS
 @given(
     spatial=spatial_shapes,
     c_in=st.integers(1, 8),
@@ -369,7 +373,7 @@ def test_nfm_with_extreme_kernels(spatial, c_in, c_out, target_in, dtype, seed, 
     assert drew or scaling == "none"  # Kaiming scaling fits any kernel's scale
 
 
-@PROPERTY_SETTINGS
+@DTYPE_SETTINGS
 @given(
     shape=kernel_shapes(),
     dtype=st.sampled_from(DTYPES),
