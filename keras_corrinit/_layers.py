@@ -122,3 +122,12 @@ def unchanged_on_error(layers):
         for layer, name, value in attributes:
             setattr(layer, name, value)
         raise
+
+
+def depthwise_kernels(model):
+    """`(key, layer)` of each depthwise kernel, keyed as `apply_initializers` expects."""
+    found = []
+    for layer, slot in kernel_layers(model, ("depthwise",)):
+        key = layer.name if slot.attribute == "kernel" else f"{layer.name}/{slot.attribute}"
+        found.append((key, getattr(layer, slot.attribute)))
+    return found

@@ -12,8 +12,9 @@ import zipfile
 
 import keras
 
+from keras_corrinit._applications import correlation_from_application
+from keras_corrinit._estimates import correlation_from_model
 from keras_corrinit._validation import clipped
-from keras_corrinit.extraction import correlation_from_application, correlation_from_model
 
 
 def _check_outputs(args):

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_corrinit.correlation import (
+from keras_corrinit import (
     SpatialCorrelation,
     filter_covariance,
     matrix_profile,
@@ -239,7 +239,7 @@ def test_bad_configs(config, error, message):
 def test_the_repair_of_a_large_kernel_is_bounded_and_still_valid(monkeypatch):
     # A 32x32 profile far from PSD: the repair may take 10 projections (one
     # eigendecomposition each, plus the final clip), not 200.
-    import keras_corrinit.correlation as correlation_module
+    from keras_corrinit import _correlation as correlation_module
 
     calls = []
     original = correlation_module._symmetric_eigh

@@ -1,4 +1,4 @@
-"""Covariance initialization of depthwise filters (keras_corrinit.depthwise)."""
+"""Depthwise covariance: FilterCovariance, ConstructedFilterCovariance, DepthwiseCovariance, transfer."""
 
 import math
 

@@ -8,10 +8,8 @@ dtypes are checked and normalized here once, for every initializer.
 """
 
 import inspect
-import json
 import math
 import random as python_random
-import warnings
 
 import keras
 import numpy as np
@@ -19,6 +17,9 @@ from keras import ops
 
 from keras_corrinit import _validation as check
 from keras_corrinit._backend import stored_dtype
+
+__all__ = ["CorrelatedSampler", "SeededInitializer", "cast", "fan_in", "kernel_shape", "sampling_dtype"]
+
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
@@ -181,32 +182,3 @@ class CorrelatedSampler(SeededInitializer):
             ops.reshape(z, (factor.shape[1], -1)),
         )
         return cast(ops.reshape(weights, shape), dtype)
-
-
-class Configurable:
-    """Mixin: the deprecated `to_config` name of `get_config` (until 0.4.0)."""
-
-    def to_config(self):
-        """Deprecated since 0.3.0: use `get_config()` (Keras's name)."""
-        warnings.warn(
-            f"{type(self).__name__}.to_config() is deprecated since 0.3.0 and will be removed in 0.4.0; "
-            "use get_config().",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.get_config()
-
-
-class JsonFile(Configurable):
-    """Mixin: `save(path)` and `load(path)` through `get_config`/`from_config`."""
-
-    def save(self, path):
-        """Writes `get_config()` to a JSON file."""
-        with open(path, "w") as f:
-            json.dump(self.get_config(), f)
-
-    @classmethod
-    def load(cls, path):
-        """Reads a file written by `save`."""
-        with open(path) as f:
-            return cls.from_config(json.load(f))

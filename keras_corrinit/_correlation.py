@@ -22,16 +22,17 @@ import warnings
 import numpy as np
 
 from keras_corrinit import _validation as check
-from keras_corrinit._base import Configurable
+from keras_corrinit._config import Configurable
 
 __all__ = [
     "SpatialCorrelation",
-    "filter_covariance",
     "matrix_profile",
     "nearest_correlation_matrix",
     "position_distances",
     "psd_factor",
+    "to_correlation",
 ]
+
 
 # Asymmetry and negative eigenvalues below this are float noise, not errors.
 _PSD_TOL = 1e-10
@@ -130,39 +131,6 @@ def _validated_matrix(matrix, name="matrix"):
             "matrix positive variances."
         )
     return to_correlation(m)
-
-
-def filter_covariance(kernel):
-    """The `(P, P)` covariance of a kernel's spatial filters, and their count.
-
-    Every `(*spatial)` slice of `kernel` (shape `(*spatial, a, b)`: an
-    `(in, out)` channel pair of a convolution, or `(channels, multiplier)`
-    of a depthwise one) is one observation of a P-vector. The covariance is
-    the sample covariance about the filters' mean, with divisor n - 1 (as
-    `numpy.cov`), and is not normalized: a filter's scale is part of what
-    depthwise transfer carries. Correlation extraction (the paper's
-    Figure 1) uses the same statistic and normalizes it.
-
-    Args:
-        kernel: A numpy-convertible kernel with at least 3 dimensions.
-
-    Returns:
-        `(covariance, n)`: a float64 `(P, P)` array and the number of filters.
-
-    Reference:
-        Trockman, Willmott and Kolter, "Understanding the Covariance
-        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
-    """
-    kernel = np.asarray(kernel, dtype=np.float64)
-    if kernel.ndim < 3:
-        raise ValueError(f"`kernel` must be a convolution kernel (*spatial, a, b); received shape {kernel.shape}.")
-    p = math.prod(kernel.shape[:-2])
-    x = kernel.reshape(p, -1)
-    n = x.shape[1]
-    if n < 2:
-        raise ValueError(f"`kernel` holds {n} filter; a covariance needs at least 2.")
-    x = x - x.mean(axis=1, keepdims=True)
-    return x @ x.T / (n - 1), n
 
 
 def _distance_key(distances):

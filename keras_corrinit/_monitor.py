@@ -59,7 +59,7 @@ from keras_corrinit._backend import (
     sync_training_state,
 )
 from keras_corrinit._state import SUM_KEYS, read_state, write_state
-from keras_corrinit.tracker import GradientSignTracker
+from keras_corrinit._tracker import GradientSignTracker
 
 __all__ = ["GradientSignMonitor"]
 

@@ -1,46 +1,51 @@
-"""Spatial correlation of trained convolution filters (the paper's Figure 1).
+"""Statistics measured on trained networks, as containers that initialize others.
 
-Every (in, out) channel pair of a k x k convolution kernel is one observation
-of a P-vector (P = k * k); the Pearson correlation of the P positions over
-all observations of a layer is that layer's spatial correlation matrix.
-
-Pooling over layers: each layer's position covariance is divided by its mean
-position variance (so that layers with larger weights do not dominate), the
-normalized covariances are averaged with weights equal to the layers'
-observation counts, and the average is turned into a correlation matrix.
+* `CorrelationEstimate`: the spatial correlation of trained convolution
+  filters (the correlated-initialization paper's Figure 1). Every (in, out)
+  channel pair of a k x k kernel is one observation of a P-vector
+  (P = k * k); the Pearson correlation of the P positions over all
+  observations of a layer is that layer's correlation matrix. Pooling over
+  layers: each layer's position covariance is divided by its mean position
+  variance (so that layers with larger weights do not dominate), the
+  normalized covariances are averaged with weights equal to the layers'
+  observation counts, and the average is turned into a correlation matrix.
+* `DepthwiseCovariance`: the filter covariance of every depthwise layer
+  (Trockman et al. 2023), scale included, transferable by relative depth
+  and kernel size.
 
 Reference:
     Schneider, "Correlated Initialization for Correlated Data" (Figure 1,
-    Table 4, footnote 2).
+    Table 4, footnote 2); Trockman, Willmott and Kolter, "Understanding the
+    Covariance Structure of Convolutional Filters", ICLR 2023.
 """
 
 import dataclasses
-import hashlib
 import math
-import os
 import re
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 
 from keras_corrinit import _validation as check
-from keras_corrinit._base import JsonFile
-from keras_corrinit._layers import CONV_KINDS, kernel_layers
-from keras_corrinit.correlation import SpatialCorrelation, filter_covariance, matrix_profile, to_correlation
-from keras_corrinit.initializers import CorrelatedHeNormal
-from keras_corrinit.layerwise import initializers_by_layer, pair_layers
-from keras_corrinit.plots import plot_correlation_profiles
+from keras_corrinit._config import JsonFile
+from keras_corrinit._correlated import CorrelatedHeNormal
+from keras_corrinit._correlation import SpatialCorrelation, matrix_profile, to_correlation
+from keras_corrinit._covariance import filter_covariance, resampled, validated_covariance
+from keras_corrinit._depthwise import FilterCovariance
+from keras_corrinit._layers import CONV_KINDS, depthwise_kernels, kernel_layers
+from keras_corrinit._layerwise import initializers_by_layer, pair_layers
+from keras_corrinit._plots import plot_correlation_profiles
 
 __all__ = [
     "CorrelationEstimate",
-    "application_names",
-    "correlation_from_application",
+    "DepthwiseCovariance",
     "correlation_from_kernels",
     "correlation_from_model",
+    "depthwise_covariance_from_model",
     "spatial_kernels",
 ]
+
 
 _DEPTH_GROUPS = ("early", "middle", "late")
 
@@ -59,7 +64,7 @@ def _layer_filter(layer_filter):
     )
 
 
-def _kernel_size(kernel_size):
+def checked_kernel_size(kernel_size):
     if isinstance(kernel_size, int):
         kernel_size = (kernel_size, kernel_size)
     try:
@@ -86,7 +91,7 @@ def spatial_kernels(model, kernel_size=(3, 3), include_depthwise=False, layer_fi
         layer_filter: None (default: every layer), a regular expression
             searched in layer names, or a callable `name -> bool`.
     """
-    kernel_size = _kernel_size(kernel_size)
+    kernel_size = checked_kernel_size(kernel_size)
     keep = _layer_filter(layer_filter)
     kinds = CONV_KINDS + (("depthwise",) if include_depthwise else ())
     return [
@@ -312,7 +317,7 @@ def correlation_from_model(
     Returns:
         A `CorrelationEstimate`.
     """
-    kernel_size = _kernel_size(kernel_size)
+    kernel_size = checked_kernel_size(kernel_size)
     kernels = spatial_kernels(model, kernel_size, include_depthwise, layer_filter)
     if not kernels:
         raise ValueError(
@@ -347,7 +352,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
             "All `kernels` must be (*spatial, in, out) arrays of one spatial shape; "
             f"received spatial shapes {sorted(shapes)}."
         )
-    kernel_size = _kernel_size(shapes.pop())
+    kernel_size = checked_kernel_size(shapes.pop())
     bar = keras.utils.Progbar(len(arrays), unit_name="layer") if verbose else None
     matrices, counts, pooled, total = {}, {}, 0.0, 0
     for name, kernel in arrays.items():
@@ -376,166 +381,90 @@ def correlation_from_kernels(kernels, source="", verbose=0):
     )
 
 
-def application_names():
-    """Names of the `keras.applications` model constructors."""
-    return sorted(n for n in dir(keras.applications) if n[0].isupper() and callable(getattr(keras.applications, n)))
+@dataclasses.dataclass
+class DepthwiseCovariance(JsonFile):
+    """Per-layer filter covariances measured on a trained model.
+
+    Attributes:
+        layers: Depthwise layer names (`"name/depthwise_kernel"` for the
+            depthwise part of a SeparableConv), in model order.
+        spatial_shapes: Each layer's kernel spatial shape.
+        covariances: Each layer's `(P, P)` filter covariance (float64).
+        counts: Each layer's number of filters.
+        source: Free text: where the covariances come from. Default "".
+
+    Reference:
+        Trockman, Willmott and Kolter, "Understanding the Covariance
+        Structure of Convolutional Filters", ICLR 2023 (arXiv:2210.03651).
+    """
+
+    layers: list
+    spatial_shapes: list
+    covariances: list
+    counts: list
+    source: str = ""
+
+    def covariance_at(self, relative_depth, spatial_shape=None):
+        """The covariance at `relative_depth` in [0, 1], on `spatial_shape`.
+
+        Source layer i sits at depth `i / (n - 1)`; between two layers the
+        covariances (resampled to `spatial_shape`, default the first
+        layer's) are interpolated linearly, which keeps them positive
+        semi-definite.
+        """
+        relative_depth = check.real(relative_depth, "relative_depth", low=0, high=1)
+        shape = check.spatial_shape(spatial_shape or self.spatial_shapes[0])
+        where = relative_depth * (len(self.layers) - 1)
+        low = min(int(math.floor(where)), max(len(self.layers) - 2, 0))
+        high = min(low + 1, len(self.layers) - 1)
+        frac = where - low
+        at = lambda i: resampled(self.covariances[i], self.spatial_shapes[i], shape)
+        return (1 - frac) * at(low) + frac * at(high) if high != low else at(low)
+
+    def initializer(self, relative_depth=0.5, seed=None):
+        """A `FilterCovariance` with the covariance at `relative_depth`."""
+        shape = self.spatial_shapes[0]
+        return FilterCovariance(self.covariance_at(relative_depth, shape), shape, seed=seed)
+
+    def get_config(self):
+        return {
+            "layers": list(self.layers),
+            "spatial_shapes": [list(s) for s in self.spatial_shapes],
+            "covariances": [np.asarray(c).tolist() for c in self.covariances],
+            "counts": [int(n) for n in self.counts],
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(config, dict) or set(config) - fields or fields - {"source"} - set(config):
+            raise ValueError(f"A DepthwiseCovariance config is a dict with the keys {sorted(fields)}.")
+        lengths = {len(config[name]) for name in ("layers", "spatial_shapes", "covariances", "counts")}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError(
+                "A DepthwiseCovariance config needs `layers`, `spatial_shapes`, `covariances` and `counts` "
+                "of one length, at least 1, one entry per layer."
+            )
+        shapes = [check.spatial_shape(s, "spatial_shapes") for s in config["spatial_shapes"]]
+        covariances = [validated_covariance(c, s) for c, s in zip(config["covariances"], shapes)]
+        return cls(list(config["layers"]), shapes, covariances, list(config["counts"]), config.get("source", ""))
 
 
-def _resolve_application(name):
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a string such as 'ResNet50'; received {name!r}.")
-    by_lower = {n.lower(): n for n in application_names()}
-    if name.lower() not in by_lower:
-        raise ValueError(f"Unknown application {name!r}. Valid names: {', '.join(application_names())}.")
-    return by_lower[name.lower()]
+def depthwise_covariance_from_model(model, source=""):
+    """`DepthwiseCovariance` of every depthwise kernel of a trained model.
 
-
-def _keras_home():
-    # Keras's own rule for its cache directory.
-    return os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
-
-
-def _weights_id(weights):
-    if weights == "imagenet":
-        return "imagenet"
-    if not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(f"`weights` must be 'imagenet' or a file path; received {weights!r}.")
-    if not os.path.isfile(weights):
-        raise ValueError(
-            f"`weights` file {os.fspath(weights)!r} does not exist; pass the path "
-            "of a weights file saved from the same application with "
-            "include_top=False, or 'imagenet'."
-        )
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def _download_failure_message(application, error):
-    """Says which file to download and where Keras looks for it."""
-    url = re.search(r"https?://\S+?\.h5", str(error))
-    target = os.path.join(_keras_home(), "models")
-    if url is None:
-        return (
-            f"Could not load the ImageNet weights of {application}: {error}. Place "
-            f"the weights file in {target} (Keras's cache), or pass "
-            "weights='/path/to/weights.h5'."
-        )
-    url = url.group(0)
-    return (
-        f"Could not download the ImageNet weights of {application} ({error}). "
-        f"Download {url} and save it as {os.path.join(target, url.rsplit('/', 1)[-1])}; "
-        "Keras then loads it from there without a network. Or pass "
-        "weights='/path/to/that/file.h5'."
-    )
-
-
-def correlation_from_application(
-    name,
-    weights="imagenet",
-    kernel_size=(3, 3),
-    include_depthwise=False,
-    use_cache=True,
-    cache_dir=None,
-    verbose=1,
-):
-    """Spatial correlation of a `keras.applications` model's filters.
-
-    ResNet50, VGG16 and DenseNet121 (the paper's Figure 1), or any other
-    constructor by name (case-insensitive), built with `include_top=False`.
-    The small result is cached as JSON under Keras's cache directory, so a
-    second call needs neither the network nor the model.
+    Depthwise kernels are those of DepthwiseConv1D/2D, the depthwise part of
+    SeparableConv1D/2D and convolutions with one input channel per group
+    (ConvNeXt's), searched in nested models too.
 
     Args:
-        name: e.g. `"ResNet50"`, `"vgg16"`, `"DenseNet121"`.
-        weights: `"imagenet"` (default) or the path of a weights file for
-            the model with `include_top=False`.
-        kernel_size: As in `correlation_from_model`. Default `(3, 3)`.
-        include_depthwise: As in `correlation_from_model`. Default False.
-        use_cache: Read and write the cache. Default True.
-        cache_dir: Cache directory; default `$KERAS_HOME/corrinit` or
-            `~/.keras/corrinit`.
-        verbose: 1 (default) reports progress, 0 is silent.
-
-    Returns:
-        A `CorrelationEstimate` (`cached=True` when read from the cache).
+        model: A built Keras model.
+        source: Free text stored with the result. Default "".
     """
-    application = _resolve_application(name)
-    kernel_size = _kernel_size(kernel_size)
-    cache_dir = cache_dir or os.path.join(_keras_home(), "corrinit")
-    depthwise = "-depthwise" if include_depthwise else ""
-    cache_file = os.path.join(
-        cache_dir, f"{application}-{_weights_id(weights)}-{'x'.join(map(str, kernel_size))}{depthwise}.json"
-    )
-    if use_cache:
-        estimate = _read_cache(cache_file)
-        if estimate is not None:
-            return estimate
-        use_cache = _writable(cache_dir)
-    model = _build_application(application, weights, verbose)
-    source = f"{application} ({'imagenet' if weights == 'imagenet' else os.path.basename(weights)})"
-    estimate = correlation_from_model(model, kernel_size, include_depthwise, source=source, verbose=verbose)
-    if use_cache:
-        _write_cache(estimate, cache_file)
-    return estimate
-
-
-def _build_application(application, weights, verbose):
-    """The application with `include_top=False`; a failed load says what to do."""
-    if verbose:
-        print(f"Building {application} (weights={os.fspath(weights)}, include_top=False)...", flush=True)
-    try:
-        return getattr(keras.applications, application)(weights=weights, include_top=False)
-    except Exception as error:  # Keras raises a bare Exception for failed downloads
-        if weights == "imagenet" and "URL fetch failure" in str(error):
-            raise ConnectionError(_download_failure_message(application, error)) from error
-        if weights != "imagenet":
-            raise ValueError(
-                f"Could not load `weights` {os.fspath(weights)!r} into {application}(include_top=False): "
-                f"{type(error).__name__}: {check.clipped(error, 300)}"
-            ) from error
-        raise
-
-
-def _write_cache(estimate, cache_file):
-    try:
-        estimate.save(cache_file)
-    except OSError as error:
-        warnings.warn(
-            f"Could not write the cache file {cache_file!r} ({error}); the result is not cached.", stacklevel=3
-        )
-
-
-def _read_cache(cache_file):
-    """The cached estimate, or None (with a warning when the file is unusable)."""
-    if not os.path.isfile(cache_file):
-        return None
-    try:
-        estimate = CorrelationEstimate.load(cache_file)
-    except (OSError, ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError
-        warnings.warn(
-            f"Ignoring the cache file {cache_file!r}: {check.clipped(error, 300)}. It is computed again "
-            "and the file replaced.",
-            stacklevel=3,
-        )
-        return None
-    estimate.cached = True
-    return estimate
-
-
-def _writable(cache_dir):
-    """Whether results can be cached in `cache_dir` (created if needed); warns if not."""
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=cache_dir):
-            pass
-        return True
-    except OSError as error:
-        warnings.warn(
-            f"The cache directory {cache_dir!r} is not writable ({error}); the result will not be cached. "
-            "Pass a writable `cache_dir` or use_cache=False.",
-            stacklevel=3,
-        )
-        return False
+    found = depthwise_kernels(model)
+    if not found:
+        raise ValueError("The model has no depthwise kernels (DepthwiseConv, SeparableConv, or groups == channels).")
+    covariances, counts = zip(*(filter_covariance(keras.ops.convert_to_numpy(kernel)) for _, kernel in found))
+    shapes = [tuple(int(d) for d in kernel.shape[:-2]) for _, kernel in found]
+    return DepthwiseCovariance([key for key, _ in found], shapes, list(covariances), list(counts), source)
