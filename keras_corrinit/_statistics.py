@@ -66,4 +66,4 @@ def paired_difference(values, baseline, confidence=0.95):
     if len(d) < 2:
         return {"mean": mean, "low": math.nan, "high": math.nan, "n": len(d)}
     half = t_quantile(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(d)}
+    return {"mean": mean, "low": float(mean - half), "high": float(mean + half), "n": len(d)}

@@ -127,6 +127,15 @@ def boolean(value, name):
     return bool(value)
 
 
+def text(value, name):
+    """A non-empty string."""
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be a string; received {type(value).__name__}.")
+    if not value:
+        raise ValueError(f"`{name}` must be a non-empty string.")
+    return value
+
+
 def check_positions(p, what):
     """Raises unless `p` spatial positions are within `MAX_POSITIONS`."""
     if p > MAX_POSITIONS:

@@ -1,0 +1,194 @@
+"""The arms of a comparison: how each one initializes a user's model.
+
+An arm gives the user's `build_model` one Keras initializer (to pass to the
+layers it should initialize) and may then change the built model with the
+training data (LSUV does). Built-in arms:
+
+* `he`: untruncated He-normal, `CorrelatedHeNormal` with R = I (the exact
+  baseline of the correlated-initialization paper's Algorithm 1);
+  `keras_he`: Keras's own (truncated) `he_normal`.
+* `correlated`: `CorrelatedHeNormal()` (the built-in R, filter-sum
+  variance kept); `correlated_weight`: the same with He's per-weight
+  variance kept.
+* `enhanced_gamma`: `EnhancedGamma()`.
+* `lsuv`: orthogonal weights, then `lsuv_initialize` on the first training
+  batch.
+
+Scale controls: a correlated arm changes both the correlation and the scale
+of the weights. `<arm>~var` draws independent He-normal weights with the
+per-weight variance the arm gives each kernel, `<arm>~sum` with its
+filter-sum variance; a filter-mode arm's informative control is `~var`, a
+weight-mode arm's `~sum` (the other one is the He baseline itself). If an
+arm beats the baseline but not its control, its gain is the scale.
+
+Every arm travels to a worker as data (a Keras config, a name, or a
+picklable callable), so a run can execute in another process or machine.
+"""
+
+import dataclasses
+import math
+
+import keras
+
+from keras_corrinit._correlated import CorrelatedHeNormal, EnhancedGamma
+from keras_corrinit._correlation import SpatialCorrelation
+from keras_corrinit._lsuv import lsuv_initialize
+
+__all__ = ["BUILTIN_ARMS", "Arm", "resolve_arms"]
+
+_IDENTITY = SpatialCorrelation.identity()
+_BUILTIN_INITIALIZERS = {
+    "he": lambda: CorrelatedHeNormal(_IDENTITY),
+    "keras_he": lambda: keras.initializers.HeNormal(),
+    "correlated": lambda: CorrelatedHeNormal(),
+    "correlated_weight": lambda: CorrelatedHeNormal(variance_mode="weight"),
+    "enhanced_gamma": lambda: EnhancedGamma(),
+    "lsuv": lambda: keras.initializers.Orthogonal(),
+}
+BUILTIN_ARMS = tuple(sorted(_BUILTIN_INITIALIZERS))
+
+
+def _lsuv(model, train, seed):
+    """LSUV on one batch of the training data (the paper's recipe)."""
+    lsuv_initialize(model, train, seed=seed, verbose=0)
+
+
+_BUILTIN_PREPARE = {"lsuv": _lsuv}
+
+
+class _ScaleControl(keras.initializers.Initializer):
+    """Independent normal weights with a `CorrelatedHeNormal`'s variance.
+
+    `match="var"`: the reference's per-weight variance (2 P / (sum(R)
+    fan_in) in filter mode, 2 / fan_in in weight mode); `match="sum"`: that
+    variance times sum(R) / P, so the filter sum has the reference's
+    variance.
+    """
+
+    def __init__(self, reference, match, seed):
+        self.reference, self.match, self.seed = reference, match, seed
+
+    def __call__(self, shape, dtype=None):
+        spatial = tuple(shape[:-2])
+        p = math.prod(spatial)
+        fan_in = p * shape[-2] if len(shape) >= 2 else shape[0]
+        r_sum = float(self.reference.correlation_matrix(spatial).sum()) if spatial else 1.0
+        variance = 2.0 * p / (r_sum * fan_in) if self.reference.variance_mode == "filter" else 2.0 / fan_in
+        if self.match == "sum":
+            variance *= r_sum / p
+        return keras.random.normal(tuple(shape), stddev=math.sqrt(variance), dtype=dtype, seed=self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm as data: what `build_model` gets and what runs after it.
+
+    `initializer` is a serialized Keras initializer (None: the baseline's
+    He), `prepare` a picklable `callable(model, train, seed)` or None,
+    `control` `"var"`/`"sum"` for a scale control of `initializer`, and
+    `identity` a JSON-able description that changes whenever the arm does.
+    """
+
+    name: str
+    initializer: dict = None
+    prepare: object = None
+    control: str = None
+    identity: str = ""
+
+    def make_initializer(self, seed):
+        """The arm's initializer, drawing new values at every call from `seed`."""
+        generator = keras.random.SeedGenerator(seed)
+        config = self.initializer or keras.saving.serialize_keras_object(_BUILTIN_INITIALIZERS["he"]())
+        reference = keras.saving.deserialize_keras_object(config)
+        if self.control:
+            return _ScaleControl(reference, self.control, generator)
+        settings = reference.get_config()
+        if "seed" not in settings:
+            return reference
+        # A SeedGenerator, not the int: every layer that calls the one
+        # initializer gets its own draw (an int would give same-shaped
+        # layers identical weights).
+        return type(reference).from_config({**settings, "seed": generator})
+
+
+def _callable_name(fn):
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _initializer_arm(name, initializer):
+    config = keras.saving.serialize_keras_object(initializer)
+    return Arm(name, initializer=config, identity=repr(config))
+
+
+def _user_arm(name, spec):
+    if isinstance(spec, str):
+        try:
+            spec = keras.initializers.get(spec)
+        except ValueError:
+            raise ValueError(
+                f"Arm {name!r}: {spec!r} is not a Keras initializer name; pass an initializer, "
+                "a name such as 'he_normal', or a callable(model, train, seed)."
+            ) from None
+    if isinstance(spec, keras.initializers.Initializer):
+        return _initializer_arm(name, spec)
+    if callable(spec):
+        return Arm(name, prepare=spec, identity=_callable_name(spec))
+    raise TypeError(
+        f"Arm {name!r} must be a Keras initializer, an initializer name or a callable(model, train, seed); "
+        f"received {type(spec).__name__}."
+    )
+
+
+def _control_of(arm):
+    """The informative scale control of an arm whose initializer is a CorrelatedHeNormal, else None."""
+    if arm.initializer is None or arm.control:
+        return None
+    reference = keras.saving.deserialize_keras_object(arm.initializer)
+    if not isinstance(reference, CorrelatedHeNormal):
+        return None
+    try:
+        if abs(float(reference.correlation_matrix((3, 3)).sum()) - 9.0) < 1e-9:
+            return None  # R = I: the arm is its own control
+    except ValueError:
+        pass  # an R for another kernel size: not the identity
+    match = "var" if reference.variance_mode == "filter" else "sum"
+    return dataclasses.replace(arm, name=f"{arm.name}~{match}", control=match, identity=f"{arm.identity}~{match}")
+
+
+def resolve_arms(arms, baseline, controls):
+    """`[Arm]` for `compare`: the baseline first, each arm then its scale control."""
+    if isinstance(arms, str) or not isinstance(arms, (list, tuple, dict)):
+        raise TypeError(
+            "`arms` must be a list of built-in arm names (e.g. ['he', 'correlated']) or a dict "
+            f"{{name: initializer or callable(model, train, seed)}}; received {type(arms).__name__}."
+        )
+    resolved = []
+    items = arms.items() if isinstance(arms, dict) else [(name, None) for name in arms]
+    for name, spec in items:
+        if not isinstance(name, str) or not name or "~" in name:
+            raise ValueError(f"Arm names must be non-empty strings without '~'; received {name!r}.")
+        if spec is None:
+            if name not in _BUILTIN_INITIALIZERS:
+                raise ValueError(f"Unknown arm {name!r}; the built-in arms are {list(BUILTIN_ARMS)}.")
+            arm = _initializer_arm(name, _BUILTIN_INITIALIZERS[name]())
+            arm = dataclasses.replace(arm, prepare=_BUILTIN_PREPARE.get(name))
+        else:
+            arm = _user_arm(name, spec)
+        resolved.append(arm)
+    names = [arm.name for arm in resolved]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Arm names must be unique; received {names}.")
+    if baseline not in names:
+        if baseline not in _BUILTIN_INITIALIZERS:
+            raise ValueError(f"`baseline` {baseline!r} is neither one of the arms {names} nor a built-in arm.")
+        resolved.insert(0, _initializer_arm(baseline, _BUILTIN_INITIALIZERS[baseline]()))
+    resolved.sort(key=lambda arm: arm.name != baseline)
+    if controls:
+        with_controls = []
+        for arm in resolved:
+            with_controls.append(arm)
+            control = _control_of(arm) if arm.name != baseline else None
+            if control is not None:
+                with_controls.append(control)
+        resolved = with_controls
+    return resolved

@@ -1,0 +1,382 @@
+"""`compare`: does an initialization help on the user's model and data?
+
+Every (arm, seed) pair is one run: build the user's model with the arm's
+initializer, train it, record the per-epoch test metric (and the gradient
+sign changes). A run is an independent, picklable task that returns its
+row, so any `concurrent.futures.Executor` can spread a grid: a process pool
+on one machine, a Dask cluster's executor, Ray or `mpi4py.futures` across
+machines. Only the caller writes results: no two workers share a file.
+
+A results store (`out`) makes a comparison resumable. A run's key is a hash
+of every setting that changes its result (backend, Keras and package
+versions, the builder, the data's fingerprint, the arm, the seed, epochs,
+batch size, metric and the user's `settings`); a store written by another
+package version or with other columns is refused, never mixed.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_corrinit import _validation as check
+from keras_corrinit._arms import resolve_arms
+from keras_corrinit._comparison import Comparison
+from keras_corrinit._data import take_batches
+from keras_corrinit._monitor import GradientSignMonitor
+
+__all__ = ["compare"]
+
+STORE_FORMAT = 1
+# A row's columns; the settings (every one part of the key) come first.
+SETTING_COLUMNS = (
+    "backend",
+    "keras_version",
+    "package_version",
+    "builder",
+    "data",
+    "arm",
+    "arm_identity",
+    "seed",
+    "epochs",
+    "batch_size",
+    "metric",
+    "monitor",
+    "settings",
+)
+OUTCOME_COLUMNS = ("key", "final", "curve", "sign_change", "epoch_seconds", "seconds")
+COLUMNS = SETTING_COLUMNS + OUTCOME_COLUMNS
+
+
+# ------------------------------------------------------------------- data
+def _split(data):
+    """`(train, test)` from the `data` argument (a factory is called)."""
+    if callable(data) and not isinstance(data, keras.utils.PyDataset):
+        data = data()
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            "`data` must be `(train, test)` (each `(x, y)` arrays, a tf.data.Dataset or a "
+            "keras.utils.PyDataset), or a function of no arguments returning it."
+        )
+    return data
+
+
+def _is_arrays(part):
+    return isinstance(part, (tuple, list)) and len(part) == 2 and all(hasattr(a, "shape") for a in part)
+
+
+def _fingerprint(data):
+    """What identifies the data in a run's key: a hash of arrays, else a description."""
+    if callable(data) and not isinstance(data, keras.utils.PyDataset):
+        return f"factory {getattr(data, '__module__', '?')}.{getattr(data, '__qualname__', '?')}"
+    digest = hashlib.sha256()
+    for part in _split(data):
+        if not _is_arrays(part):
+            return f"{type(part).__name__} (not hashed: name it in `settings`)"
+        for array in part:
+            array = np.ascontiguousarray(keras.ops.convert_to_numpy(array))
+            digest.update(f"{array.shape}{array.dtype}".encode())
+            digest.update(array.tobytes())
+    return "arrays sha256:" + digest.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------- runs
+@dataclasses.dataclass
+class _Task:
+    """One run, everything it needs, picklable."""
+
+    build_model: object
+    data: object
+    arm: object
+    row: dict
+
+
+class _EpochTimes(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.start, self.times = time.perf_counter(), []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(round(time.perf_counter() - self.start, 3))
+
+
+def _fit(model, train, test, row, callbacks):
+    arrays = _is_arrays(train)
+    return model.fit(
+        *(train if arrays else (train,)),
+        batch_size=row["batch_size"] if arrays else None,
+        shuffle=arrays,  # a dataset is shuffled (or not) by its maker
+        epochs=row["epochs"],
+        validation_data=tuple(test) if _is_arrays(test) else test,
+        callbacks=callbacks,
+        verbose=0,
+    ).history
+
+
+def run_task(task):
+    """Trains one run and returns its row (called in a worker or in-process)."""
+    row = dict(task.row)
+    train, test = _split(task.data)
+    keras.backend.clear_session()  # earlier runs' models would pile up in memory
+    keras.utils.set_random_seed(row["seed"])
+    start = time.perf_counter()
+    model = task.build_model(task.arm.make_initializer(row["seed"]), row["seed"])
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`build_model` must return a keras.Model; it returned {type(model).__name__}.")
+    if not model.compiled:
+        raise ValueError(
+            "`build_model` must return a compiled model (its optimizer, loss and "
+            f"metrics=[{row['metric']!r}] are part of what is compared)."
+        )
+    if not model.built:
+        # A subclassed model makes its weights at its first call; the
+        # monitor (and an arm's prepare step) needs them before `fit`.
+        model(take_batches(train, 1, row["batch_size"])[0], training=False)
+    if task.arm.prepare is not None:
+        task.arm.prepare(model, train, row["seed"])
+    times = _EpochTimes()
+    history = _fit(model, train, test, row, [times] + ([GradientSignMonitor()] if row["monitor"] else []))
+    curve_key = f"val_{row['metric']}"
+    if curve_key not in history:
+        raise ValueError(
+            f"The model logs no {curve_key!r} (it logs {sorted(history)}): compile it with "
+            f"metrics=[{row['metric']!r}] or pass the `metric` it has."
+        )
+    row.update(
+        curve=[float(v) for v in history[curve_key]],
+        final=float(history[curve_key][-1]),
+        sign_change=[float(v) for v in history.get("grad_sign_change", [])],
+        epoch_seconds=times.times,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return row
+
+
+def _key(row):
+    text = json.dumps({name: row[name] for name in SETTING_COLUMNS}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ store
+class _Store:
+    """`out/store.json` (format, package version, columns) and `out/runs.jsonl` (one row per line)."""
+
+    def __init__(self, out, version):
+        self.out, self.version = os.fspath(out), version
+        self.meta, self.runs = os.path.join(self.out, "store.json"), os.path.join(self.out, "runs.jsonl")
+
+    def read(self):
+        """`{key: row}` of the finished runs; refuses a store this version cannot read."""
+        if not os.path.exists(self.meta):
+            if os.path.exists(self.runs):
+                raise ValueError(f"{self.runs} has no {self.meta}: not a store of this package; pass another `out`.")
+            return {}
+        with open(self.meta) as f:
+            meta = json.load(f)
+        if meta.get("package_version") != self.version or meta.get("format") != STORE_FORMAT:
+            raise ValueError(
+                f"The results store {self.out} was written by keras_corrinit {meta.get('package_version')} "
+                f"(format {meta.get('format')}); this is {self.version} (format {STORE_FORMAT}). Results of "
+                "different versions are never mixed: pass another `out`, or move that folder away."
+            )
+        missing = [c for c in COLUMNS if c not in meta.get("columns", [])]
+        if missing:
+            raise ValueError(
+                f"The results store {self.out} lacks the columns {missing}, so its runs' settings cannot all "
+                "be known; pass another `out`, or move that folder away."
+            )
+        rows = {}
+        if os.path.exists(self.runs):
+            with open(self.runs) as f:
+                for line in f:
+                    if line.strip():
+                        row = json.loads(line)
+                        rows[row["key"]] = row
+        return rows
+
+    def prepare(self):
+        os.makedirs(self.out, exist_ok=True)
+        if not os.path.exists(self.meta):
+            with open(self.meta, "w") as f:
+                json.dump({"format": STORE_FORMAT, "package_version": self.version, "columns": list(COLUMNS)}, f)
+
+    def append(self, row):
+        with open(self.runs, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------- compare
+def _seed_list(seeds):
+    if isinstance(seeds, (list, tuple, range)):
+        values = [check.integer(s, "seeds") for s in seeds]
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"`seeds` must hold distinct ints, at least one; received {list(seeds)}.")
+        return values
+    return list(range(check.integer(seeds, "seeds", minimum=1)))
+
+
+def _settings(settings):
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise TypeError(f"`settings` must be a dict of JSON values; received {type(settings).__name__}.")
+    try:
+        return json.loads(json.dumps(settings, sort_keys=True))
+    except (TypeError, ValueError):
+        raise TypeError("`settings` must hold JSON values only (numbers, strings, lists, dicts).") from None
+
+
+def compare(
+    build_model,
+    data,
+    arms,
+    *,
+    seeds=5,
+    epochs=10,
+    baseline="he",
+    controls=True,
+    batch_size=32,
+    metric="accuracy",
+    settings=None,
+    out=None,
+    executor=None,
+    monitor=True,
+    verbose=1,
+):
+    """Trains the user's model under each arm and seed; paired statistics to a baseline.
+
+    Each arm is trained once per seed; the seed fixes everything else
+    (`keras.utils.set_random_seed` before building, the arm's draws), so
+    two arms on the same seed differ only in their initialization and the
+    differences are paired.
+
+    Args:
+        build_model: `build_model(kernel_initializer, seed)` returns a
+            compiled `keras.Model` (Sequential, Functional or subclassed).
+            Pass `kernel_initializer` to every layer the arm should
+            initialize; it draws new values at every call. With an
+            `executor`, it must be picklable (a module-level function).
+        data: `(train, test)`, each `(x, y)` arrays, a `tf.data.Dataset`
+            or a `keras.utils.PyDataset`; or a function of no arguments
+            that returns it (what an executor's workers call, so that the
+            data need not travel). Arrays are fingerprinted into each run's
+            key; other data are not, so name them in `settings`.
+        arms: Built-in arm names (`"he"`, `"keras_he"`, `"correlated"`,
+            `"correlated_weight"`, `"enhanced_gamma"`, `"lsuv"`) or a dict
+            `{name: initializer, initializer name or callable(model, train,
+            seed)}` (a callable gets the model built with He-normal and
+            changes it in place).
+        seeds: The number of seeds (0, 1, ...) or a list of ints. Default 5.
+        epochs: Epochs per run. Default 10.
+        baseline: The arm the others are compared with (added if not in
+            `arms`). Default `"he"`, untruncated He-normal.
+        controls: Add the scale control of every arm whose initializer is a
+            `CorrelatedHeNormal` (see the guide). Default True.
+        batch_size: Batch size for array data. Default 32.
+        metric: The compiled metric compared, read as `val_<metric>` on the
+            test data. Default `"accuracy"`.
+        settings: A dict of JSON values that change results and that this
+            function cannot see (the optimizer's rate, the data set's
+            name...); part of every run's key. Default None.
+        out: A folder for the results store (resumable); None (default)
+            keeps nothing.
+        executor: A `concurrent.futures.Executor` the runs are submitted
+            to; None (default) runs them here, one after the other.
+        monitor: Record gradient sign changes with `GradientSignMonitor`.
+            Default True.
+        verbose: 1 (default) shows a progress bar over the runs; 0 is
+            silent.
+
+    Returns:
+        A `Comparison`: the rows, paired differences, epochs to the
+        baseline's final metric, verdicts, Markdown and plots.
+
+    Examples:
+        >>> def build(kernel_initializer, seed):
+        ...     model = keras.Sequential([
+        ...         keras.Input((8, 8, 1)),
+        ...         keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=kernel_initializer),
+        ...         keras.layers.GlobalAveragePooling2D(),
+        ...         keras.layers.Dense(2, kernel_initializer=kernel_initializer),
+        ...     ])
+        ...     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        ...     return model
+        >>> x, y = np.random.default_rng(0).normal(size=(32, 8, 8, 1)), np.arange(32) % 2
+        >>> result = compare(build, ((x, y), (x, y)), ["correlated"], seeds=2, epochs=1, verbose=0)
+        >>> sorted(result.arms())
+        ['correlated', 'correlated~var', 'he']
+    """
+    import keras_corrinit
+
+    if not callable(build_model):
+        raise TypeError(f"`build_model` must be callable(kernel_initializer, seed); received {type(build_model)}.")
+    resolved = resolve_arms(arms, baseline, controls)
+    seeds = _seed_list(seeds)
+    common = {
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+        "package_version": keras_corrinit.__version__,
+        "builder": f"{getattr(build_model, '__module__', '?')}.{getattr(build_model, '__qualname__', '?')}",
+        "data": _fingerprint(data),
+        "epochs": check.integer(epochs, "epochs", minimum=1),
+        "batch_size": check.integer(batch_size, "batch_size", minimum=1),
+        "metric": check.text(metric, "metric"),
+        "monitor": check.boolean(monitor, "monitor"),
+        "settings": _settings(settings),
+    }
+    if executor is not None and not isinstance(executor, concurrent.futures.Executor):
+        raise TypeError(f"`executor` must be a concurrent.futures.Executor or None; received {type(executor)}.")
+    tasks = []
+    for arm in resolved:
+        for seed in seeds:
+            row = {**common, "arm": arm.name, "arm_identity": arm.identity, "seed": seed}
+            row["key"] = _key(row)
+            tasks.append(_Task(build_model, data, arm, row))
+    store = _Store(out, keras_corrinit.__version__) if out is not None else None
+    finished = store.read() if store else {}
+    todo = [task for task in tasks if task.row["key"] not in finished]
+    bar = keras.utils.Progbar(len(tasks), unit_name="run") if verbose else None
+    if bar and len(tasks) > len(todo):
+        bar.add(len(tasks) - len(todo))
+    if store:
+        store.prepare()
+    for row in _execute(todo, executor):
+        finished[row["key"]] = row
+        if store:
+            store.append(row)
+        if bar:
+            bar.add(1)
+    return Comparison(
+        rows=[finished[task.row["key"]] for task in tasks],
+        baseline=baseline,
+        metric=metric,
+        controls={arm.name.partition("~")[0]: arm.name for arm in resolved if arm.control},
+    )
+
+
+def _execute(tasks, executor):
+    """Yields each task's row as it finishes; a failed run stops the rest and names itself."""
+    if executor is None:
+        for task in tasks:
+            yield _named_failure(task, lambda t=task: run_task(t))
+        return
+    futures = {executor.submit(run_task, task): task for task in tasks}
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            yield _named_failure(futures[future], future.result)
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _named_failure(task, get):
+    try:
+        return get()
+    except Exception as error:
+        if hasattr(error, "add_note"):  # Python 3.11+: the same error, naming the run
+            error.add_note(f"(in the run of arm {task.row['arm']!r}, seed {task.row['seed']})")
+        raise

@@ -1,0 +1,286 @@
+"""keras_corrinit.experiments: compare, Comparison, the arms, the store, executors."""
+
+import concurrent.futures
+import json
+import math
+import multiprocessing
+import os
+
+import keras
+import numpy as np
+import pytest
+from scipy import stats
+
+import keras_corrinit
+from keras_corrinit import CorrelatedHeNormal, SpatialCorrelation
+from keras_corrinit._statistics import paired_difference, t_quantile
+from keras_corrinit.experiments import BUILTIN_ARMS, Comparison, compare
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def make_data():
+    """64 + 32 8x8 images; the class is the sign of a smooth pattern's projection."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8, 8, 1)).astype("float32")
+    pattern = np.outer(np.hanning(8), np.hanning(8))[None, :, :, None]
+    y = ((x * pattern).sum(axis=(1, 2, 3)) > 0).astype("int32")
+    return (x[:64], y[:64]), (x[64:], y[64:])
+
+
+def functional(kernel_initializer, seed):
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=kernel_initializer)(inputs)
+    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=kernel_initializer)(h)
+    outputs = keras.layers.Dense(2, kernel_initializer=kernel_initializer)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(0.1), LOSS, metrics=["accuracy"])
+    return model
+
+
+class Subclassed(keras.Model):
+    def __init__(self, kernel_initializer):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=kernel_initializer)
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(2, kernel_initializer=kernel_initializer)
+
+    def call(self, x):
+        return self.head(self.pool(self.conv(x)))
+
+
+def subclassed(kernel_initializer, seed):
+    model = Subclassed(kernel_initializer)
+    model.compile(keras.optimizers.SGD(0.1), LOSS, metrics=["accuracy"])
+    return model
+
+
+BUILDS = []
+
+
+def counting(kernel_initializer, seed):
+    BUILDS.append(seed)
+    return functional(kernel_initializer, seed)
+
+
+def run_rows(result):
+    return [(r["arm"], r["seed"], r["final"], r["curve"], r["key"]) for r in result.rows]
+
+
+# --------------------------------------------------------------- statistics
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 30, 200])
+def test_t_quantile_matches_scipy(df):
+    for p in (0.025, 0.6, 0.975, 0.999):
+        assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9, abs=1e-9)
+
+
+def test_paired_difference_by_hand():
+    arm = {0: 0.80, 1: 0.70, 2: 0.90, 3: 0.75, 9: 0.5}
+    base = {0: 0.78, 1: 0.71, 2: 0.85, 3: 0.70}
+    d = np.array([0.02, -0.01, 0.05, 0.05])  # seed 9 has no pair
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    out = paired_difference(arm, base)
+    assert out["n"] == 4
+    assert out["mean"] == pytest.approx(d.mean(), abs=1e-15)
+    assert (out["low"], out["high"]) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-12)
+    assert math.isnan(paired_difference({0: 1.0}, {0: 0.5})["low"])
+
+
+# ------------------------------------------------------------------ compare
+def test_functional_model_on_arrays_with_controls_and_statistics():
+    result = compare(functional, make_data(), ["correlated", "correlated_weight"], seeds=3, epochs=1, verbose=0)
+    assert result.arms() == ["he", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
+    assert result.controls == {"correlated": "correlated~var", "correlated_weight": "correlated_weight~sum"}
+    assert [r["seed"] for r in result.rows] == [0, 1, 2] * 5
+    for row in result.rows:
+        assert len(row["curve"]) == 1 and row["final"] == row["curve"][-1]
+        assert len(row["sign_change"]) == 1 and 0 < row["sign_change"][0] < 1
+        assert len(row["epoch_seconds"]) == 1
+    # The result's statistics are the paired ones, computed by hand.
+    arm = {r["seed"]: r["final"] for r in result.rows if r["arm"] == "correlated"}
+    base = {r["seed"]: r["final"] for r in result.rows if r["arm"] == "he"}
+    d = np.array([arm[s] - base[s] for s in range(3)])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+    got = result.difference("correlated")
+    assert (got["mean"], got["low"], got["high"]) == pytest.approx((d.mean(), d.mean() - half, d.mean() + half))
+    assert set(result.verdicts()) == {"correlated", "correlated_weight"}
+    text = result.to_markdown()
+    assert "| correlated~var |" in text and "Correlation or scale:" in text
+
+
+def test_the_same_seed_gives_the_same_run_and_the_arms_differ_in_weights_only():
+    data = make_data()
+    first = compare(functional, data, ["correlated"], seeds=[4], epochs=1, controls=False, verbose=0)
+    again = compare(functional, data, ["correlated"], seeds=[4], epochs=1, controls=False, verbose=0)
+    assert run_rows(first) == run_rows(again)
+
+
+def test_layers_sharing_the_arms_initializer_get_different_weights():
+    captured = {}
+
+    def capture(model, train, seed):
+        captured["kernels"] = [keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers[1:3]]
+
+    compare(functional, make_data(), {"he_capture": capture}, seeds=1, epochs=1, baseline="he", verbose=0)
+    a, b = captured["kernels"]
+    assert a.shape == (3, 3, 1, 4) and b.shape == (3, 3, 4, 4)
+
+    def recording(init, seed):
+        captured["init"] = init
+        return functional(init, seed)
+
+    compare(recording, make_data(), [], seeds=1, epochs=1, verbose=0)
+    first, second = captured["init"]((3, 3, 4, 4)), captured["init"]((3, 3, 4, 4))
+    assert not np.array_equal(keras.ops.convert_to_numpy(first), keras.ops.convert_to_numpy(second))
+
+
+def test_subclassed_model_on_tf_data_with_a_users_own_arms():
+    import tensorflow as tf
+
+    (x, y), (xt, yt) = make_data()
+    data = (
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+        tf.data.Dataset.from_tensor_slices((xt, yt)).batch(16),
+    )
+    mine = CorrelatedHeNormal(SpatialCorrelation.exponential_decay(0.6), seed=1)
+    result = compare(
+        subclassed,
+        data,
+        {"mine": mine, "glorot": "glorot_uniform", "lsuv": None}
+        if False
+        else {"mine": mine, "glorot": "glorot_uniform"},
+        seeds=2,
+        epochs=1,
+        settings={"data": "make_data, batches of 16"},
+        verbose=0,
+    )
+    assert result.arms() == ["he", "mine", "mine~var", "glorot"]
+    assert result.rows[0]["data"].startswith("_TensorSliceDataset") or "not hashed" in result.rows[0]["data"]
+    assert all(r["settings"] == {"data": "make_data, batches of 16"} for r in result.rows)
+
+
+def test_lsuv_arm_changes_the_model_after_it_is_built():
+    result = compare(functional, make_data(), ["lsuv"], seeds=1, epochs=1, verbose=0)
+    assert result.arms() == ["he", "lsuv"]
+
+
+# -------------------------------------------------------------------- store
+def test_a_store_resumes_and_a_changed_setting_is_a_new_run(tmp_path):
+    BUILDS.clear()
+    data = make_data()
+    first = compare(counting, data, ["correlated"], seeds=2, epochs=1, controls=False, out=tmp_path, verbose=0)
+    assert len(BUILDS) == 4
+    again = compare(counting, data, ["correlated"], seeds=2, epochs=1, controls=False, out=tmp_path, verbose=0)
+    assert len(BUILDS) == 4 and run_rows(again) == run_rows(first)
+    compare(
+        counting, data, ["correlated"], seeds=[1], epochs=1, controls=False, out=tmp_path, settings={"lr": 1}, verbose=0
+    )
+    assert len(BUILDS) == 6
+    with open(tmp_path / "runs.jsonl") as f:
+        assert len(f.readlines()) == 6
+
+
+def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
+    compare(functional, make_data(), [], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    meta = json.loads((tmp_path / "store.json").read_text())
+    (tmp_path / "store.json").write_text(json.dumps({**meta, "package_version": "0.1.0"}))
+    message = (
+        f"The results store {tmp_path} was written by keras_corrinit 0.1.0 (format 1); this is "
+        f"{keras_corrinit.__version__} (format 1). Results of different versions are never mixed"
+    )
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        compare(functional, make_data(), [], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    meta["columns"].remove("settings")
+    (tmp_path / "store.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"lacks the columns \['settings'\]"):
+        compare(functional, make_data(), [], seeds=1, epochs=1, out=tmp_path, verbose=0)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"arms": "correlated"}, TypeError, "`arms` must be a list of built-in arm names"),
+        ({"arms": ["nope"]}, ValueError, r"Unknown arm 'nope'; the built-in arms are \["),
+        ({"arms": {"x": 3}}, TypeError, "Arm 'x' must be a Keras initializer"),
+        ({"arms": {"x": "not_an_init"}}, ValueError, "Arm 'x': 'not_an_init' is not a Keras initializer name"),
+        ({"arms": ["he", "he"]}, ValueError, "Arm names must be unique"),
+        ({"baseline": "mine"}, ValueError, "`baseline` 'mine' is neither one of the arms"),
+        ({"seeds": 0}, ValueError, "`seeds`"),
+        ({"seeds": [1, 1]}, ValueError, "`seeds` must hold distinct ints"),
+        ({"epochs": 1.5}, TypeError, "`epochs`"),
+        ({"settings": {"f": object()}}, TypeError, "`settings` must hold JSON values only"),
+        ({"executor": "pool"}, TypeError, "`executor` must be a concurrent.futures.Executor"),
+        ({"data": (1, 2, 3)}, ValueError, r"`data` must be `\(train, test\)`"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, error, message):
+    arguments = {"build_model": functional, "data": make_data(), "arms": [], "seeds": 1, "epochs": 1} | kwargs
+    with pytest.raises(error, match=message):
+        compare(**arguments, verbose=0)
+
+
+def test_a_model_without_the_metric_or_uncompiled_is_named():
+    def without_metric(init, seed):
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+        model.compile("sgd", LOSS)
+        return model
+
+    with pytest.raises(ValueError, match=r"The model logs no 'val_accuracy' \(it logs \["):
+        compare(without_metric, make_data(), [], seeds=1, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`build_model` must return a compiled model"):
+        compare(
+            lambda init, seed: keras.Sequential([keras.layers.Dense(2)]), make_data(), [], seeds=1, epochs=1, verbose=0
+        )
+
+
+def test_builtin_arms_are_listed():
+    assert BUILTIN_ARMS == ("correlated", "correlated_weight", "enhanced_gamma", "he", "keras_he", "lsuv")
+
+
+# ---------------------------------------------------------- result object
+def test_epochs_to_target_and_the_plot(tmp_path):
+    rows = [
+        {"arm": "he", "seed": s, "final": f, "curve": c, "sign_change": [0.5, 0.4], "epoch_seconds": [1.0, 2.0]}
+        for s, f, c in [(0, 0.6, [0.5, 0.6]), (1, 0.8, [0.7, 0.8])]
+    ] + [
+        {"arm": "x", "seed": s, "final": c[-1], "curve": c, "sign_change": [0.5, 0.4], "epoch_seconds": [1.5, 3.0]}
+        for s, c in [(0, [0.75, 0.9]), (1, [0.6, 0.65])]
+    ]
+    result = Comparison(rows, baseline="he")
+    assert result.target() == pytest.approx(0.7)
+    e = result.epochs_to_target("x")
+    assert e["per_seed"] == {0: 1, 1: None} and e["mean_epochs"] == 1 and e["mean_seconds"] == 1.5
+    assert (e["reached"], e["n"]) == (1, 2)
+    assert result.epochs_to_target("he")["per_seed"] == {0: None, 1: 1}
+    path = result.plot(str(tmp_path / "curves.png"))
+    assert os.path.getsize(path) > 1000
+    with pytest.raises(ValueError, match=r"No arm 'y'; the arms are \['he', 'x'\]"):
+        result.final("y")
+
+
+# ---------------------------------------------------------------- executors
+GRID = {"arms": ["correlated"], "seeds": 2, "epochs": 1, "controls": False, "verbose": 0}
+
+
+def test_a_process_pool_and_a_dask_cluster_give_the_serial_rows(monkeypatch):
+    serial = run_rows(compare(functional, make_data, **GRID))
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        pooled = run_rows(compare(functional, make_data, executor=pool, **GRID))
+    print("\nserial:", [(arm, seed, final) for arm, seed, final, _, _ in serial])
+    print("process pool (2 workers):", [(arm, seed, final) for arm, seed, final, _, _ in pooled])
+    assert pooled == serial
+
+    from dask.distributed import Client, LocalCluster
+
+    # Dask's workers import this module by name, as the pool's do.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
+    )
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            with client.get_executor() as executor:
+                on_dask = run_rows(compare(functional, make_data, executor=executor, **GRID))
+    print("dask LocalCluster (2 workers):", [(arm, seed, final) for arm, seed, final, _, _ in on_dask])
+    assert on_dask == serial
