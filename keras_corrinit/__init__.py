@@ -41,8 +41,7 @@ from keras_corrinit._transfer import (
     nfm_layerwise_initializers,
     reinitialize_depthwise,
 )
-
-__version__ = "0.2.0"
+from keras_corrinit._version import __version__ as __version__
 
 __all__ = [
     "DEFAULT_CORRELATION",

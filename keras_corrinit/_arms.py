@@ -32,9 +32,10 @@ import keras
 
 from keras_corrinit._correlated import CorrelatedHeNormal, EnhancedGamma
 from keras_corrinit._correlation import SpatialCorrelation
+from keras_corrinit._layerwise import layer_seeds
 from keras_corrinit._lsuv import lsuv_initialize
 
-__all__ = ["BUILTIN_ARMS", "Arm", "resolve_arms"]
+__all__ = ["BUILTIN_ARMS", "Arm", "ScaleControl", "callable_name", "resolve_arms"]
 
 _IDENTITY = SpatialCorrelation.identity()
 _BUILTIN_INITIALIZERS = {
@@ -56,7 +57,7 @@ def _lsuv(model, train, seed):
 _BUILTIN_PREPARE = {"lsuv": _lsuv}
 
 
-class _ScaleControl(keras.initializers.Initializer):
+class ScaleControl(keras.initializers.Initializer):
     """Independent normal weights with a `CorrelatedHeNormal`'s variance.
 
     `match="var"`: the reference's per-weight variance (2 P / (sum(R)
@@ -96,23 +97,43 @@ class Arm:
     identity: str = ""
 
     def make_initializer(self, seed):
-        """The arm's initializer, drawing new values at every call from `seed`."""
-        generator = keras.random.SeedGenerator(seed)
+        """The initializer `build_model` gets: each call (each layer) draws with its own seed."""
+        return _LayerSeeded(self, seed)
+
+    def initializer_with_seed(self, seed):
+        """The arm's initializer with the int `seed` (a control's reference keeps its own)."""
         config = self.initializer or keras.saving.serialize_keras_object(_BUILTIN_INITIALIZERS["he"]())
         reference = keras.saving.deserialize_keras_object(config)
         if self.control:
-            return _ScaleControl(reference, self.control, generator)
+            return ScaleControl(reference, self.control, seed)
         settings = reference.get_config()
-        if "seed" not in settings:
-            return reference
-        # A SeedGenerator, not the int: every layer that calls the one
-        # initializer gets its own draw (an int would give same-shaped
-        # layers identical weights).
-        return type(reference).from_config({**settings, "seed": generator})
+        return type(reference).from_config({**settings, "seed": seed}) if "seed" in settings else reference
 
 
-def _callable_name(fn):
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+# More layers than any network here has; layer_seeds derives them all at once.
+_MAX_LAYERS = 4096
+
+
+class _LayerSeeded(keras.initializers.Initializer):
+    """An arm's initializer that gives each call its own int seed.
+
+    The k-th call (the k-th layer built) draws with the k-th of
+    `layer_seeds(seed, ...)`, as the layer-wise helpers seed layers: the
+    same seed rebuilds the same model, and same-shaped layers never share
+    a draw although they share this one object.
+    """
+
+    def __init__(self, arm, seed):
+        self.arm, self.seeds = arm, iter(layer_seeds(seed, _MAX_LAYERS))
+
+    def __call__(self, shape, dtype=None):
+        return self.arm.initializer_with_seed(next(self.seeds))(shape, dtype=dtype)
+
+
+def callable_name(fn):
+    """`module.qualname` of a function, or of the class of a callable object."""
+    named = fn if hasattr(fn, "__qualname__") else type(fn)
+    return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
 
 
 def _initializer_arm(name, initializer):
@@ -132,27 +153,51 @@ def _user_arm(name, spec):
     if isinstance(spec, keras.initializers.Initializer):
         return _initializer_arm(name, spec)
     if callable(spec):
-        return Arm(name, prepare=spec, identity=_callable_name(spec))
+        return Arm(name, prepare=spec, identity=callable_name(spec))
     raise TypeError(
         f"Arm {name!r} must be a Keras initializer, an initializer name or a callable(model, train, seed); "
         f"received {type(spec).__name__}."
     )
 
 
-def _control_of(arm):
-    """The informative scale control of an arm whose initializer is a CorrelatedHeNormal, else None."""
+def _control_of(arm, match=None):
+    """The scale control of an arm whose initializer is a CorrelatedHeNormal (None if it has none).
+
+    Without `match`, the informative one: `~var` for a filter-mode arm,
+    `~sum` for a weight-mode one; none for R = I (the arm is its own control).
+    """
     if arm.initializer is None or arm.control:
         return None
     reference = keras.saving.deserialize_keras_object(arm.initializer)
     if not isinstance(reference, CorrelatedHeNormal):
         return None
-    try:
-        if abs(float(reference.correlation_matrix((3, 3)).sum()) - 9.0) < 1e-9:
-            return None  # R = I: the arm is its own control
-    except ValueError:
-        pass  # an R for another kernel size: not the identity
-    match = "var" if reference.variance_mode == "filter" else "sum"
+    if match is None:
+        try:
+            if abs(float(reference.correlation_matrix((3, 3)).sum()) - 9.0) < 1e-9:
+                return None
+        except ValueError:
+            pass  # an R for another kernel size: not the identity
+        match = "var" if reference.variance_mode == "filter" else "sum"
     return dataclasses.replace(arm, name=f"{arm.name}~{match}", control=match, identity=f"{arm.identity}~{match}")
+
+
+def _resolve(name, spec, resolved):
+    """One arm from a name and its spec (None: built-in, or an explicit control `<arm>~var|sum`)."""
+    if spec is not None:
+        return _user_arm(name, spec)
+    if name in _BUILTIN_INITIALIZERS:
+        arm = _initializer_arm(name, _BUILTIN_INITIALIZERS[name]())
+        return dataclasses.replace(arm, prepare=_BUILTIN_PREPARE.get(name))
+    base, _, match = name.rpartition("~")
+    if match in ("var", "sum") and base in resolved:
+        control = _control_of(resolved[base], match)
+        if control is None:
+            raise ValueError(f"Arm {name!r}: a scale control needs {base!r} to be a CorrelatedHeNormal arm.")
+        return control
+    raise ValueError(
+        f"Unknown arm {name!r}; the built-in arms are {list(BUILTIN_ARMS)}, and `<arm>~var` or `<arm>~sum` "
+        "names the scale control of an arm listed before it."
+    )
 
 
 def resolve_arms(arms, baseline, controls):
@@ -162,33 +207,27 @@ def resolve_arms(arms, baseline, controls):
             "`arms` must be a list of built-in arm names (e.g. ['he', 'correlated']) or a dict "
             f"{{name: initializer or callable(model, train, seed)}}; received {type(arms).__name__}."
         )
-    resolved = []
-    items = arms.items() if isinstance(arms, dict) else [(name, None) for name in arms]
-    for name, spec in items:
-        if not isinstance(name, str) or not name or "~" in name:
-            raise ValueError(f"Arm names must be non-empty strings without '~'; received {name!r}.")
-        if spec is None:
-            if name not in _BUILTIN_INITIALIZERS:
-                raise ValueError(f"Unknown arm {name!r}; the built-in arms are {list(BUILTIN_ARMS)}.")
-            arm = _initializer_arm(name, _BUILTIN_INITIALIZERS[name]())
-            arm = dataclasses.replace(arm, prepare=_BUILTIN_PREPARE.get(name))
-        else:
-            arm = _user_arm(name, spec)
-        resolved.append(arm)
-    names = [arm.name for arm in resolved]
+    items = list(arms.items()) if isinstance(arms, dict) else [(name, None) for name in arms]
+    names = [name for name, _ in items]
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Arm names must be non-empty strings; received {name!r}.")
     if len(set(names)) != len(names):
         raise ValueError(f"Arm names must be unique; received {names}.")
     if baseline not in names:
         if baseline not in _BUILTIN_INITIALIZERS:
             raise ValueError(f"`baseline` {baseline!r} is neither one of the arms {names} nor a built-in arm.")
-        resolved.insert(0, _initializer_arm(baseline, _BUILTIN_INITIALIZERS[baseline]()))
-    resolved.sort(key=lambda arm: arm.name != baseline)
-    if controls:
-        with_controls = []
-        for arm in resolved:
-            with_controls.append(arm)
-            control = _control_of(arm) if arm.name != baseline else None
-            if control is not None:
-                with_controls.append(control)
-        resolved = with_controls
-    return resolved
+        items.insert(0, (baseline, None))
+    resolved = {}
+    for name, spec in items:
+        resolved[name] = _resolve(name, spec, resolved)
+    ordered = sorted(resolved.values(), key=lambda arm: arm.name != baseline)
+    if not controls:
+        return ordered
+    with_controls = []
+    for arm in ordered:
+        with_controls.append(arm)
+        control = _control_of(arm) if arm.name != baseline else None
+        if control is not None and control.name not in resolved:
+            with_controls.append(control)
+    return with_controls

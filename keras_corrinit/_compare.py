@@ -25,10 +25,11 @@ import keras
 import numpy as np
 
 from keras_corrinit import _validation as check
-from keras_corrinit._arms import resolve_arms
+from keras_corrinit._arms import callable_name, resolve_arms
 from keras_corrinit._comparison import Comparison
 from keras_corrinit._data import take_batches
 from keras_corrinit._monitor import GradientSignMonitor
+from keras_corrinit._version import __version__
 
 __all__ = ["compare"]
 
@@ -73,7 +74,7 @@ def _is_arrays(part):
 def _fingerprint(data):
     """What identifies the data in a run's key: a hash of arrays, else a description."""
     if callable(data) and not isinstance(data, keras.utils.PyDataset):
-        return f"factory {getattr(data, '__module__', '?')}.{getattr(data, '__qualname__', '?')}"
+        return f"factory {callable_name(data)} (not hashed: name its data in `settings`)"
     digest = hashlib.sha256()
     for part in _split(data):
         if not _is_arrays(part):
@@ -258,8 +259,10 @@ def compare(
         build_model: `build_model(kernel_initializer, seed)` returns a
             compiled `keras.Model` (Sequential, Functional or subclassed).
             Pass `kernel_initializer` to every layer the arm should
-            initialize; it draws new values at every call. With an
-            `executor`, it must be picklable (a module-level function).
+            initialize: each call (each layer built) draws with its own
+            seed, derived from the run's seed as `layer_seeds` derives
+            them. With an `executor`, it must be picklable (a module-level
+            function or a picklable object).
         data: `(train, test)`, each `(x, y)` arrays, a `tf.data.Dataset`
             or a `keras.utils.PyDataset`; or a function of no arguments
             that returns it (what an executor's workers call, so that the
@@ -269,7 +272,9 @@ def compare(
             `"correlated_weight"`, `"enhanced_gamma"`, `"lsuv"`) or a dict
             `{name: initializer, initializer name or callable(model, train,
             seed)}` (a callable gets the model built with He-normal and
-            changes it in place).
+            changes it in place); in a dict, None is the built-in arm of
+            that name, and `"<arm>~var": None` or `"<arm>~sum": None` the
+            scale control of a `CorrelatedHeNormal` arm listed before it.
         seeds: The number of seeds (0, 1, ...) or a list of ints. Default 5.
         epochs: Epochs per run. Default 10.
         baseline: The arm the others are compared with (added if not in
@@ -310,8 +315,6 @@ def compare(
         >>> sorted(result.arms())
         ['correlated', 'correlated~var', 'he']
     """
-    import keras_corrinit
-
     if not callable(build_model):
         raise TypeError(f"`build_model` must be callable(kernel_initializer, seed); received {type(build_model)}.")
     resolved = resolve_arms(arms, baseline, controls)
@@ -319,8 +322,8 @@ def compare(
     common = {
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
-        "package_version": keras_corrinit.__version__,
-        "builder": f"{getattr(build_model, '__module__', '?')}.{getattr(build_model, '__qualname__', '?')}",
+        "package_version": __version__,
+        "builder": callable_name(build_model),
         "data": _fingerprint(data),
         "epochs": check.integer(epochs, "epochs", minimum=1),
         "batch_size": check.integer(batch_size, "batch_size", minimum=1),
@@ -336,7 +339,7 @@ def compare(
             row = {**common, "arm": arm.name, "arm_identity": arm.identity, "seed": seed}
             row["key"] = _key(row)
             tasks.append(_Task(build_model, data, arm, row))
-    store = _Store(out, keras_corrinit.__version__) if out is not None else None
+    store = _Store(out, __version__) if out is not None else None
     finished = store.read() if store else {}
     todo = [task for task in tasks if task.row["key"] not in finished]
     bar = keras.utils.Progbar(len(tasks), unit_name="run") if verbose else None
@@ -354,7 +357,12 @@ def compare(
         rows=[finished[task.row["key"]] for task in tasks],
         baseline=baseline,
         metric=metric,
-        controls={arm.name.partition("~")[0]: arm.name for arm in resolved if arm.control},
+        controls={
+            base: arm.name
+            for arm in resolved
+            for base in [arm.name.rpartition("~")[0]]
+            if arm.name.rpartition("~")[2] in ("var", "sum") and base in {a.name for a in resolved}
+        },
     )
 
 

@@ -1,11 +1,12 @@
-"""Command line: `keras-corrinit extract SOURCE --out R.json [--plot fig1.png]`.
+"""`keras-corrinit extract`: the spatial correlation of a trained model's filters.
 
 SOURCE is a `keras.applications` name (RESNET50, VGG16, DENSENET121, ...;
 ImageNet weights, or `--weights FILE`), a saved `.keras` model, or a
-`.weights.h5` file together with `--application NAME`.
+`.weights.h5` file together with `--application NAME`. The command line
+itself is parsed by `keras_corrinit_cli` (which answers `--help` without
+importing Keras); this module does the work.
 """
 
-import argparse
 import os
 import sys
 import zipfile
@@ -80,19 +81,8 @@ def _estimate(args):
     )
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="keras-corrinit", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    extract = commands.add_parser("extract", help="spatial correlation of a trained model's filters")
-    extract.add_argument("source", help="application name, model.keras, or weights.h5 (with --application)")
-    extract.add_argument("--out", required=True, help="JSON file for the estimate")
-    extract.add_argument("--plot", help="image file for correlation vs distance by depth (needs matplotlib)")
-    extract.add_argument("--weights", help="weights file for an application name (default: ImageNet)")
-    extract.add_argument("--application", help="architecture of a .weights.h5 file")
-    extract.add_argument("--kernel-size", type=int, default=3)
-    extract.add_argument("--include-depthwise", action="store_true")
-    extract.add_argument("--no-cache", action="store_true")
-    args = parser.parse_args(argv)
+def extract(args):
+    """Runs `keras-corrinit extract` with parsed arguments; returns the exit status."""
     try:
         _check_outputs(args)
         estimate = _estimate(args)
@@ -113,7 +103,3 @@ def main(argv=None):
         estimate.plot(args.plot)
         print(f"wrote {args.plot}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import keras
@@ -30,6 +31,15 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("KERAS_CORRINIT_FAIL_ON_SKIP") == "1" and skipped:
         print(f"\n{skipped} tests were skipped; KERAS_CORRINIT_FAIL_ON_SKIP=1 fails the run.")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def load_example(name):
+    """The script `examples/<name>.py` as a module (examples are scripts, not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_in_fresh_process(code, *args):

@@ -284,3 +284,15 @@ def test_a_process_pool_and_a_dask_cluster_give_the_serial_rows(monkeypatch):
                 on_dask = run_rows(compare(functional, make_data, executor=executor, **GRID))
     print("dask LocalCluster (2 workers):", [(arm, seed, final) for arm, seed, final, _, _ in on_dask])
     assert on_dask == serial
+
+
+def test_a_scale_control_named_explicitly_and_one_without_its_arm():
+    mine = CorrelatedHeNormal(variance_mode="weight")
+    result = compare(
+        functional, make_data(), {"mine": mine, "mine~var": None}, seeds=1, epochs=1, controls=False, verbose=0
+    )
+    assert result.arms() == ["he", "mine", "mine~var"] and result.controls == {"mine": "mine~var"}
+    with pytest.raises(ValueError, match=r"`<arm>~var` or `<arm>~sum` names the scale control of an arm listed before"):
+        compare(functional, make_data(), {"other~var": None}, seeds=1, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="Arm 'glorot~var': a scale control needs 'glorot' to be a CorrelatedHeNormal"):
+        compare(functional, make_data(), {"glorot": "glorot_uniform", "glorot~var": None}, seeds=1, epochs=1, verbose=0)

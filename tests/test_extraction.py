@@ -20,7 +20,7 @@ from keras_corrinit import (
     matrix_profile,
     spatial_kernels,
 )
-from keras_corrinit.cli import main as cli_main
+from keras_corrinit_cli import main as cli_main
 
 Z = 5.0
 

@@ -1,15 +1,14 @@
 """The paper's theory (examples/single_filter.py) against derived closed forms."""
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 
+from conftest import load_example
+
 pytest.importorskip("matplotlib", reason="the theory script plots: pip install 'keras_corrinit[examples]'")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-import single_filter as sf  # noqa: E402
+sf = load_example("single_filter")
 
 Z = 5.0
 RNG = np.random.default_rng(0)

@@ -1,0 +1,105 @@
+"""`keras-corrinit summary FOLDER...`: compact tables of finished grids, for the README.
+
+For every cell (shared settings) of each folder's results store, the paired
+difference over seeds (mean, 95% t interval, `*` when it excludes 0):
+
+1. of each arm minus `uncorrelated` (`--arms`);
+2. the comparisons behind CorrelatedHeNormal's defaults:
+   `correlated_weight` minus `correlated` (variance_mode "weight" vs
+   "filter") and `correlated_learned` minus `correlated` (R measured on a
+   trained source network vs the built-in `exponential_decay(0.4)`), with a
+   tally, and the runs that diverged (final test accuracy below 0.5).
+"""
+
+import argparse
+import json
+import math
+import os
+
+from keras_corrinit._statistics import paired_difference
+
+COMPARISONS = [("correlated_weight", "correlated"), ("correlated_learned", "correlated")]
+DEFAULT_ARMS = ["correlated", "correlated~var", "correlated_weight", "correlated_weight~sum", "correlated_learned"]
+
+
+def cells(folders):
+    """`(settings, rows)` of every cell of the stores in `folders`, in a stable order."""
+    groups = {}
+    for folder in folders:
+        with open(os.path.join(folder, "runs.jsonl")) as f:
+            for line in f:
+                row = json.loads(line)
+                identity = {**row["settings"], "epochs": row["epochs"], "batch_size": row["batch_size"]}
+                groups.setdefault(json.dumps(identity, sort_keys=True), []).append(row)
+    for key in sorted(groups):
+        yield json.loads(key), groups[key]
+
+
+def _finals(rows, arm):
+    return {r["seed"]: r["final"] for r in rows if r["arm"] == arm}
+
+
+def _cell(d):
+    if d["n"] < 2 or math.isnan(d["low"]):
+        return "-"
+    mark = " *" if d["low"] > 0 or d["high"] < 0 else ""
+    return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]{mark}"
+
+
+def _row_head(s):
+    return f"| {s['dataset']} | {s['network']} | {s['batch_norm']} | {s['lr']} | {s['l2']} | "
+
+
+def versus_baseline(folders, arms, baseline="uncorrelated"):
+    """Markdown: each arm minus the baseline, per cell."""
+    lines = [
+        "| data | network | batch norm | lr | l2 | " + " | ".join(arms) + " |",
+        "|---|---|---|---|---|" + "---|" * len(arms),
+    ]
+    for settings, rows in cells(folders):
+        base = _finals(rows, baseline)
+        row_cells = [_cell(paired_difference(_finals(rows, arm), base)) for arm in arms]
+        if any(c != "-" for c in row_cells):
+            lines.append(_row_head(settings) + " | ".join(row_cells) + " |")
+    return "\n".join(lines)
+
+
+def comparisons(folders):
+    """Markdown rows: one per cell that has both arms of a comparison; tallies; diverged runs."""
+    lines = [
+        "| data | network | batch norm | lr | l2 | " + " | ".join(f"{a} - {b}" for a, b in COMPARISONS) + " |",
+        "|---|---|---|---|---|" + "---|" * len(COMPARISONS),
+    ]
+    tallies = {pair: [0, 0, 0] for pair in COMPARISONS}  # significantly above, below, neither
+    diverged = {}
+    for s, rows in cells(folders):
+        for r in rows:
+            if r["final"] < 0.5:
+                key = (s["dataset"], s["batch_norm"], s["lr"], r["arm"])
+                diverged[key] = diverged.get(key, 0) + 1
+        row_cells = []
+        for a, b in COMPARISONS:
+            d = paired_difference(_finals(rows, a), _finals(rows, b))
+            if d["n"] >= 2 and not math.isnan(d["low"]):
+                significant = d["low"] > 0 or d["high"] < 0
+                tallies[(a, b)][0 if significant and d["mean"] > 0 else 1 if significant else 2] += 1
+            row_cells.append(_cell(d))
+        if any(c != "-" for c in row_cells):
+            lines.append(_row_head(s) + " | ".join(row_cells) + " |")
+    lines.append("")
+    for (a, b), (above, below, neither) in tallies.items():
+        lines.append(f"{a} vs {b}: significantly above in {above} tables, below in {below}, neither in {neither}.")
+    for (dataset, bn, lr, arm), count in sorted(diverged.items()):
+        lines.append(f"Diverged (test accuracy < 0.5): {arm} on {dataset}, batch norm {bn}, lr {lr}: {count} runs.")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="keras-corrinit summary", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="results folders of `keras-corrinit compare`")
+    parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS)
+    args = parser.parse_args(argv)
+    print(versus_baseline(args.folders, args.arms))
+    print()
+    print(comparisons(args.folders))
+    return 0

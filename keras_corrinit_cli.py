@@ -1,0 +1,58 @@
+"""The `keras-corrinit` command: argument parsing that imports no Keras.
+
+`keras-corrinit --help` (and `extract --help`) answer at once and print no
+backend log lines: Keras, and so the backend, is imported only when a
+command runs (`keras_corrinit.cli` for `extract`, the built-in benchmarks
+for `compare` and `summary`). This launcher sits outside the package because importing
+anything inside `keras_corrinit` imports the package, which imports Keras.
+"""
+
+import argparse
+import sys
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="keras-corrinit", description="Correlated, data-aware and data-driven initialization for Keras 3."
+    )
+    commands = p.add_subparsers(dest="command", required=True)
+    extract = commands.add_parser("extract", help="spatial correlation of a trained model's filters")
+    extract.add_argument("source", help="application name, model.keras, or weights.h5 (with --application)")
+    extract.add_argument("--out", required=True, help="JSON file for the estimate")
+    extract.add_argument("--plot", help="image file for correlation vs distance by depth (needs matplotlib)")
+    extract.add_argument("--weights", help="weights file for an application name (default: ImageNet)")
+    extract.add_argument("--application", help="architecture of a .weights.h5 file")
+    extract.add_argument("--kernel-size", type=int, default=3)
+    extract.add_argument("--include-depthwise", action="store_true")
+    extract.add_argument("--no-cache", action="store_true")
+    commands.add_parser(
+        "compare",
+        add_help=False,
+        help="the built-in benchmarks and the evidence grids (keras-corrinit compare --help)",
+    )
+    commands.add_parser(
+        "summary", add_help=False, help="compact tables of finished grids (keras-corrinit summary --help)"
+    )
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, rest = parser().parse_known_args(argv)
+    if args.command == "compare":
+        from keras_corrinit._benchmarks.compare import main as compare_main
+
+        return compare_main(rest)
+    if args.command == "summary":
+        from keras_corrinit._benchmarks.summary import main as summary_main
+
+        return summary_main(rest)
+    if rest:
+        parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    from keras_corrinit.cli import extract
+
+    return extract(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

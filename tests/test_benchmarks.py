@@ -1,0 +1,357 @@
+"""The built-in benchmarks: `keras-corrinit compare` on keras_corrinit.experiments (keras_corrinit._benchmarks)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_corrinit_cli
+from conftest import load_example, to_numpy
+from keras_corrinit import CorrelatedHeNormal, resample_covariance
+from keras_corrinit._arms import ScaleControl
+from keras_corrinit._benchmarks import arms, compare, datasets, networks
+from keras_corrinit._comparison import _verdict
+
+# The benchmarks need the `examples` extra; without it these tests are skipped, saying so.
+pytest.importorskip("sklearn", reason="needs scikit-learn: pip install 'keras_corrinit[examples]'")
+pytest.importorskip("matplotlib", reason="needs matplotlib: pip install 'keras_corrinit[examples]'")
+pytest.importorskip("tensorflow_datasets", reason="needs tensorflow-datasets: pip install 'keras_corrinit[examples]'")
+
+
+def he():
+    return keras.initializers.HeNormal(seed=0)
+
+
+def _weight_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("vgg8", 8), ("vgg16", 16), ("vgg19", 19), ("resnet10", 10), ("resnet18", 18), ("resnet34", 34)],
+)
+def test_documented_weight_layer_counts(name, expected):
+    model = networks.build(name, (32, 32, 3), 10, he, batch_norm=True, width=0.25)
+    layers = _weight_layers(model)
+    projections = [layer for layer in layers if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (1, 1)]
+    assert len(layers) - len(projections) == expected
+    assert len(projections) == (3 if name.startswith("resnet") else 0)
+
+
+def test_vgg8_parameter_count_at_half_width_without_batch_norm():
+    model = networks.build("vgg8", (32, 32, 3), 10, he, batch_norm=False, width=0.5)
+    channels = [32, 64, 128, 128, 256, 256]
+    convs = sum(9 * c_in * c_out + c_out for c_in, c_out in zip([3] + channels[:-1], channels))
+    flat = 256 * 2 * 2  # 32x32 after four poolings
+    dense = flat * 256 + 256 + 256 * 10 + 10
+    assert model.count_params() == convs + dense
+
+
+def test_resnet10_parameter_count_with_batch_norm():
+    model = networks.build("resnet10", (32, 32, 3), 10, he, batch_norm=True, width=0.5)
+    bn = lambda c: 4 * c  # gamma, beta, moving mean and variance
+    total = 9 * 3 * 32 + bn(32)
+    c_in = 32
+    for c in [32, 64, 128, 256]:
+        total += 9 * c_in * c + bn(c) + 9 * c * c + bn(c)
+        if c != c_in:
+            total += c_in * c + bn(c)
+        c_in = c
+    total += 256 * 10 + 10
+    assert model.count_params() == total
+
+
+def run(*args):
+    return keras_corrinit_cli.main(["compare", *args])
+
+
+def _read(out):
+    with open(os.path.join(out, "runs.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_help_answers_without_importing_keras():
+    code = (
+        "import sys, keras_corrinit_cli\n"
+        "try:\n    keras_corrinit_cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('keras imported:', 'keras' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "compare" in done.stdout and "extract" in done.stdout
+    assert done.stdout.strip().endswith("keras imported: False") and done.stderr == ""
+
+
+def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
+    out = str(tmp_path)
+    args = ["--seeds", "2", "--epochs", "2", "--max-train", "256", "--out", out]
+    assert run(*args) == 0
+    rows = _read(out)
+    default_arms = ["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
+    assert [(r["arm"], r["seed"]) for r in rows] == [(a, s) for a in default_arms for s in [0, 1]]
+    settings = rows[0]["settings"]
+    assert (rows[0]["backend"], settings["lr"], rows[0]["epochs"], settings["max_train"], settings["batch_norm"]) == (
+        keras.backend.backend(),
+        0.005,
+        2,
+        256,
+        "off",
+    )
+    assert {r["settings"]["correlation"] for r in rows} == {"builtin"}
+    assert all(len(r["sign_change"]) == 2 and len(r["curve"]) == 2 for r in rows)
+    table = open(os.path.join(out, "results.md")).read()
+    assert "- digits: 8x8 inputs, mean correlation of adjacent pixels 0.54" in table
+    assert "## dataset digits, network small_cnn, width 1.0, batch_norm off, lr 0.005, l2 0.0" in table
+    assert "| correlated~var |" in table and "Correlation or scale:" in table
+    assert os.path.getsize(os.path.join(out, "curves_digits_small_cnn_1.0_off_0.005_0.0.png")) > 5000
+    capsys.readouterr()
+    run(*args)
+    assert "10/10" in capsys.readouterr().out  # the progress bar starts full: nothing trained
+    assert len(_read(out)) == 10
+
+
+def test_a_changed_setting_is_a_new_run_reported_separately(tmp_path):
+    out = str(tmp_path)
+    base = ["--init", "uncorrelated", "--seeds", "1", "--epochs", "1", "--max-train", "128", "--out", out]
+    run(*base, "--lr", "0.005")
+    run(*base, "--lr", "0.1", "--momentum", "0.9")
+    rows = _read(out)
+    assert [(r["settings"]["lr"], r["settings"]["momentum"]) for r in rows] == [(0.005, 0.8), (0.1, 0.9)]
+    assert len({r["key"] for r in rows}) == 2 and rows[0]["final"] != rows[1]["final"]
+
+
+def test_a_store_from_another_version_is_refused(tmp_path):
+    (tmp_path / "store.json").write_text(json.dumps({"format": 1, "package_version": "0.1.0", "columns": []}))
+    with pytest.raises(ValueError, match="was written by keras_corrinit 0.1.0.*never mixed: pass another `out`"):
+        run("--out", str(tmp_path), "--seeds", "1", "--epochs", "1", "--init", "uncorrelated")
+
+
+# One seed, one epoch, a few samples: enough to run every code path.
+TINY_BUDGET = ["--seeds", "1", "--epochs", "1", "--max-train", "96", "--max-test", "64", "--source-epochs", "1"]
+PLAIN_NETWORK_ARMS = [arm for arm in arms.ARMS if not arms.needs_depthwise(arm)]
+DEPTHWISE_ARMS = [arm for arm in arms.ARMS if arms.needs_depthwise(arm)]
+
+
+def _ordered(names):
+    """Controls after their arms, as --init wants them."""
+    return sorted(names, key=lambda name: "~" in name)
+
+
+def test_every_arm_and_the_source_trained_once(tmp_path):
+    out = str(tmp_path)
+    run("--init", *_ordered(PLAIN_NETWORK_ARMS), *TINY_BUDGET, "--out", out)
+    rows = _read(out)
+    assert sorted(r["arm"] for r in rows) == sorted(PLAIN_NETWORK_ARMS)
+    (source,) = {r["settings"]["source"] for r in rows}
+    saved = json.load(open(os.path.join(out, "sources", source.replace(".keras", ".json"))))
+    assert saved["settings"]["epochs"] == "1" and saved["settings"]["network"] == "small_cnn"
+    assert all(0 <= r["final"] <= 1 for r in rows)
+    assert "EnhancedGamma (he_normal, filter) at initialization" in open(os.path.join(out, "results.md")).read()
+    stamp = os.path.getmtime(os.path.join(out, "sources", source))
+    run("--init", "correlated_learned", "--alpha", "0.5", *TINY_BUDGET, "--out", out)
+    assert os.path.getmtime(os.path.join(out, "sources", source)) == stamp
+    assert len(os.listdir(os.path.join(out, "sources"))) == 2  # .keras and .json of one source
+
+
+def test_learned_arms_use_the_source(tmp_path):
+    seeds = iter(range(100))
+    source_model = networks.build(
+        "small_cnn", (8, 8, 1), 10, lambda: CorrelatedHeNormal(arms.IDENTITY, seed=next(seeds)), batch_norm=False
+    )
+    path = str(tmp_path / "source.keras")
+    source_model.save(path)
+    source = arms.load_source(path)
+    data = datasets.load("digits", max_train=64)
+    target = networks.build("small_cnn", (8, 8, 1), 10, he, batch_norm=False)
+    arms.PostBuild("correlated_layerwise", source_path=path)(target, data[0], 0)
+    convs = [layer for layer in target.layers if isinstance(layer, keras.layers.Conv2D)]
+    for layer, name in zip(convs, source.estimate.layer_names):
+        np.testing.assert_allclose(
+            layer.kernel_initializer.correlation_matrix((3, 3)), source.estimate.layer_matrices[name], atol=1e-12
+        )
+    arms.PostBuild("nfm_kaiming", source_path=path)(target, data[0], 0)
+    for layer, src in zip(arms._kernel_layers(target), arms._kernel_layers(source_model)):
+        w = to_numpy(layer.kernel).reshape(-1, layer.kernel.shape[-1])
+        basis, _ = np.linalg.qr(to_numpy(src.kernel).reshape(-1, src.kernel.shape[-1]))
+        assert np.abs(w - basis @ (basis.T @ w)).max() < 1e-4 * np.abs(w).max()  # in the source's span
+
+
+def _sample_variance_check(w, variance):
+    # mean of n squared N(0, v) draws: standard error v sqrt(2 / n)
+    assert abs((w**2).mean() - variance) < 5 * variance * math.sqrt(2 / w.size)
+
+
+def test_scale_controls_have_the_formula_variances():
+    r = CorrelatedHeNormal().correlation_matrix((3, 3))  # the built-in R
+    shape, fan_in = (3, 3, 64, 128), 9 * 64
+    # correlated (filter mode): per-weight variance 2 P / (sum(R) fan_in)
+    filter_var = 2 * 9 / (r.sum() * fan_in)
+    w = to_numpy(ScaleControl(CorrelatedHeNormal(), "var", 0)(shape))
+    _sample_variance_check(w, filter_var)
+    assert abs(np.corrcoef(w.reshape(9, -1))[0, 1]) < 5 / math.sqrt(64 * 128)  # uncorrelated
+    # correlated_weight: filter sum variance sum(R) 2 / fan_in, so He scaled by sum(R) / P
+    w = to_numpy(ScaleControl(CorrelatedHeNormal(variance_mode="weight"), "sum", 0)(shape)).reshape(9, -1)
+    sums = w.sum(axis=0)
+    assert abs(sums.var() - r.sum() * 2 / fan_in) < 5 * r.sum() * 2 / fan_in * math.sqrt(2 / sums.size)
+    # Dense kernels have one position: every control is He there
+    _sample_variance_check(to_numpy(ScaleControl(CorrelatedHeNormal(), "var", 0)((400, 100))), 2 / 400)
+
+
+@pytest.mark.parametrize(
+    "against_he, against_control, control_against_he, expected",
+    [
+        ((0.05, 0.01, 0.09, 5), (0.04, 0.01, 0.07, 5), (0.01, -0.02, 0.04, 5), "the correlation"),
+        ((0.05, 0.01, 0.09, 5), (0.0, -0.02, 0.02, 5), (0.05, 0.02, 0.08, 5), "and so does its scale control"),
+        ((-0.05, -0.09, -0.01, 5), (0.0, -0.02, 0.02, 5), (-0.05, -0.08, -0.02, 5), "and so is its scale control"),
+        ((0.0, -0.02, 0.02, 5), (0.0, -0.02, 0.02, 5), (0.0, -0.02, 0.02, 5), "no significant difference"),
+    ],
+)
+def test_verdicts(against_he, against_control, control_against_he, expected):
+    as_dict = lambda t: dict(zip(("mean", "low", "high", "n"), t))
+    sentence = _verdict("correlated", "he", *map(as_dict, (against_he, against_control, control_against_he)))
+    assert expected in sentence
+
+
+def test_digits32_is_the_digits_resized_shifted_and_spatially_correlated():
+    (x8, y8), (t8, _), _ = datasets.load_digits()
+    (x32, y32), (t32, _), classes = datasets.load_digits32()
+    assert x32.shape == (len(x8), 32, 32, 1) and t32.shape == (len(t8), 32, 32, 1) and classes == 10
+    np.testing.assert_array_equal(y32, y8)
+    assert 0 <= x32.min() and x32.max() <= 1
+    # each image is its 8x8 scan, resized, shifted by at most 2 pixels
+    resized = datasets.resize_bilinear(x8[:5], 32)
+    for image, reference in zip(x32[:5], resized):
+        errors = [
+            np.abs(np.roll(np.pad(reference, ((2, 2), (2, 2), (0, 0))), (dy, dx), (0, 1))[2:-2, 2:-2] - image).max()
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        ]
+        assert min(errors) == 0.0
+    assert datasets.adjacent_pixel_correlation(x32) > 0.9 > 0.6 > datasets.adjacent_pixel_correlation(x8)
+
+
+def test_bilinear_resize_is_exact_on_linear_images():
+    ramp = np.arange(8, dtype="float32")[None, :, None, None] * np.ones((1, 1, 8, 1), "float32")
+    resized = datasets.resize_bilinear(ramp, 32)[0, :, 0, 0]
+    centres = (np.arange(32) + 0.5) * 8 / 32 - 0.5
+    np.testing.assert_allclose(resized[2:-2], centres[2:-2], atol=1e-6)  # away from the clamped edges
+
+
+def test_earth_movers_distance_over_std():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=20000)
+    assert compare._emd_over_std(a + 0.5, a, a.std()) == pytest.approx(0.5 / a.std())
+    assert compare._emd_over_std(a[::-1].copy(), a, 1.0) == 0.0
+
+
+def test_tfds_datasets_with_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    out = str(tmp_path)
+    with tfds.testing.mock_data(num_examples=64):
+        run(
+            *("--dataset", "cifar10", "--network", "resnet10", "--width", "0.125", "--init", "uncorrelated", "lsuv"),
+            *("--batch-norm", "on", "--seeds", "1", "--epochs", "1", "--out", out),
+        )
+    rows = _read(out)
+    assert [(r["settings"]["network"], r["arm"]) for r in rows] == [("resnet10", "uncorrelated"), ("resnet10", "lsuv")]
+
+
+def test_tfds_failure_says_what_to_download_and_where(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to establish a new connection")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(ValueError, match=r"could not load 'svhn_cropped'.*tfds.load\('svhn_cropped'\).*--data-dir"):
+        datasets.load("svhn", data_dir=str(tmp_path))
+
+
+def test_digits_are_the_real_shipped_data():
+    (x_train, y_train), (x_test, y_test), classes = datasets.load_digits()
+    assert x_train.shape[1:] == (8, 8, 1) and len(x_train) + len(x_test) == 1797 and classes == 10
+    assert set(np.unique(y_train)) == set(range(10))
+
+
+def test_unknown_names_and_incompatible_arguments(capsys):
+    with pytest.raises(ValueError, match="Unknown network 'vgg7'"):
+        networks.build("vgg7", (8, 8, 1), 10, he)
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--init", "xavier"])
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--init", "covariance_closed_form"])
+    assert "set depthwise convolutions, which ['the default networks'] do not have" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.parse_args(
+            ["--network", "convmixer2k3", "--init", "covariance_learned", "--source-network", "small_cnn"]
+        )
+    assert "covariance_learned needs a ConvMixer source" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--init", "correlated~var"])
+    assert "the scale control correlated~var needs its arm correlated in --init" in capsys.readouterr().err
+
+
+def test_grids_are_listed_and_expand_to_their_arguments(capsys):
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--grid", "list"])
+    assert "paper-digits: --dataset digits" in capsys.readouterr().out
+    args = compare.parse_args(["--grid", "alpha-digits32", "--seeds", "2"])
+    assert (args.dataset, args.alpha, args.seeds, args.out) == (
+        ["digits32"],
+        [0.25, 0.5, 1.0, 1.5],
+        2,
+        "runs/alpha-digits32",
+    )
+
+
+def test_depthwise_arms_on_convmixer(tmp_path):
+    out = str(tmp_path)
+    common = [
+        "--network",
+        "convmixer2k3",
+        "convmixer2k3_frozen",
+        "--source-network",
+        "convmixer2k5",
+        "--batch-norm",
+        "on",
+    ]
+    run(*common, "--init", *_ordered(DEPTHWISE_ARMS), *TINY_BUDGET, "--baseline", "depthwise_default", "--out", out)
+    rows = _read(out)
+    assert sorted((r["settings"]["network"], r["arm"]) for r in rows) == sorted(
+        (network, arm) for network in ("convmixer2k3", "convmixer2k3_frozen") for arm in DEPTHWISE_ARMS
+    )
+    (source,) = {r["settings"]["source"] for r in rows}
+    saved = json.load(open(os.path.join(out, "sources", source.replace(".keras", ".json"))))
+    assert saved["settings"]["network"] == "convmixer2k5"
+    # the learned arm draws each layer from the source's covariance, resampled 5x5 -> 3x3
+    model = networks.build("convmixer2k3", (32, 32, 1), 10, he, batch_norm=True)
+    path = os.path.join(out, "sources", source)
+    arms.PostBuild("covariance_learned", source_path=path)(model, None, 0)
+    learned = arms.load_source(path).depthwise
+    assert learned.spatial_shapes == [(5, 5), (5, 5)]
+    for depth, name in ((0.0, "depthwise_0"), (1.0, "depthwise_1")):
+        init = model.get_layer(name).depthwise_initializer
+        np.testing.assert_allclose(
+            init.covariance_matrix((3, 3)),
+            resample_covariance(learned.covariance_at(depth), (5, 5), (3, 3)),
+            atol=1e-12,
+        )
+    # the control has the arm's per-position variances, independent positions
+    control = arms._DiagonalOf(model.get_layer("depthwise_0").depthwise_initializer, seed=0)
+    draws = keras.ops.convert_to_numpy(control((3, 3, 4096, 1))).reshape(9, -1)
+    expected = np.diag(model.get_layer("depthwise_0").depthwise_initializer.covariance_matrix((3, 3)))
+    np.testing.assert_allclose(draws.var(axis=1), expected, rtol=5 * np.sqrt(2 / 4096))
+    assert np.max(np.abs(np.corrcoef(draws)[~np.eye(9, dtype=bool)])) < 5 / np.sqrt(4096)
+
+
+def test_the_paper_experiment_example_runs_on_the_public_api(tmp_path, capsys):
+    example = load_example("paper_experiment")
+    example.main(["--seeds", "2", "--epochs", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| correlated~var |" in out and os.path.getsize(tmp_path / "curves.png") > 5000
+    assert len(_read(str(tmp_path))) == 6
