@@ -7,10 +7,18 @@ Usage:
 
 A small ResNet-like CNN (three residual stages, 32x32x3 inputs, batch 64) is
 trained on random data with SGD + momentum and the default jit_compile, in
-one process: without the monitor, with it (per-epoch values), per layer,
-and per layer with values every 10 steps. Each configuration gets its own
-model; the first epoch (compilation) is discarded, and the median epoch time
-of the rest is reported. Goal: ratio <= 1.10 for per-epoch values.
+one process, one model per configuration (no monitor; the monitor with
+per-epoch values; per layer; per layer every 10 steps). The configurations
+are interleaved: each round trains every model for one epoch, in an order
+that alternates between rounds (A B C D, then D C B A), so that a drift of
+the machine or of the backend over the process's life (TensorFlow's steps
+get slower the more models a process has traced) falls on all of them
+alike. Step times are read per batch; the first batches of every `fit`
+(which trace and compile: the monitor re-makes the train function at the
+start of each `fit`) are left out. Reported: the median step time and its
+ratio to the median without the monitor; a second model without the
+monitor measures the noise floor (its ratio would be 1 on a perfectly
+quiet machine). Goal: ratio <= 1.05 for per-epoch values.
 """
 
 import argparse
@@ -34,57 +42,67 @@ def _resnet_like(keras):
     return keras.Model(inputs, keras.layers.Dense(10)(x))
 
 
-def run(epochs, steps):
+def run(rounds, steps, warmup=3):
     import keras
     import numpy as np
 
     from keras_corrinit import GradientSignMonitor
 
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
+    class BatchTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
             self.start = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self.start)
+        def on_train_batch_end(self, batch, logs=None):
+            if batch >= warmup:  # the first ones trace and compile
+                self.times.append(time.perf_counter() - self.start)
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64 * steps, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=64 * steps)
     configs = {
-        "no monitor": [],
-        "monitor (per epoch)": [GradientSignMonitor()],
-        "monitor per_layer": [GradientSignMonitor(per_layer=True)],
-        "per_layer, every 10 steps": [GradientSignMonitor(per_layer=True, every_n_steps=10)],
+        "no monitor": lambda: [],
+        # A second model without the monitor: how far apart two identical
+        # configurations measure (the noise floor of these ratios).
+        "no monitor, again (A/A)": lambda: [],
+        "monitor (per epoch)": lambda: [GradientSignMonitor()],
+        "monitor per_layer": lambda: [GradientSignMonitor(per_layer=True)],
+        "per_layer, every 10 steps": lambda: [GradientSignMonitor(per_layer=True, every_n_steps=10)],
     }
-    results = {}
-    for name, callbacks in configs.items():
+    models, timers, callbacks = {}, {}, {}
+    for name, make in configs.items():
         keras.utils.set_random_seed(0)
-        model = _resnet_like(keras)
-        model.compile(
+        models[name] = _resnet_like(keras)
+        models[name].compile(
             keras.optimizers.SGD(0.01, momentum=0.8), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         )
-        timer = EpochTimer()
-        timer.times = []
-        model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks + [timer])
-        results[name] = statistics.median(timer.times[1:]) / steps
+        timers[name], callbacks[name] = BatchTimer(), make()
+    names = list(configs)
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            models[name].fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=callbacks[name] + [timers[name]])
+    results = {name: statistics.median(timer.times) for name, timer in timers.items()}
     reference = results["no monitor"]
-    print(f"backend={keras.backend.backend()} steps/epoch={steps} epochs={epochs}")
+    print(f"backend={keras.backend.backend()} steps/epoch={steps} rounds={rounds} (interleaved)")
     for name, seconds in results.items():
-        print(f"  {name:<28} {seconds * 1e3:8.1f} ms/step  ratio {seconds / reference:.3f}")
+        print(f"  {name:<28} {seconds * 1e3:8.2f} ms/step  ratio {seconds / reference:.3f}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--all-backends", action="store_true")
     args = parser.parse_args()
     if not args.all_backends:
-        run(args.epochs, args.steps)
+        run(args.rounds, args.steps)
         return
     for backend in ("tensorflow", "jax", "torch"):
         subprocess.run(
-            [sys.executable, __file__, "--epochs", str(args.epochs), "--steps", str(args.steps)],
+            [sys.executable, __file__, "--rounds", str(args.rounds), "--steps", str(args.steps)],
             env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
             check=True,
         )

@@ -13,7 +13,8 @@ applies it inside `fit` through the same `stateless_update`.
 
 Semantics (the same in both): the first update after a start (or a
 `reset(keep_previous=False)`) has no predecessor, so it counts for the
-magnitude only; an update with any non-finite gradient is counted in
+magnitude only; an update with any non-finite gradient (or a variable
+whose sum of |g| exceeds float32's range, about 3.4e38) is counted in
 `grad_nonfinite_steps` and not measured (nor does it become the
 predecessor).
 """
@@ -140,22 +141,30 @@ class GradientSignTracker:
                     "Pass one gradient per variable, in the order of `variables`."
                 )
             grads.append(ops.cast(g, "float32"))
-        finite = ops.cast(ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads])), "float32")
-        valid = applied * finite
-        counted = valid * state["has_previous"]
+        # Few ops per variable (eager PyTorch pays for each one): the step's
+        # finiteness is read from the per-variable sums of |g| (a NaN or Inf
+        # entry makes its sum non-finite, as does a sum past float32's
+        # range), and what a non-finite step computes is discarded below
+        # with one `where` per statistic instead of masking every gradient.
         signs, changes, magnitudes = [], [], []
         for previous, g in zip(state["previous_signs"], grads):
-            g = ops.where(ops.isfinite(g), g, 0.0)
-            sign = ops.cast(ops.sign(g), "int8")
-            flips = ops.abs(ops.cast(sign, "int32") - ops.cast(previous, "int32"))
-            changes.append(ops.cast(ops.sum(flips), "float32") / 2.0)
+            sign = ops.sign(g)
+            changes.append(ops.sum(ops.abs(sign - ops.cast(previous, "float32"))))
             magnitudes.append(ops.sum(ops.abs(g)))
-            signs.append(ops.where(valid > 0, sign, previous))
+            signs.append(sign)
+        changes, magnitudes = ops.stack(changes), ops.stack(magnitudes)
+        finite = ops.cast(ops.all(ops.isfinite(magnitudes)), "float32")
+        valid = applied * finite
+        keep = valid > 0
+        counted = valid * state["has_previous"]
         return {
-            "previous_signs": signs,
+            "previous_signs": [
+                ops.where(keep, ops.cast(sign, "int8"), previous)
+                for sign, previous in zip(signs, state["previous_signs"])
+            ],
             "has_previous": ops.maximum(state["has_previous"], valid),
-            "sign_changes": state["sign_changes"] + counted * ops.stack(changes),
-            "magnitude_sums": state["magnitude_sums"] + valid * ops.stack(magnitudes),
+            "sign_changes": state["sign_changes"] + counted * ops.where(keep, changes, 0.0) / 2.0,
+            "magnitude_sums": state["magnitude_sums"] + valid * ops.where(keep, magnitudes, 0.0),
             "sign_steps": state["sign_steps"] + counted,
             "measured_steps": state["measured_steps"] + valid,
             "nonfinite_steps": state["nonfinite_steps"] + applied * (1.0 - finite),
