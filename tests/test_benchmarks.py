@@ -98,13 +98,13 @@ def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
         keras.backend.backend(),
         0.005,
         2,
-        256,
+        128,
         "off",
     )
     assert {r["settings"]["correlation"] for r in rows} == {"builtin"}
     assert all(len(r["sign_change"]) == 2 and len(r["curve"]) == 2 for r in rows)
     table = open(os.path.join(out, "results.md")).read()
-    assert "- digits: 8x8 inputs, mean correlation of adjacent pixels 0.54" in table
+    assert "- digits: 8x8 inputs, mean correlation of adjacent pixels 0.539" in table
     assert "## dataset digits, network small_cnn, width 1.0, batch_norm off, lr 0.005, l2 0.0" in table
     assert "| correlated~var |" in table and "Correlation or scale:" in table
     assert os.path.getsize(os.path.join(out, "curves_digits_small_cnn_1.0_off_0.005_0.0.png")) > 5000
