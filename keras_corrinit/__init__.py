@@ -16,6 +16,7 @@ from keras_corrinit._correlation import (
     psd_factor,
 )
 from keras_corrinit._covariance import filter_covariance, resample_covariance
+from keras_corrinit._data_correlation import correlation_from_data, patch_statistics
 from keras_corrinit._depthwise import (
     DEFAULT_ENVELOPE,
     DEFAULT_SIGMA,
@@ -30,6 +31,7 @@ from keras_corrinit._estimates import (
     depthwise_covariance_from_model,
     spatial_kernels,
 )
+from keras_corrinit._initialize import InitializationReport, InitializedLayer, initialize
 from keras_corrinit._layerwise import apply_initializers, layer_seeds, pair_layers
 from keras_corrinit._lsuv import LayerReport, LSUVReport, lsuv_initialize
 from keras_corrinit._monitor import GradientSignMonitor
@@ -42,6 +44,7 @@ from keras_corrinit._transfer import (
     reinitialize_depthwise,
 )
 from keras_corrinit._version import __version__ as __version__
+from keras_corrinit._whitening import PatchWhitening
 
 __all__ = [
     "DEFAULT_CORRELATION",
@@ -55,19 +58,24 @@ __all__ = [
     "FilterCovariance",
     "GradientSignMonitor",
     "GradientSignTracker",
+    "InitializationReport",
+    "InitializedLayer",
     "LSUVReport",
     "LayerReport",
     "NFMInit",
+    "PatchWhitening",
     "SpatialCorrelation",
     "agop_matrix",
     "application_names",
     "apply_initializers",
     "correlation_from_application",
+    "correlation_from_data",
     "correlation_from_kernels",
     "correlation_from_model",
     "depthwise_covariance_from_model",
     "depthwise_layerwise_initializers",
     "filter_covariance",
+    "initialize",
     "layer_seeds",
     "lsuv_initialize",
     "matrix_profile",
@@ -75,6 +83,7 @@ __all__ = [
     "nfm_layerwise_initializers",
     "nfm_matrix",
     "pair_layers",
+    "patch_statistics",
     "plot_correlation_profiles",
     "plot_training_curves",
     "position_distances",

@@ -44,7 +44,7 @@ from keras_corrinit._backend import intercepted_call
 from keras_corrinit._data import describe, take_batches
 from keras_corrinit._layers import frozen_layers, kernel_slots, unchanged_on_error, walk_layers
 
-__all__ = ["LSUVReport", "LayerReport", "lsuv_initialize"]
+__all__ = ["LSUVReport", "LayerReport", "lsuv_initialize", "run_model"]
 
 _MIN_BATCH = 16  # the paper's minimum mini-batch size
 _DEAD_VARIANCE = 1e-12
@@ -321,7 +321,7 @@ def _check_arguments(model, tol, max_iter, target_variance, batches, batch_size,
     check.boolean(include_frozen, "include_frozen")
 
 
-def _run_model(model, x):
+def run_model(model, x):
     """`model(x)`, with an error that says how `x` does not fit `model`."""
     try:
         return model(x, training=False)
@@ -418,7 +418,7 @@ def lsuv_initialize(
     include, exclude = _pattern(include, "include"), _pattern(exclude, "exclude")
     x, count = _sample(data, batches, batch_size)
     if not model.built:
-        _run_model(model, keras.tree.map_structure(lambda a: a[:1], x))
+        run_model(model, keras.tree.map_structure(lambda a: a[:1], x))
     layers, skipped = _select(model, include, exclude, include_frozen)
     report = LSUVReport(layers=[], skipped=skipped)
     if not layers:
@@ -430,7 +430,7 @@ def lsuv_initialize(
         unchanged_on_error(layers),
         _Interceptor(layers, starts, settings, report, _progress(layers, verbose)) as interceptor,
     ):
-        _run_model(model, x)
+        run_model(model, x)
     report.forward_pass_equivalents = 1.0 + interceptor.extra_work()
     _report_unreached(report, layers)
     return report

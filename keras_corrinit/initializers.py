@@ -11,6 +11,7 @@ a `keras.random.SeedGenerator`, a JSON `get_config()`, registered with
 from keras_corrinit._correlated import DEFAULT_CORRELATION, CorrelatedHeNormal, EnhancedGamma
 from keras_corrinit._depthwise import ConstructedFilterCovariance, FilterCovariance
 from keras_corrinit._nfm import NFMInit
+from keras_corrinit._whitening import PatchWhitening
 
 __all__ = [
     "DEFAULT_CORRELATION",
@@ -19,4 +20,5 @@ __all__ = [
     "EnhancedGamma",
     "FilterCovariance",
     "NFMInit",
+    "PatchWhitening",
 ]

@@ -1,0 +1,139 @@
+"""The data's own patch statistics, measured inside a model in one forward pass.
+
+Every chosen Conv2D layer's `call` is intercepted on the instance (as LSUV
+does), so the patches are those the layer really sees: the model's own
+preprocessing, the outputs of the layers before it, its strides, padding
+and dilation. Nothing in the model changes.
+
+`correlation_from_data` turns the measured patch covariances into a
+`CorrelationEstimate`, the form `correlation_from_model` gives for trained
+filters, so that "the data's R" (the correlated-initialization paper's
+premise, measured instead of assumed) initializes a network the same way:
+`CorrelatedHeNormal(estimate)` or `estimate.layerwise_initializers(model)`.
+"""
+
+import contextlib
+import re
+import warnings
+
+import keras
+import numpy as np
+
+from keras_corrinit import _validation as check
+from keras_corrinit._backend import intercepted_call
+from keras_corrinit._correlation import to_correlation
+from keras_corrinit._data import take_batches
+from keras_corrinit._estimates import CorrelationEstimate
+from keras_corrinit._layers import kernel_layers
+from keras_corrinit._patches import PatchAccumulator, image_patches
+
+__all__ = ["correlation_from_data", "patch_statistics"]
+
+
+def _convolutions(model, layers):
+    found = [layer for layer, _ in kernel_layers(model, ("conv",)) if isinstance(layer, keras.layers.Conv2D)]
+    if layers is not None:
+        if isinstance(layers, str):
+            pattern = re.compile(layers)
+            found = [layer for layer in found if pattern.search(layer.name)]
+        else:
+            names = set(layers)
+            found = [layer for layer in found if layer.name in names]
+    if not found:
+        raise ValueError(
+            "The model has no Conv2D layer to measure"
+            + (f" matching `layers`={layers!r}." if layers is not None else ".")
+        )
+    return found
+
+
+def patch_statistics(model, data, layers=None, batches=1, batch_size=32, max_patches_per_batch=4096, seed=0, verbose=0):
+    """The covariance of each Conv2D layer's input patches on `data`.
+
+    Args:
+        model: A built Keras model (Sequential, Functional, nested, subclassed).
+        data: Inputs as for `lsuv_initialize` (arrays, `(x, y)`, tf.data,
+            PyDataset, a generator of batches).
+        layers: None (default: every Conv2D with one group), a regular
+            expression searched in layer names, or a list of names.
+        batches: How many batches of `data` to use. Default 1.
+        batch_size: Batch size for array data. Default 32.
+        max_patches_per_batch: Patches used per layer and batch, drawn
+            uniformly without replacement; memory is D x D per layer
+            (D = kh * kw * in_channels) whatever the data. None uses
+            every patch. Default 4096.
+        seed: Seed of that draw. Default 0.
+        verbose: 1 shows progress over batches. Default 0.
+
+    Returns:
+        `{layer name: PatchStatistics}` in model order; layers the forward
+        pass never called are left out with a warning.
+    """
+    chosen = _convolutions(model, layers)
+    check.integer(batches, "batches", minimum=1)
+    if max_patches_per_batch is not None:
+        check.integer(max_patches_per_batch, "max_patches_per_batch", minimum=2)
+    sample = take_batches(data, batches, batch_size)
+    if not sample:
+        raise ValueError("`data` holds no batch of samples.")
+    accumulators = {
+        layer.name: PatchAccumulator(layer.kernel_size, layer.kernel.shape[-2], max_patches_per_batch, seed)
+        for layer in chosen
+    }
+
+    def measuring(layer, original):
+        def call(inputs, *args, **kwargs):
+            accumulators[layer.name].add(
+                image_patches(inputs, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
+            )
+            return original(inputs, *args, **kwargs)
+
+        return call
+
+    bar = keras.utils.Progbar(len(sample), unit_name="batch") if verbose else None
+    with contextlib.ExitStack() as stack:
+        for layer in chosen:
+            stack.enter_context(intercepted_call(layer, lambda original, layer=layer: measuring(layer, original)))
+        for x in sample:
+            model(x, training=False)
+            if bar:
+                bar.add(1)
+    unreached = [name for name, a in accumulators.items() if a.count == 0]
+    if unreached:
+        warnings.warn(f"The forward pass never called {unreached}: no patch statistics for them.", stacklevel=2)
+    return {name: a.statistics() for name, a in accumulators.items() if a.count}
+
+
+def correlation_from_data(model, data, kernel_size=(3, 3), **measurement):
+    """The spatial correlation of the data each k x k Conv2D sees, as a `CorrelationEstimate`.
+
+    Per layer the `(P, P)` correlation of patch positions (same channel,
+    averaged over channels); pooled like trained filters' estimates (each
+    layer's covariance divided by its mean position variance, weighted by
+    its patch count).
+
+    Args:
+        model: A built Keras model.
+        data: As for `patch_statistics`.
+        kernel_size: The kernel size of the layers measured. Default (3, 3).
+        **measurement: `layers`, `batches`, `batch_size`,
+            `max_patches_per_batch`, `seed`, `verbose` of `patch_statistics`.
+    """
+    kernel_size = tuple(kernel_size) if not isinstance(kernel_size, int) else (kernel_size, kernel_size)
+    stats = {
+        name: s for name, s in patch_statistics(model, data, **measurement).items() if s.kernel_size == kernel_size
+    }
+    if not stats:
+        raise ValueError(f"No measured Conv2D layer has kernel size {kernel_size}.")
+    covariances = {name: s.spatial_covariance() for name, s in stats.items()}
+    counts = {name: s.count for name, s in stats.items()}
+    pooled = sum(counts[n] * c / np.mean(np.diag(c)) for n, c in covariances.items()) / sum(counts.values())
+    matrices = {name: s.correlation() for name, s in stats.items()}
+    return CorrelationEstimate(
+        spatial_shape=kernel_size,
+        layer_names=list(stats),
+        layer_matrices=matrices,
+        counts=counts,
+        matrix=to_correlation(pooled),
+        source="data patches",
+    )

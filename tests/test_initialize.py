@@ -1,0 +1,108 @@
+"""keras_corrinit.initialize: whitened first convolution, He, LSUV's scale, in one call."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
+from keras_corrinit import initialize
+
+RNG = np.random.default_rng(0)
+# Spatially correlated images: smoothed noise.
+_noise = RNG.normal(size=(96, 12, 12, 3))
+IMAGES = ((_noise + np.roll(_noise, 1, axis=1) + np.roll(_noise, 1, axis=2)) / 3).astype("float32")
+
+
+def small_cnn(first_filters=8):
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(first_filters, 3, activation="relu", name="stem"),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+
+
+def test_whitened_stem_he_rest_and_unit_variance_everywhere():
+    model = small_cnn()
+    report = initialize(model, IMAGES, batch_size=96, seed=0, verbose=0)
+    assert [(e.name, e.what) for e in report] == [
+        ("stem", "PatchWhitening (8 filters)"),
+        ("conv", "He-normal"),
+        ("head", "He-normal"),
+    ]
+    for entry in report:
+        assert abs(entry.variance_after - 1.0) <= 0.1 * 1.0 + 1e-6  # LSUV's default tolerance
+        assert np.isfinite(entry.variance_before)
+    kernel = to_numpy(model.get_layer("stem").kernel).reshape(27, 8)
+    np.testing.assert_allclose(kernel[:, 1::2], -kernel[:, 0::2], rtol=1e-6)  # +/- pairs, one LSUV scale
+    assert report.forward_pass_equivalents <= 3.0
+    assert "| stem | PatchWhitening (8 filters) |" in str(report)
+
+
+def test_the_whitened_layer_can_be_frozen():
+    model = small_cnn()
+    initialize(model, IMAGES, freeze_whitened=True, seed=0, verbose=0)
+    assert [layer.trainable for layer in model.layers] == [False, True, True, True]
+
+
+def test_more_filters_than_whitening_directions_are_he_normal():
+    model = small_cnn(first_filters=64)  # 3x3x3 patches: 27 directions, 54 whitening filters
+    report = initialize(model, IMAGES, batch_size=96, seed=0, verbose=0)
+    assert report["stem"].what == "PatchWhitening (54 of 64 filters; 10 He-normal)"
+
+
+def test_frozen_layers_nested_and_subclassed_models():
+    inner = keras.Sequential([keras.Input((10, 10, 8)), keras.layers.Conv2D(8, 3, name="inner_conv")], name="inner")
+    inner.trainable = False
+    inputs = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(8, 3, name="stem")(inputs)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(inner(h)))
+    model = keras.Model(inputs, outputs)
+    frozen = weights_of(inner)
+    report = initialize(model, IMAGES[:32], seed=1, verbose=0)
+    assert_weights_equal(inner, frozen)
+    assert report.skipped == {"inner_conv": "frozen (trainable=False)"}
+    assert [e.name for e in report] == ["stem", "head"]
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.stem = keras.layers.Conv2D(6, 3, name="sub_stem")
+            self.head = keras.layers.Dense(2, name="sub_head")
+
+        def call(self, x):
+            return self.head(keras.ops.mean(self.stem(x), axis=(1, 2)))
+
+    net = Net()
+    net(IMAGES[:2])
+    report = initialize(net, IMAGES[:32], seed=1, verbose=0)
+    assert [e.what for e in report] == ["PatchWhitening (6 filters)", "He-normal"]
+
+
+def test_nothing_changes_when_it_fails_half_way(monkeypatch):
+    model = small_cnn()
+    before = weights_of(model)
+    fail_on_nth_assign(monkeypatch, model.get_layer("stem").kernel, 5)
+    with pytest.raises(InjectedFailure):
+        initialize(model, IMAGES, seed=0, verbose=0)
+    monkeypatch.undo()
+    assert_weights_equal(model, before)
+
+
+def test_bad_input_is_named():
+    model = small_cnn()
+    with pytest.raises(ValueError, match="`data` contains NaN or Inf"):
+        initialize(model, np.full((8, 12, 12, 3), np.nan, "float32"), verbose=0)
+    with pytest.raises(ValueError, match="`data` does not fit"):
+        initialize(model, np.zeros((8, 12, 12, 5), "float32"), verbose=0)
+    with pytest.raises(ValueError, match=r"`rest` must be one of \['he', 'keep'\]; received 'glorot'"):
+        initialize(model, IMAGES, rest="glorot", verbose=0)
+    with pytest.raises(ValueError, match="`whiten`"):
+        initialize(model, IMAGES, whiten=-1, verbose=0)
+    dense = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="only")])
+    with pytest.warns(UserWarning, match="no Conv2D layer to whiten"):
+        report = initialize(dense, RNG.normal(size=(64, 5)).astype("float32"), verbose=0)
+    assert [e.what for e in report] == ["He-normal"]
