@@ -95,15 +95,8 @@ run's identity, so a changed rate is a new run, never a resumed one.
 """
 
 out = tempfile.mkdtemp()
-result = compare(
-    build_model,
-    load_data(),
-    ["correlated", "lsuv", "enhanced_gamma"],
-    seeds=3,
-    epochs=4,
-    settings={"optimizer": "SGD(0.1, momentum=0.9)"},
-    out=out,
-)
+grid = dict(seeds=3, epochs=4, settings={"optimizer": "SGD(0.1, momentum=0.9)"}, out=out)
+result = compare(build_model, load_data(), ["correlated", "lsuv", "enhanced_gamma"], **grid)
 print(result.to_markdown())
 
 """
@@ -119,16 +112,7 @@ size, metric, `settings`) is found in the store. A store written by another
 package version is refused instead of mixed.
 """
 
-again = compare(
-    build_model,
-    load_data(),
-    ["correlated", "lsuv", "enhanced_gamma"],
-    seeds=3,
-    epochs=4,
-    settings={"optimizer": "SGD(0.1, momentum=0.9)"},
-    out=out,
-    verbose=0,
-)
+again = compare(build_model, load_data(), ["correlated", "lsuv", "enhanced_gamma"], **grid, verbose=0)
 assert [r["final"] for r in again.rows] == [r["final"] for r in result.rows]
 print(result.difference("correlated"))
 print(result.epochs_to_target("correlated"))

@@ -30,7 +30,7 @@ from keras_corrinit import (
 )
 
 PROPERTY_SETTINGS = settings(
-    max_examples=30,
+    max_examples=25,
     derandomize=True,
     database=None,
     deadline=timedelta(seconds=60),
@@ -39,7 +39,7 @@ PROPERTY_SETTINGS = settings(
 
 # The draws over every dtype compile a kernel per (shape, dtype) on JAX:
 # fewer examples keep the suite's time in bounds.
-DTYPE_SETTINGS = settings(PROPERTY_SETTINGS, max_examples=20)
+DTYPE_SETTINGS = settings(PROPERTY_SETTINGS, max_examples=12)
 
 spatial_shapes = st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple)
 channels = st.integers(1, 64)
