@@ -132,15 +132,12 @@ def test_a_store_from_another_version_is_refused(tmp_path):
 
 # One seed, one epoch, a few samples: enough to run every code path.
 TINY_BUDGET = ["--seeds", "1", "--epochs", "1", "--max-train", "96", "--max-test", "64", "--source-epochs", "1"]
-# One arm of each kind (a Keras initializer, a correlated one and its controls, a learned R, layer-wise,
-# NFM and AGOP transfer, EnhancedGamma, LSUV): the others differ from these in a name only.
+# One arm of each kind (a Keras initializer, a learned R and its control, layer-wise, NFM and AGOP
+# transfer, EnhancedGamma, LSUV; the built-in R's arms and controls run in the main job's test): the
+# others differ from these in a name only.
 PLAIN_NETWORK_ARMS = [
     "uncorrelated",
     "he_uniform",
-    "correlated",
-    "correlated~var",
-    "correlated_weight",
-    "correlated_weight~sum",
     "correlated_learned",
     "correlated_learned~var",
     "correlated_layerwise",
