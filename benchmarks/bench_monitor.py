@@ -91,18 +91,19 @@ def run(rounds, steps, warmup=3):
         print(f"  {name:<28} {seconds * 1e3:8.2f} ms/step  ratio {seconds / reference:.3f}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
+def main(script=__file__, run_one=None, default_rounds=6):
+    """`--rounds`, `--steps`, `--all-backends` (each backend in its own process) for this script or `script`."""
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=default_rounds)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--all-backends", action="store_true")
     args = parser.parse_args()
     if not args.all_backends:
-        run(args.rounds, args.steps)
+        (run_one or run)(args.rounds, args.steps)
         return
     for backend in ("tensorflow", "jax", "torch"):
         subprocess.run(
-            [sys.executable, __file__, "--rounds", str(args.rounds), "--steps", str(args.steps)],
+            [sys.executable, script, "--rounds", str(args.rounds), "--steps", str(args.steps)],
             env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
             check=True,
         )

@@ -19,13 +19,10 @@ The difference `monitored - train - update alone` is what the wrapper adds
 around the formula (state reads and writes, casts, the extra variables).
 """
 
-import argparse
-import os
 import statistics
-import subprocess
-import sys
 import time
 
+import bench_monitor
 from bench_monitor import _resnet_like
 
 
@@ -95,22 +92,5 @@ def run(rounds, steps):
     print(f"  {'wrapper':<16} {wrapper * 1e3:7.2f} ms   {wrapper / base:5.3f} of a training step")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--all-backends", action="store_true")
-    args = parser.parse_args()
-    if not args.all_backends:
-        run(args.rounds, args.steps)
-        return
-    for backend in ("tensorflow", "jax", "torch"):
-        subprocess.run(
-            [sys.executable, __file__, "--rounds", str(args.rounds), "--steps", str(args.steps)],
-            env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            check=True,
-        )
-
-
 if __name__ == "__main__":
-    main()
+    bench_monitor.main(__file__, run, default_rounds=5)

@@ -100,14 +100,16 @@ class Arm:
         """The initializer `build_model` gets: each call (each layer) draws with its own seed."""
         return _LayerSeeded(self, seed)
 
-    def initializer_with_seed(self, seed):
-        """The arm's initializer with the int `seed` (a control's reference keeps its own)."""
+    def seeded(self):
+        """`seed -> the arm's initializer with that int seed`; the arm's config is read once."""
         config = self.initializer or keras.saving.serialize_keras_object(_BUILTIN_INITIALIZERS["he"]())
         reference = keras.saving.deserialize_keras_object(config)
-        if self.control:
-            return ScaleControl(reference, self.control, seed)
+        if self.control:  # a control's reference keeps its own seed
+            return lambda seed: ScaleControl(reference, self.control, seed)
         settings = reference.get_config()
-        return type(reference).from_config({**settings, "seed": seed}) if "seed" in settings else reference
+        if "seed" not in settings:
+            return lambda seed: reference
+        return lambda seed: type(reference).from_config({**settings, "seed": seed})
 
 
 # More layers than any network here has; layer_seeds derives them all at once.
@@ -124,10 +126,10 @@ class _LayerSeeded(keras.initializers.Initializer):
     """
 
     def __init__(self, arm, seed):
-        self.arm, self.seeds = arm, iter(layer_seeds(seed, _MAX_LAYERS))
+        self.seeded, self.seeds = arm.seeded(), iter(layer_seeds(seed, _MAX_LAYERS))
 
     def __call__(self, shape, dtype=None):
-        return self.arm.initializer_with_seed(next(self.seeds))(shape, dtype=dtype)
+        return self.seeded(next(self.seeds))(shape, dtype=dtype)
 
 
 def callable_name(fn):

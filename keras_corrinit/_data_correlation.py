@@ -119,7 +119,7 @@ def correlation_from_data(model, data, kernel_size=(3, 3), **measurement):
         **measurement: `layers`, `batches`, `batch_size`,
             `max_patches_per_batch`, `seed`, `verbose` of `patch_statistics`.
     """
-    kernel_size = tuple(kernel_size) if not isinstance(kernel_size, int) else (kernel_size, kernel_size)
+    kernel_size = check.kernel_size(kernel_size, rank=2)
     stats = {
         name: s for name, s in patch_statistics(model, data, **measurement).items() if s.kernel_size == kernel_size
     }

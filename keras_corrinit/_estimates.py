@@ -65,17 +65,8 @@ def _layer_filter(layer_filter):
 
 
 def checked_kernel_size(kernel_size):
-    if isinstance(kernel_size, int):
-        kernel_size = (kernel_size, kernel_size)
-    try:
-        shape = tuple(int(k) for k in kernel_size)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`kernel_size` must be an int or a tuple of ints such as (3, 3); received {kernel_size!r}."
-        ) from None
-    if math.prod(shape) < 2 or any(k < 1 for k in shape):
-        raise ValueError(f"`kernel_size` must have at least 2 positions (e.g. 3 or (3, 3)); received {shape}.")
-    return shape
+    """A kernel size with at least the 2 positions a correlation needs."""
+    return check.kernel_size(kernel_size, minimum_positions=2)
 
 
 def spatial_kernels(model, kernel_size=(3, 3), include_depthwise=False, layer_filter=None):

@@ -20,7 +20,6 @@ import warnings
 import keras
 import numpy as np
 
-from keras_corrinit import _validation as check
 from keras_corrinit._correlation import to_correlation
 
 __all__ = ["PatchAccumulator", "PatchStatistics", "image_patches"]
@@ -111,12 +110,3 @@ def image_patches(images, kernel_size, strides=1, padding="valid", dilation_rate
         images, kernel_size, strides=strides, dilation_rate=dilation_rate, padding=padding
     )
     return keras.ops.reshape(patches, (-1, patches.shape[-1]))
-
-
-def checked_kernel_size(kernel_size):
-    """`(kh, kw)` from an int or a pair."""
-    if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
-        kernel_size = (kernel_size, kernel_size)
-    if not isinstance(kernel_size, (tuple, list)) or len(kernel_size) != 2:
-        raise TypeError(f"`kernel_size` must be an int or a pair of ints such as (3, 3); received {kernel_size!r}.")
-    return tuple(check.integer(k, "kernel_size", minimum=1) for k in kernel_size)

@@ -136,6 +136,26 @@ def text(value, name):
     return value
 
 
+def kernel_size(value, rank=None, minimum_positions=1):
+    """`kernel_size` as a tuple: an int (repeated `rank` times, default 2) or a tuple of ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,) * (rank or 2)
+    try:
+        shape = tuple(int(k) for k in value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`kernel_size` must be an int or a tuple of ints such as (3, 3); received {value!r}."
+        ) from None
+    if rank is not None and len(shape) != rank:
+        raise ValueError(f"`kernel_size` must have {rank} dimensions, e.g. (3, 3); received {shape}.")
+    if math.prod(shape) < minimum_positions or any(k < 1 for k in shape):
+        raise ValueError(
+            f"`kernel_size` must have at least {minimum_positions} position{'s' if minimum_positions > 1 else ''} "
+            f"(e.g. 3 or (3, 3)); received {shape}."
+        )
+    return shape
+
+
 def check_positions(p, what):
     """Raises unless `p` spatial positions are within `MAX_POSITIONS`."""
     if p > MAX_POSITIONS:

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from keras_corrinit import _validation as check
-from keras_corrinit._patches import PatchAccumulator, checked_kernel_size, image_patches
+from keras_corrinit._patches import PatchAccumulator, image_patches
 from keras_corrinit._sampling import cast, kernel_shape
 
 __all__ = ["PatchWhitening"]
@@ -69,7 +69,7 @@ class PatchWhitening(keras.initializers.Initializer):
     """
 
     def __init__(self, covariance, kernel_size, in_channels, eps=None):
-        self.kernel_size = checked_kernel_size(kernel_size)
+        self.kernel_size = check.kernel_size(kernel_size, rank=2)
         self.in_channels = check.integer(in_channels, "in_channels", minimum=1)
         d = math.prod(self.kernel_size) * self.in_channels
         matrix = check.float_matrix(covariance, "covariance")
@@ -100,7 +100,7 @@ class PatchWhitening(keras.initializers.Initializer):
     @classmethod
     def from_data(cls, images, kernel_size, strides=1, padding="valid", max_patches_per_batch=4096, eps=None, seed=0):
         """Measures the patch covariance of `images` `(n, height, width, channels)` and whitens it."""
-        kernel_size = checked_kernel_size(kernel_size)
+        kernel_size = check.kernel_size(kernel_size, rank=2)
         images = np.asarray(images)
         if images.ndim != 4:
             raise ValueError(f"`images` must be (n, height, width, channels); received shape {images.shape}.")
