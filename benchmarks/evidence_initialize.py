@@ -1,44 +1,68 @@
-"""Does `initialize(model, data)` cut the epochs to He's accuracy? A first measurement (issue 23).
+"""Does `initialize(model, data)` cut the epochs to He's accuracy? (issue 23's evidence)
 
-    KERAS_BACKEND=torch python benchmarks/evidence_initialize.py examples/results/initialize-digits32
+    python benchmarks/evidence_initialize.py photos32 examples/results/initialize-photos32
+    KERAS_BACKEND=torch python benchmarks/evidence_initialize.py digits32 examples/results/initialize-digits32
 
-digits32 (the digits resized to 32x32 and shifted: spatially correlated
-inputs), the small CNN, SGD (lr 0.005, momentum 0.8), 12 epochs, 5 seeds,
-batch norm off and on, through `keras_corrinit.experiments.compare`. Arms:
-`he` (untruncated He-normal, the baseline); `initialize` (the recipe:
-whitened first convolution, He-normal elsewhere, LSUV's scale, measured on
-512 training images); `whitening_control` (the same, with the whitened
-filters replaced by random orthonormal directions in +/- pairs of the same
-per-filter norms, then LSUV's scale again: structure vs scale); `lsuv`
-(orthonormal + LSUV). Writes `results.md`, the curves and the results
-store to the folder given. The committed run was made on an H200 GPU
-(PyTorch 2.11, Keras 3.15.1): 40 runs in 6.6 minutes.
+Each grid is a list of cells (data set, network, width, batch norm, SGD
+learning rate, arms), each cell one `keras_corrinit.experiments.compare`
+call over 5 seeds against `he` (untruncated He-normal). The arms, every
+data-aware one measured on 512 training images:
+
+* `initialize`: the recipe (whitened first convolution, He-normal
+  elsewhere, LSUV's scale).
+* `initialize_identity`: the same with `rest="identity"` (convolutions
+  that can pass their input through start as the identity: airbench's
+  identity init of the later convolutions).
+* `initialize_whiten2`: the recipe whitening the first two convolutions
+  (the second measured on what the whitened first one gives it).
+* `whitening_control`: `initialize` with the whitened filters replaced by
+  random orthonormal directions in +/- pairs of the same per-filter norms,
+  then LSUV's scale again (whitening's structure against its scale).
+* `identity_r_lsuv`, `builtin_r_lsuv`, `data_r_lsuv`: correlated He-normal
+  with R = I, with the package's built-in R, and with the data's own R
+  (measured per layer at each convolution's input, `correlation_from_data`),
+  each at LSUV's scale (no whitening).
+* `lsuv`: orthonormal + LSUV (the LSUV paper).
+
+Writes `results.md`, one plot of the curves per cell and the results store
+(runs resume from it) to the folder given. The settings of every cell are
+in the store's keys (the builder's fields, the arms' fields, the data).
 """
 
+import dataclasses
 import os
 import sys
 
 import keras
 import numpy as np
 
-from keras_corrinit import initialize
+from keras_corrinit import (
+    CorrelatedHeNormal,
+    SpatialCorrelation,
+    apply_initializers,
+    correlation_from_data,
+    initialize,
+    layer_seeds,
+)
 from keras_corrinit._benchmarks import datasets
 from keras_corrinit._benchmarks.compare import NetworkBuilder, load_split
 from keras_corrinit.experiments import compare
 
+SAMPLE = 512
 
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
-    """initialize() on 512 training images."""
+    """`initialize()` on the first 512 training images; optionally whitening's structure control."""
 
-    def __init__(self, control=False):
-        self.control = control
+    rest: str = "he"
+    whiten: int = 1
+    control: bool = False
 
     def __call__(self, model, train, seed):
-        x = train[0][:512]
-        initialize(model, x, batch_size=512, seed=seed, verbose=0)
+        x = train[0][:SAMPLE]
+        initialize(model, x, whiten=self.whiten, rest=self.rest, batch_size=SAMPLE, seed=seed, verbose=0)
         if self.control:
-            # Whitening's structure control: the whitened filters replaced by random orthonormal
-            # directions in +/- pairs with the same per-filter norms, then LSUV's scale again.
             stem = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][0]
             k = keras.ops.convert_to_numpy(stem.kernel)
             shape, flat = k.shape, k.reshape(-1, k.shape[-1])
@@ -48,40 +72,94 @@ class Recipe:
             directions = np.repeat(q[:, : (kept + 1) // 2], 2, axis=1)[:, :kept] * np.tile([1.0, -1.0], d)[:kept]
             flat[:, :kept] = directions * np.linalg.norm(flat[:, :kept], axis=0)
             stem.kernel.assign(flat.reshape(shape))
-            initialize(model, x, whiten=0, rest="keep", batch_size=512, seed=seed, verbose=0)
+            initialize(model, x, whiten=0, rest="keep", batch_size=SAMPLE, seed=seed, verbose=0)
 
 
-def main(out):
-    data = datasets.load("digits32")
-    (x_train, _), _, classes = data
+@dataclasses.dataclass(frozen=True)
+class CorrelatedAtLsuvScale:
+    """Every 3x3 convolution correlated He-normal with R = `"identity"`, `"builtin"` or `"data"`, then LSUV's scale."""
+
+    correlation: str
+
+    def __call__(self, model, train, seed):
+        x = train[0][:SAMPLE]
+        if self.correlation == "data":
+            estimate = correlation_from_data(model, x, batch_size=SAMPLE)
+            apply_initializers(model, estimate.layerwise_initializers(model, seed=seed))
+        else:
+            convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+            reference = SpatialCorrelation.identity() if self.correlation == "identity" else None
+            apply_initializers(
+                model,
+                {
+                    layer.name: CorrelatedHeNormal(reference, seed=layer_seed)
+                    for layer, layer_seed in zip(convolutions, layer_seeds(seed, len(convolutions)))
+                },
+            )
+        initialize(model, x, whiten=0, rest="keep", batch_size=SAMPLE, seed=seed, verbose=0)
+
+
+ARMS = {
+    "he": None,
+    "initialize": Recipe(),
+    "initialize_identity": Recipe(rest="identity"),
+    "initialize_whiten2": Recipe(whiten=2),
+    "whitening_control": Recipe(control=True),
+    "identity_r_lsuv": CorrelatedAtLsuvScale("identity"),
+    "builtin_r_lsuv": CorrelatedAtLsuvScale("builtin"),
+    "data_r_lsuv": CorrelatedAtLsuvScale("data"),
+    "lsuv": None,
+}
+CORE = ["he", "initialize", "initialize_identity", "whitening_control", "lsuv"]
+# (network, width, batch norm, learning rate, arms); SGD with momentum 0.8, batch 32.
+GRIDS = {
+    "photos32": dict(
+        epochs=8,
+        cells=[
+            ("small_cnn", 1.0, "off", 0.005, list(ARMS)),
+            ("vgg8", 0.25, "off", 0.005, CORE),
+            ("vgg8", 0.25, "on", 0.005, CORE),
+            ("small_cnn", 1.0, "on", 0.005, CORE),
+            ("small_cnn", 1.0, "off", 0.02, ["he", "initialize", "lsuv"]),
+            ("small_cnn", 1.0, "on", 0.02, ["he", "initialize", "lsuv"]),
+        ],
+    ),
+    "digits32": dict(
+        epochs=12,
+        cells=[
+            ("small_cnn", 1.0, "off", 0.005, ["he", "initialize", "whitening_control", "lsuv"]),
+            ("small_cnn", 1.0, "on", 0.005, ["he", "initialize", "whitening_control", "lsuv"]),
+        ],
+    ),
+}
+
+
+def main(dataset, out):
+    grid = GRIDS[dataset]
+    (x_train, _), _, classes = datasets.load(dataset)
+    os.makedirs(out, exist_ok=True)
     lines = []
-    for bn in ("off", "on"):
-        builder = NetworkBuilder(
-            "small_cnn", tuple(x_train.shape[1:]), classes, bn == "on", 1.0, 0.0, "sgd", 0.005, 0.8
-        )
+    for network, width, bn, lr, names in grid["cells"]:
+        builder = NetworkBuilder(network, tuple(x_train.shape[1:]), classes, bn == "on", width, 0.0, "sgd", lr, 0.8)
         result = compare(
             builder,
-            load_split("digits32", None, None, None),
-            {"he": None, "initialize": Recipe(), "whitening_control": Recipe(control=True), "lsuv": None},
+            load_split(dataset, None, None, None),
+            {name: ARMS[name] for name in names},
             seeds=5,
-            epochs=12,
+            epochs=grid["epochs"],
             baseline="he",
             controls=False,
-            settings={"dataset": "digits32", "network": "small_cnn", "batch_norm": bn, "lr": 0.005, "momentum": 0.8},
+            settings={"dataset": dataset},
             out=os.path.join(out, "store"),
             verbose=0,
         )
-        lines += [
-            f"## digits32, small_cnn, batch norm {bn}, SGD lr 0.005 momentum 0.8, 12 epochs",
-            "",
-            result.to_markdown(),
-            "",
-        ]
-        result.plot(os.path.join(out, f"curves_bn-{bn}.png"))
+        title = f"{network}{'' if width == 1 else f' x{width}'}, batch norm {bn}, lr {lr}"
+        lines += [f"## {dataset}, {title}, SGD momentum 0.8, {grid['epochs']} epochs", "", result.to_markdown(), ""]
+        result.plot(os.path.join(out, f"curves_{network}-w{width}_bn-{bn}_lr{lr}.png"))
         print("\n".join(lines[-4:]), flush=True)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write("\n".join(lines))
+        with open(os.path.join(out, "results.md"), "w") as f:
+            f.write("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

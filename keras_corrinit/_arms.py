@@ -26,6 +26,7 @@ picklable callable), so a run can execute in another process or machine.
 """
 
 import dataclasses
+import json
 import math
 
 import keras
@@ -133,9 +134,23 @@ class _LayerSeeded(keras.initializers.Initializer):
 
 
 def callable_name(fn):
-    """`module.qualname` of a function, or of the class of a callable object."""
+    """`module.qualname` of a function or of a callable object's class, with the object's settings.
+
+    A callable object's settings (its `get_config()`, or a dataclass's
+    fields) are part of its name, so that two arms or builders of one class
+    with different settings never share a results-store key.
+    """
     named = fn if hasattr(fn, "__qualname__") else type(fn)
-    return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
+    name = f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
+    if named is fn:
+        return name
+    if hasattr(fn, "get_config"):
+        config = fn.get_config()
+    elif dataclasses.is_dataclass(fn):
+        config = dataclasses.asdict(fn)
+    else:
+        return name
+    return f"{name}{json.dumps(config, sort_keys=True, default=repr)}"
 
 
 def _initializer_arm(name, initializer):

@@ -9,8 +9,10 @@ The recipe, in one forward pass of measurement and LSUV's pass:
    patch covariance (+/- pairs; filters beyond twice the patch dimension
    He-normal). Their biases stay as they are (zero as Keras builds them):
    LSUV's rescaling is exact for a zero bias.
-3. Every other Conv/Dense kernel: untruncated He-normal (`rest="he"`), or
-   as it is (`rest="keep"`).
+3. Every other Conv/Dense kernel: untruncated He-normal (`rest="he"`),
+   identity where a convolution can pass its input through (`rest=
+   "identity"`: airbench's identity init of the later convolutions), or as
+   it is (`rest="keep"`).
 4. LSUV on the same data (`orthogonal=False`): every touched layer,
    whitened ones included, rescaled to unit output variance, so no layer's
    scale rests on a formula's guess of its input's variance.
@@ -43,7 +45,7 @@ from keras_corrinit._whitening import PatchWhitening
 
 __all__ = ["InitializationReport", "InitializedLayer", "initialize"]
 
-_RESTS = ("he", "keep")
+_RESTS = ("he", "identity", "keep")
 
 
 @dataclasses.dataclass
@@ -115,7 +117,7 @@ def _measure(model, sample, targets, whitened, max_patches_per_batch, seed):
                     image_patches(inputs, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
                 )
             output = original(inputs, *args, **kwargs)
-            variances[layer.name].append(float(ops.convert_to_numpy(ops.var(output))))
+            variances[layer.name].append(ops.var(output))  # read after the pass: no host sync per layer
             return output
 
         return call
@@ -125,7 +127,10 @@ def _measure(model, sample, targets, whitened, max_patches_per_batch, seed):
             stack.enter_context(intercepted_call(layer, lambda original, layer=layer: measuring(layer, original)))
         for x in sample:
             run_model(model, x)
-    before = {name: float(np.mean(v)) if v else math.nan for name, v in variances.items()}
+    before = {
+        name: float(np.mean([ops.convert_to_numpy(value) for value in v])) if v else math.nan
+        for name, v in variances.items()
+    }
     return before, {name: a.statistics() for name, a in accumulators.items()}
 
 
@@ -142,6 +147,23 @@ def _whitening_kernel(layer, statistics, eps, seed):
         kernel = np.concatenate([kernel, ops.convert_to_numpy(extra)], axis=-1)
         what = f"PatchWhitening ({kept} of {filters} filters; {filters - kept} He-normal)"
     return kernel, what
+
+
+def _identity_kernel(layer, seed):
+    """Dirac (centre tap = identity) on the first in_channels filters, He-normal on the rest; None if it cannot."""
+    shape = tuple(layer.kernel.shape)
+    spatial, in_channels, filters = shape[:-2], shape[-2], shape[-1]
+    if (
+        not isinstance(layer, keras.layers.Conv2D | keras.layers.Conv1D | keras.layers.Conv3D)
+        or getattr(layer, "groups", 1) != 1
+        or filters < in_channels
+        or any(size % 2 == 0 for size in spatial)
+    ):
+        return None, "He-normal"
+    kernel = np.array(ops.convert_to_numpy(CorrelatedHeNormal(SpatialCorrelation.identity(), seed=seed)(shape)))
+    kernel[..., :in_channels] = 0.0
+    kernel[tuple(size // 2 for size in spatial)][:, :in_channels] = np.eye(in_channels)
+    return kernel, f"identity ({in_channels} of {filters} filters)"
 
 
 def initialize(
@@ -169,7 +191,11 @@ def initialize(
         whiten: How many Conv2D layers (with one group), first in model
             order, are whitened. Default 1; 0 whitens none.
         rest: The other Conv/Dense kernels: `"he"` (untruncated He-normal,
-            default) or `"keep"` (as they are).
+            default), `"identity"` (a Conv1D/2D/3D with one group, odd
+            kernel sizes and at least as many filters as input channels
+            passes its input through: its first in_channels filters are
+            Dirac kernels, the others He-normal; other layers He-normal) or
+            `"keep"` (as they are).
         eps: `PatchWhitening`'s eps. Default None (1e-3 x the mean
             eigenvalue of each layer's patch covariance).
         batches: Batches of `data` used (measurement and LSUV). Default 1.
@@ -221,7 +247,10 @@ def initialize(
             if layer.name in statistics:
                 kernel, what[layer.name] = _whitening_kernel(layer, statistics[layer.name], eps, seeds[layer.name])
                 layer.kernel.assign(kernel)
-            elif rest == "he":
+            elif rest == "identity" and (identity := _identity_kernel(layer, seeds[layer.name]))[0] is not None:
+                layer.kernel.assign(identity[0])
+                what[layer.name] = identity[1]
+            elif rest in ("he", "identity"):
                 he = CorrelatedHeNormal(SpatialCorrelation.identity(), seed=seeds[layer.name])
                 layer.kernel.assign(he(tuple(layer.kernel.shape), layer.kernel.dtype))
                 what[layer.name] = "He-normal"

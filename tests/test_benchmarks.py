@@ -372,3 +372,43 @@ def test_the_paper_experiment_example_runs_on_the_public_api(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| correlated~var |" in out and os.path.getsize(tmp_path / "curves.png") > 5000
     assert len(_read(str(tmp_path))) == 3
+
+
+def _coordinate_photograph(height, width):
+    """A photograph whose pixels hold their own (row, column)."""
+    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    return np.stack([rows % 256, columns % 256, rows // 256 * 16 + columns // 256], axis=-1).astype(np.uint8)
+
+
+def _coordinates(crops):
+    crops = crops.astype(np.int64)
+    rows = crops[..., 2] // 16 * 256 + crops[..., 0]
+    columns = crops[..., 2] % 16 * 256 + crops[..., 1]
+    return {(int(r), int(c)) for r, c in zip(rows.ravel(), columns.ravel())}
+
+
+def test_photo_crops_never_share_a_pixel_between_train_and_test():
+    photo = _coordinate_photograph(384, 448)  # shorter side 384: the resize keeps every pixel
+    (train, test), (train_corners, test_corners) = datasets.photo_crops([photo, photo], 60, 20, seed=3)
+    assert train[0].shape == (120, 32, 32, 3) and test[0].shape == (40, 32, 32, 3)
+    np.testing.assert_array_equal(train[1], [0] * 60 + [1] * 60)
+    np.testing.assert_array_equal(test[1], [0] * 20 + [1] * 20)
+    for crops, corners in ((train[0], train_corners), (test[0], test_corners)):
+        for crop, (top, left) in zip(crops, corners):
+            np.testing.assert_array_equal(crop, photo[top : top + 32, left : left + 32])
+            block = (top // 64, left // 64)
+            assert (top + 31) // 64 == block[0] and (left + 31) // 64 == block[1]  # inside one block
+    assert not _coordinates(train[0]) & _coordinates(test[0])
+    test_blocks = {(top // 64, left // 64) for top, left in test_corners}
+    assert all((i + 2 * j) % 4 == 0 for i, j in test_blocks)
+    train_blocks, held_out = datasets.photo_blocks(photo.shape)
+    # 6 x 7 blocks; (i + 2j) % 4 == 0 holds for i in {0, 4} at even j (4 columns), i = 2 at odd j (3)
+    assert len(held_out) == 4 * 2 + 3 * 1 and len(train_blocks) == 6 * 7 - 11
+
+
+def test_photos32_is_ten_shipped_photographs_balanced_and_spatially_correlated():
+    (x, y), (x_test, y_test), classes = datasets.load("photos32")
+    assert classes == 10 and x.shape == (3000, 32, 32, 3) and x_test.shape == (1000, 32, 32, 3)
+    assert np.bincount(y).tolist() == [300] * 10 and np.bincount(y_test).tolist() == [100] * 10
+    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert datasets.adjacent_pixel_correlation(x) > 0.9

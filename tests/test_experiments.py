@@ -1,6 +1,7 @@
 """keras_corrinit.experiments: compare, Comparison, the arms, the store, executors."""
 
 import concurrent.futures
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -187,6 +188,47 @@ def test_a_store_resumes_and_a_changed_setting_is_a_new_run(tmp_path):
     assert len(BUILDS) == 6
     with open(tmp_path / "runs.jsonl") as f:
         assert len(f.readlines()) == 6
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRateBuilder:
+    lr: float
+
+    def __call__(self, kernel_initializer, seed):
+        model = functional(kernel_initializer, seed)
+        model.compile(keras.optimizers.SGD(self.lr), LOSS, metrics=["accuracy"])
+        return model
+
+
+class ScaledKernels:
+    """An arm object with settings (its get_config)."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, model, train, seed):
+        for layer in model.layers:
+            if hasattr(layer, "kernel"):
+                layer.kernel.assign(layer.kernel * self.factor)
+
+    def get_config(self):
+        return {"factor": self.factor}
+
+
+def test_a_callable_objects_settings_are_part_of_its_key(tmp_path):
+    data = make_data()
+    run = lambda lr, factor: (
+        compare(
+            LearningRateBuilder(lr), data, {"scaled": ScaledKernels(factor)}, seeds=1, epochs=1, out=tmp_path, verbose=0
+        ).rows
+    )
+    first, same, other_lr, other_factor = run(0.1, 2.0), run(0.1, 2.0), run(0.01, 2.0), run(0.1, 0.5)
+    keys = lambda rows: [r["key"] for r in rows]
+    assert keys(first) == keys(same)
+    assert not set(keys(first)) & set(keys(other_lr))  # both arms' runs: the builder changed
+    assert keys(other_factor)[0] == keys(first)[0] and keys(other_factor)[1] != keys(first)[1]
+    assert other_lr[0]["builder"] == 'test_experiments.LearningRateBuilder{"lr": 0.01}'
+    assert other_factor[1]["arm_identity"] == 'test_experiments.ScaledKernels{"factor": 0.5}'
 
 
 def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):

@@ -13,6 +13,10 @@ _noise = RNG.normal(size=(96, 12, 12, 3))
 IMAGES = ((_noise + np.roll(_noise, 1, axis=1) + np.roll(_noise, 1, axis=2)) / 3).astype("float32")
 
 
+def scale_of(model, name):
+    return float(to_numpy(model.get_layer(name).kernel)[1, 1, 0, 0])
+
+
 def small_cnn(first_filters=8):
     return keras.Sequential(
         [
@@ -52,6 +56,43 @@ def test_more_filters_than_whitening_directions_are_he_normal():
     model = small_cnn(first_filters=64)  # 3x3x3 patches: 27 directions, 54 whitening filters
     report = initialize(model, IMAGES, batch_size=96, seed=0, verbose=0)
     assert report["stem"].what == "PatchWhitening (54 of 64 filters; 10 He-normal)"
+
+
+def test_identity_rest_passes_the_input_through_where_a_convolution_can():
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem"),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="same_width"),
+            keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="wider"),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="narrower"),
+            keras.layers.Conv2D(6, 2, padding="same", activation="relu", name="even"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+    report = initialize(model, IMAGES, rest="identity", batch_size=96, seed=0, verbose=0)
+    assert [(e.name, e.what) for e in report] == [
+        ("stem", "PatchWhitening (8 filters)"),
+        ("same_width", "identity (8 of 8 filters)"),
+        ("wider", "identity (8 of 12 filters)"),
+        ("narrower", "He-normal"),
+        ("even", "He-normal"),
+        ("head", "He-normal"),
+    ]
+    for name, in_channels in (("same_width", 8), ("wider", 8)):
+        kernel = to_numpy(model.get_layer(name).kernel)
+        dirac = np.zeros((3, 3, in_channels, in_channels))
+        dirac[1, 1] = np.eye(in_channels)
+        scale = kernel[1, 1, 0, 0]  # LSUV's one factor for the whole kernel
+        assert scale > 0
+        np.testing.assert_allclose(kernel[..., :in_channels], scale * dirac, atol=1e-7)
+        assert abs(report[name].variance_after - 1.0) <= 0.1  # LSUV's default tolerance
+    assert np.all(to_numpy(model.get_layer("wider").kernel)[..., 8:] != 0)  # the extra filters: He-normal
+    # the same-width layer passes its (non-negative) input through, scaled
+    stem_out = keras.Sequential(model.layers[:1])(IMAGES)
+    both = keras.Sequential(model.layers[:2])(IMAGES)
+    np.testing.assert_allclose(to_numpy(both), scale_of(model, "same_width") * to_numpy(stem_out), rtol=1e-5, atol=1e-6)
 
 
 def test_frozen_layers_nested_and_subclassed_models():
@@ -98,7 +139,7 @@ def test_bad_input_is_named():
         initialize(model, np.full((8, 12, 12, 3), np.nan, "float32"), verbose=0)
     with pytest.raises(ValueError, match="`data` does not fit"):
         initialize(model, np.zeros((8, 12, 12, 5), "float32"), verbose=0)
-    with pytest.raises(ValueError, match=r"`rest` must be one of \['he', 'keep'\]; received 'glorot'"):
+    with pytest.raises(ValueError, match=r"`rest` must be one of \['he', 'identity', 'keep'\]; received 'glorot'"):
         initialize(model, IMAGES, rest="glorot", verbose=0)
     with pytest.raises(ValueError, match="`whiten`"):
         initialize(model, IMAGES, whiten=-1, verbose=0)

@@ -8,6 +8,16 @@
   scale of a 3x3 filter the way natural images are (the correlated-
   initialization paper's premise). 8x8 digits are not: neighbouring pixels
   there are 4 of the 32x32 version's pixels apart.
+* `photos32`: natural images without a download: 32x32 crops of ten colour
+  photographs that ship inside scikit-image (astronaut, chelsea, coffee,
+  hubble_deep_field, immunohistochemistry, retina, rocket), scikit-learn
+  (china, flower) and matplotlib (grace_hopper); the class is the
+  photograph. Each photograph is resized (box filter) to a shorter side of
+  384 pixels and cut into a grid of 64x64 blocks; one block in four (a
+  diagonal pattern over the whole photograph) is a test block, the others
+  are training blocks. A crop lies inside one block, so train and test
+  crops never overlap in space. 300 training and 100 test crops per class,
+  at random positions inside random blocks of their split (fixed seed).
 * `cifar10`, `cifar100`, `svhn`: tensorflow-datasets, where a machine has them.
 """
 
@@ -17,7 +27,7 @@ import os
 import numpy as np
 
 TFDS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn_cropped"}
-DATASETS = ["digits", "digits32", *TFDS_NAMES]
+DATASETS = ["digits", "digits32", "photos32", *TFDS_NAMES]
 
 
 def load_digits(test_fraction=0.25, split_seed=0):
@@ -65,6 +75,78 @@ def load_digits32(max_shift=2):
     return (make(x_train, 1), y_train), (make(x_test, 2), y_test), classes
 
 
+PHOTOGRAPHS = (
+    "astronaut",
+    "chelsea",
+    "china",
+    "coffee",
+    "flower",
+    "grace_hopper",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "rocket",
+)
+PHOTO_BLOCK = 64
+
+
+def photograph(name):
+    """One of `PHOTOGRAPHS` as (h, w, 3) uint8, from the package that ships it."""
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        from PIL import Image
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file:
+            return np.asarray(Image.open(file).convert("RGB"))
+    import skimage.data
+
+    return getattr(skimage.data, name)()
+
+
+def photo_blocks(shape, block=PHOTO_BLOCK):
+    """The (row, column) corners of the blocks of a photograph, as (train, test)."""
+    rows, columns = shape[0] // block, shape[1] // block
+    corners = [(i * block, j * block, (i + 2 * j) % 4 == 0) for i in range(rows) for j in range(columns)]
+    return [c[:2] for c in corners if not c[2]], [c[:2] for c in corners if c[2]]
+
+
+def photo_crops(photographs, train_per_class=300, test_per_class=100, shorter_side=384, seed=0):
+    """32x32 crops of photographs (class = photograph), train and test from disjoint blocks.
+
+    Returns `(x_train, y_train), (x_test, y_test)` (uint8 crops, int32
+    labels) and, for each crop, its photograph's (top, left) corner:
+    `(train_corners, test_corners)`.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    crops, labels, corners = ([], []), ([], []), ([], [])
+    for label, photo in enumerate(photographs):
+        image = Image.fromarray(photo)
+        scale = shorter_side / min(image.size)
+        image = np.asarray(image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.BOX))
+        for split, (blocks, count) in enumerate(zip(photo_blocks(image.shape), (train_per_class, test_per_class))):
+            chosen = rng.integers(0, len(blocks), size=count)
+            offsets = rng.integers(0, PHOTO_BLOCK - 32 + 1, size=(count, 2))
+            for b, (dy, dx) in zip(chosen, offsets):
+                top, left = blocks[b][0] + dy, blocks[b][1] + dx
+                crops[split].append(image[top : top + 32, left : left + 32])
+                corners[split].append((top, left))
+            labels[split].extend([label] * count)
+    splits = [(np.stack(x), np.asarray(y, dtype="int32")) for x, y in zip(crops, labels)]
+    return splits, corners
+
+
+def load_photos32():
+    (train, test), _ = photo_crops([photograph(name) for name in PHOTOGRAPHS])
+    scale = lambda pair: (pair[0].astype("float32") / 255.0, pair[1])
+    return scale(train), scale(test), len(PHOTOGRAPHS)
+
+
 def adjacent_pixel_correlation(images):
     """Pearson correlation of horizontally and vertically adjacent pixels, pooled."""
     x = np.asarray(images, dtype=np.float64)
@@ -108,6 +190,8 @@ def load(name, data_dir=None, max_train=None, max_test=None):
         train, test, classes = load_digits()
     elif name == "digits32":
         train, test, classes = load_digits32()
+    elif name == "photos32":
+        train, test, classes = load_photos32()
     elif name in TFDS_NAMES:
         train, test, classes = load_tfds(name, data_dir)
     else:
