@@ -134,11 +134,45 @@ GRIDS = {
 }
 
 
+def summary_rows(title, result, epochs):
+    """One row per arm: final accuracy, paired difference to He, epochs and seconds to He's final mean."""
+    rows = []
+    for arm in result.arms():
+        finals = np.array(list(result.final(arm).values()))
+        reach = result.epochs_to_target(arm)
+        if arm == result.baseline:
+            difference = "-"
+        else:
+            d = result.difference(arm)
+            significant = " *" if d["low"] > 0 or d["high"] < 0 else ""
+            difference = f"{100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]{significant}"
+        if reach["reached"]:
+            epochs_to, fraction, seconds = (
+                f"{reach['mean_epochs']:.1f}",
+                f"{reach['mean_epochs'] / epochs:.2f}",
+                f"{reach['mean_seconds']:.0f}",
+            )
+        else:
+            epochs_to, fraction, seconds = "never", "-", "-"
+        rows.append(
+            f"| {title} | {arm} | {finals.mean():.3f} | {difference} | {epochs_to} | {fraction} | {seconds} | "
+            f"{reach['reached']}/{reach['n']} |"
+        )
+    return rows
+
+
+SUMMARY_HEAD = [
+    "| setting | arm | final accuracy | difference to he, points (95% CI) | epochs to he's final | "
+    "/ he's epochs | seconds to it | seeds reaching |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
 def main(dataset, out):
     grid = GRIDS[dataset]
     (x_train, _), _, classes = datasets.load(dataset)
     os.makedirs(out, exist_ok=True)
-    lines = []
+    lines, summary = [], list(SUMMARY_HEAD)
     for network, width, bn, lr, names in grid["cells"]:
         builder = NetworkBuilder(network, tuple(x_train.shape[1:]), classes, bn == "on", width, 0.0, "sgd", lr, 0.8)
         result = compare(
@@ -155,10 +189,13 @@ def main(dataset, out):
         )
         title = f"{network}{'' if width == 1 else f' x{width}'}, batch norm {bn}, lr {lr}"
         lines += [f"## {dataset}, {title}, SGD momentum 0.8, {grid['epochs']} epochs", "", result.to_markdown(), ""]
+        summary += summary_rows(title, result, grid["epochs"])
         result.plot(os.path.join(out, f"curves_{network}-w{width}_bn-{bn}_lr{lr}.png"))
         print("\n".join(lines[-4:]), flush=True)
         with open(os.path.join(out, "results.md"), "w") as f:
             f.write("\n".join(lines))
+        with open(os.path.join(out, "summary.md"), "w") as f:
+            f.write("\n".join(summary) + "\n")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from keras_corrinit._layerwise import apply_initializers, layer_seeds, pair_laye
 from keras_corrinit._lsuv import LayerReport, LSUVReport, lsuv_initialize
 from keras_corrinit._monitor import GradientSignMonitor
 from keras_corrinit._nfm import NFMInit
+from keras_corrinit._patches import PatchStatistics
 from keras_corrinit._plots import plot_correlation_profiles, plot_training_curves
 from keras_corrinit._tracker import GradientSignTracker
 from keras_corrinit._transfer import (
@@ -63,6 +64,7 @@ __all__ = [
     "LSUVReport",
     "LayerReport",
     "NFMInit",
+    "PatchStatistics",
     "PatchWhitening",
     "SpatialCorrelation",
     "agop_matrix",

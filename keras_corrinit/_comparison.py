@@ -87,6 +87,11 @@ class Comparison:
     def epochs_to_target(self, arm):
         """Epochs (and seconds) each seed of `arm` needed to reach `target()`.
 
+        Seconds count from the run's start: building the model and the
+        arm's preparation (a data-aware initialization's measuring and
+        LSUV passes) are included, so an arm that costs time before its
+        first epoch is charged for it.
+
         Returns:
             `{"per_seed": {seed: epoch or None}, "mean_epochs", "mean_seconds",
             "reached", "n"}`; the means are over the seeds that reached it
@@ -99,7 +104,10 @@ class Comparison:
             epoch = next((i + 1 for i, v in enumerate(row["curve"]) if v >= target - 1e-12), None)
             per_seed[row["seed"]] = epoch
             if epoch is not None:
-                seconds.append(row["epoch_seconds"][epoch - 1])
+                # `epoch_seconds` count from fit's start; the run's other time (build, the arm's
+                # preparation) is `seconds` less the last of them.
+                before_fit = row["seconds"] - row["epoch_seconds"][-1]
+                seconds.append(before_fit + row["epoch_seconds"][epoch - 1])
         reached = [e for e in per_seed.values() if e is not None]
         return {
             "per_seed": per_seed,

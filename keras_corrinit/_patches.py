@@ -27,7 +27,7 @@ __all__ = ["PatchAccumulator", "PatchStatistics", "image_patches"]
 
 @dataclasses.dataclass
 class PatchStatistics:
-    """Mean and covariance of the patches a k x k convolution sees.
+    """Mean and covariance of the patches a k x k convolution sees (what `patch_statistics` returns).
 
     Attributes:
         kernel_size: `(kh, kw)`.
@@ -45,6 +45,7 @@ class PatchStatistics:
 
     @property
     def dimension(self):
+        """D = kh * kw * C, the patch dimension."""
         return self.covariance.shape[0]
 
     def spatial_covariance(self):

@@ -33,10 +33,10 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def load_example(name):
-    """The script `examples/<name>.py` as a module (examples are scripts, not a package)."""
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+def load_example(name, folder="examples"):
+    """The script `<folder>/<name>.py` as a module (examples and benchmarks are scripts, not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", folder, f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,5 +1,6 @@
 """The built-in benchmarks: `keras-corrinit compare` on keras_corrinit.experiments (keras_corrinit._benchmarks)."""
 
+import itertools
 import json
 import math
 import os
@@ -412,3 +413,28 @@ def test_photos32_is_ten_shipped_photographs_balanced_and_spatially_correlated()
     assert np.bincount(y).tolist() == [300] * 10 and np.bincount(y_test).tolist() == [100] * 10
     assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
     assert datasets.adjacent_pixel_correlation(x) > 0.9
+
+
+def test_the_evidence_arms_set_what_they_say():
+    evidence = load_example("evidence_initialize", folder="benchmarks")
+    (x, y), _, classes = datasets.load("digits32")
+    builder = compare.NetworkBuilder("small_cnn", (32, 32, 1), classes, False, 0.5, 0.0, "sgd", 0.005, 0.8)
+
+    def prepared(arm):
+        model = builder(keras.initializers.HeNormal(seed=0), 0)
+        evidence.ARMS[arm](model, (x, y), 0)
+        return model
+
+    stem = lambda model: to_numpy(model.layers[1].kernel).reshape(9, 16)  # 3x3x1 patches, 16 filters
+    whitened, control = stem(prepared("initialize")), stem(prepared("whitening_control"))
+    # The control keeps the whitened filters' norms (up to LSUV's one factor) in random orthonormal +/- pairs.
+    ratio = np.linalg.norm(control, axis=0) / np.linalg.norm(whitened, axis=0)
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)
+    directions = control / np.linalg.norm(control, axis=0)
+    np.testing.assert_allclose(directions[:, 1::2], -directions[:, 0::2], atol=1e-6)
+    np.testing.assert_allclose(directions[:, 0::2].T @ directions[:, 0::2], np.eye(8), atol=1e-5)
+    assert np.abs(directions[:, 0::2].T @ (whitened / np.linalg.norm(whitened, axis=0))[:, 0::2]).max() < 0.99
+    # R = I, the built-in R and the data's R at LSUV scale: three different draws of every convolution.
+    kernels = {arm: stem(prepared(arm)) for arm in ("identity_r_lsuv", "builtin_r_lsuv", "data_r_lsuv")}
+    for a, b in itertools.combinations(kernels.values(), 2):
+        assert not np.allclose(a, b)

@@ -292,16 +292,33 @@ def test_builtin_arms_are_listed():
 # ---------------------------------------------------------- result object
 def test_epochs_to_target_and_the_plot(tmp_path):
     rows = [
-        {"arm": "he", "seed": s, "final": f, "curve": c, "sign_change": [0.5, 0.4], "epoch_seconds": [1.0, 2.0]}
+        {
+            "arm": "he",
+            "seed": s,
+            "final": f,
+            "curve": c,
+            "sign_change": [0.5, 0.4],
+            "epoch_seconds": [1.0, 2.0],
+            "seconds": 2.5,
+        }
         for s, f, c in [(0, 0.6, [0.5, 0.6]), (1, 0.8, [0.7, 0.8])]
     ] + [
-        {"arm": "x", "seed": s, "final": c[-1], "curve": c, "sign_change": [0.5, 0.4], "epoch_seconds": [1.5, 3.0]}
+        {
+            "arm": "x",
+            "seed": s,
+            "final": c[-1],
+            "curve": c,
+            "sign_change": [0.5, 0.4],
+            "epoch_seconds": [1.5, 3.0],
+            "seconds": 4.0,
+        }
         for s, c in [(0, [0.75, 0.9]), (1, [0.6, 0.65])]
     ]
     result = Comparison(rows, baseline="he")
     assert result.target() == pytest.approx(0.7)
     e = result.epochs_to_target("x")
-    assert e["per_seed"] == {0: 1, 1: None} and e["mean_epochs"] == 1 and e["mean_seconds"] == 1.5
+    # seconds from the run's start: the 1.0 s before fit (build, the arm's preparation) + 1.5 s of fit
+    assert e["per_seed"] == {0: 1, 1: None} and e["mean_epochs"] == 1 and e["mean_seconds"] == 2.5
     assert (e["reached"], e["n"]) == (1, 2)
     assert result.epochs_to_target("he")["per_seed"] == {0: None, 1: 1}
     path = result.plot(str(tmp_path / "curves.png"))
