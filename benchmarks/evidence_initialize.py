@@ -120,8 +120,8 @@ GRIDS = {
             ("vgg8", 0.25, "off", 0.005, CORE),
             ("vgg8", 0.25, "on", 0.005, CORE),
             ("small_cnn", 1.0, "on", 0.005, CORE),
-            ("small_cnn", 1.0, "off", 0.02, ["he", "initialize", "lsuv"]),
-            ("small_cnn", 1.0, "on", 0.02, ["he", "initialize", "lsuv"]),
+            ("small_cnn", 1.0, "off", 0.02, ["he", "initialize", "initialize_identity", "lsuv"]),
+            ("small_cnn", 1.0, "on", 0.02, ["he", "initialize", "initialize_identity", "lsuv"]),
         ],
     ),
     "digits32": dict(

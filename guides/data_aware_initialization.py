@@ -23,8 +23,9 @@ that combines them:
   paper's premise, measured instead of assumed);
 * `PatchWhitening`: a serializable initializer whose filters whiten a patch
   covariance, in +/- pairs;
-* `initialize(model, data)`: whitened first convolution, He-normal (or the
-  identity) elsewhere, and LSUV's data-driven scale for every layer, all or
+* `initialize(model, data)`: whitened first convolution, the identity for
+  every later convolution that can pass its input through (He-normal
+  elsewhere), and LSUV's data-driven scale for every layer, all or
   nothing, with a report.
 
 What it buys, measured (the "Does it help?" page): on 32x32 crops of
@@ -145,10 +146,12 @@ print("round trip exact:", np.array_equal(reloaded.layers[0].get_weights()[0], s
 ## One call: `initialize(model, data)`
 
 `initialize` measures once, whitens the first `whiten` convolutions (default
-1), draws He-normal for the rest (`rest="identity"` starts every convolution
-that can pass its input through as the identity instead, airbench's choice),
-then runs LSUV on the same sample so that every layer's output has unit
-variance: no layer's scale rests on a formula's guess. It never half-modifies
+1), starts every later convolution that can pass its input through as the
+identity (Dirac kernels on its first in_channels filters; airbench's choice)
+and draws He-normal for the rest (`rest="he"`: He-normal everywhere), then
+runs LSUV on the same sample so that every layer's output has unit variance:
+no layer's scale rests on a formula's guess. This default is the recipe the
+evidence supports (the "Does it help?" page). It never half-modifies
 a model: on any error every weight is as it was. The report says what it set
 and each layer's output variance before and after.
 """
@@ -157,8 +160,8 @@ model = make_model()
 report = initialize(model, x_train[:256], batch_size=256, seed=0, verbose=0)
 print(report)
 
-identity_model = make_model()
-print([entry.what for entry in initialize(identity_model, x_train[:256], rest="identity", seed=0, verbose=0)])
+he_model = make_model()
+print([entry.what for entry in initialize(he_model, x_train[:256], rest="he", seed=0, verbose=0)])
 
 """
 ## Fewer epochs?

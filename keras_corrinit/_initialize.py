@@ -9,17 +9,21 @@ The recipe, in one forward pass of measurement and LSUV's pass:
    patch covariance (+/- pairs; filters beyond twice the patch dimension
    He-normal). Their biases stay as they are (zero as Keras builds them):
    LSUV's rescaling is exact for a zero bias.
-3. Every other Conv/Dense kernel: untruncated He-normal (`rest="he"`),
-   identity where a convolution can pass its input through (`rest=
-   "identity"`: airbench's identity init of the later convolutions), or as
-   it is (`rest="keep"`).
+3. Every other Conv/Dense kernel: the identity where a convolution can
+   pass its input through and untruncated He-normal elsewhere
+   (`rest="identity"`, the default: airbench's identity init of the later
+   convolutions), He-normal everywhere (`rest="he"`), or as it is
+   (`rest="keep"`).
 4. LSUV on the same data (`orthogonal=False`): every touched layer,
    whitened ones included, rescaled to unit output variance, so no layer's
    scale rests on a formula's guess of its input's variance.
 
 Frozen layers (`trainable=False`, themselves or a parent) are left alone
 unless `include_frozen=True`; on any error every weight is as it was.
-Which recipe is the default is what docs/evidence.md supports.
+The default recipe (whiten the first convolution, identity for the rest)
+is the one docs/evidence.md supports: on photos32 it reached He's final
+accuracy in at most 0.6 of He's epochs in every setting measured, and was
+never significantly below He.
 """
 
 import contextlib
@@ -171,7 +175,7 @@ def initialize(
     data,
     *,
     whiten=1,
-    rest="he",
+    rest="identity",
     eps=None,
     batches=1,
     batch_size=32,
@@ -190,12 +194,12 @@ def initialize(
             PyDataset or a generator of batches (as for `lsuv_initialize`).
         whiten: How many Conv2D layers (with one group), first in model
             order, are whitened. Default 1; 0 whitens none.
-        rest: The other Conv/Dense kernels: `"he"` (untruncated He-normal,
-            default), `"identity"` (a Conv1D/2D/3D with one group, odd
-            kernel sizes and at least as many filters as input channels
-            passes its input through: its first in_channels filters are
-            Dirac kernels, the others He-normal; other layers He-normal) or
-            `"keep"` (as they are).
+        rest: The other Conv/Dense kernels: `"identity"` (default: a
+            Conv1D/2D/3D with one group, odd kernel sizes and at least as
+            many filters as input channels passes its input through, its
+            first in_channels filters Dirac kernels and the others
+            He-normal; other layers He-normal), `"he"` (untruncated
+            He-normal everywhere) or `"keep"` (as they are).
         eps: `PatchWhitening`'s eps. Default None (1e-3 x the mean
             eigenvalue of each layer's patch covariance).
         batches: Batches of `data` used (measurement and LSUV). Default 1.
