@@ -285,8 +285,11 @@ def compare(
         metric: The compiled metric compared, read as `val_<metric>` on the
             test data. Default `"accuracy"`.
         settings: A dict of JSON values that change results and that this
-            function cannot see (the optimizer's rate, the data set's
-            name...); part of every run's key. Default None.
+            function cannot see (the data set's name, a module-level
+            constant...); part of every run's key. A callable object's own
+            settings (`build_model`'s or an arm's `get_config()`, or a
+            dataclass's fields) are in the key already, so adding a field
+            to such a class re-runs its runs. Default None.
         out: A folder for the results store (resumable); None (default)
             keeps nothing.
         executor: A `concurrent.futures.Executor` the runs are submitted
