@@ -22,8 +22,8 @@ Frozen layers (`trainable=False`, themselves or a parent) are left alone
 unless `include_frozen=True`; on any error every weight is as it was.
 The default recipe (whiten the first convolution, identity for the rest)
 is the one docs/evidence.md supports: on photos32 it reached He's final
-accuracy in at most 0.6 of He's epochs in every setting measured, and was
-never significantly below He.
+accuracy in 0.23-0.38 of He's epochs in five of six settings (0.65 on VGG-8
+without batch norm) and was never significantly below He.
 """
 
 import contextlib
@@ -147,10 +147,14 @@ def _whitening_kernel(layer, statistics, eps, seed):
     kernel = ops.convert_to_numpy(whitening((*shape[:-1], kept), "float32"))
     what = f"PatchWhitening ({kept} filters)"
     if filters > kept:
-        extra = CorrelatedHeNormal(SpatialCorrelation.identity(), seed=seed)((*shape[:-1], filters - kept))
-        kernel = np.concatenate([kernel, ops.convert_to_numpy(extra)], axis=-1)
+        kernel = np.concatenate([kernel, _he_normal((*shape[:-1], filters - kept), seed)], axis=-1)
         what = f"PatchWhitening ({kept} of {filters} filters; {filters - kept} He-normal)"
     return kernel, what
+
+
+def _he_normal(shape, seed, dtype=None):
+    """An untruncated He-normal kernel as numpy."""
+    return ops.convert_to_numpy(CorrelatedHeNormal(SpatialCorrelation.identity(), seed=seed)(shape, dtype))
 
 
 def _identity_kernel(layer, seed):
@@ -163,11 +167,11 @@ def _identity_kernel(layer, seed):
         or filters < in_channels
         or any(size % 2 == 0 for size in spatial)
     ):
-        return None, "He-normal"
-    kernel = np.array(ops.convert_to_numpy(CorrelatedHeNormal(SpatialCorrelation.identity(), seed=seed)(shape)))
+        return None
+    kernel = np.array(_he_normal(shape, seed))
     kernel[..., :in_channels] = 0.0
     kernel[tuple(size // 2 for size in spatial)][:, :in_channels] = np.eye(in_channels)
-    return kernel, f"identity ({in_channels} of {filters} filters)"
+    return kernel
 
 
 def initialize(
@@ -251,15 +255,16 @@ def initialize(
             if layer.name in statistics:
                 kernel, what[layer.name] = _whitening_kernel(layer, statistics[layer.name], eps, seeds[layer.name])
                 layer.kernel.assign(kernel)
-            elif rest == "identity" and (identity := _identity_kernel(layer, seeds[layer.name]))[0] is not None:
-                layer.kernel.assign(identity[0])
-                what[layer.name] = identity[1]
-            elif rest in ("he", "identity"):
-                he = CorrelatedHeNormal(SpatialCorrelation.identity(), seed=seeds[layer.name])
-                layer.kernel.assign(he(tuple(layer.kernel.shape), layer.kernel.dtype))
-                what[layer.name] = "He-normal"
-            else:
+            elif rest == "keep":
                 what[layer.name] = "kept"
+            else:
+                shape = tuple(layer.kernel.shape)
+                kernel = _identity_kernel(layer, seeds[layer.name]) if rest == "identity" else None
+                if kernel is None:
+                    kernel, what[layer.name] = _he_normal(shape, seeds[layer.name], layer.kernel.dtype), "He-normal"
+                else:
+                    what[layer.name] = f"identity ({shape[-2]} of {shape[-1]} filters)"
+                layer.kernel.assign(kernel)
         lsuv = lsuv_initialize(
             model,
             (x for x in sample),  # the measured batches again (a generator of them)
