@@ -13,8 +13,11 @@ here, in one place:
 * `sync_training_state`: on JAX, `fit` keeps the training state outside the
   variables during an epoch; a callback must pull it in before reading.
 * `intercepted_call`: replaces one layer instance's `call` for the length of
-  a `with` block (LSUV's single forward pass, AGOP's perturbed
-  pre-activations) and restores the class's method after it.
+  a `with` block (the model-pass engine, AGOP's perturbed pre-activations)
+  and restores the class's method after it.
+* `activation_off`: a layer's fused activation switched off for a call, so
+  that its `call` returns the pre-activation output (Keras's Conv, Dense
+  and EinsumDense layers apply `self.activation` last in `call`).
 * `HiddenFromSaving`: keeps attributes out of Keras's saving walk, which
   collects nested saveables from an object's `dir()`.
 * `stored_dtype`: the dtype a backend really stores a requested one in
@@ -30,6 +33,7 @@ import keras
 
 __all__ = [
     "HiddenFromSaving",
+    "activation_off",
     "gradients",
     "intercepted_call",
     "optimizer_swapped",
@@ -130,14 +134,43 @@ def intercepted_call(layer, make_call):
     """`layer.call` is `make_call(original_call)` inside the block.
 
     Keras calls `self.call` from `Layer.__call__`, so an instance attribute
-    shadows the class's method for this layer only; removing it restores
-    the method, also when the block raises.
+    shadows the class's method for this layer only; after the block the
+    layer's own `call` is back: the class's method, or a `call` the user had
+    set on the instance, also when the block raises.
     """
+    missing = object()
+    own = layer.__dict__.get("call", missing)
     layer.call = make_call(layer.call)
     try:
         yield
     finally:
-        layer.__dict__.pop("call", None)
+        if own is missing:
+            layer.__dict__.pop("call", None)
+        else:
+            layer.__dict__["call"] = own
+
+
+def _identity(x):
+    return x
+
+
+@contextlib.contextmanager
+def activation_off(layer):
+    """Inside the block `layer` applies no activation; yields the activation it had (None if none).
+
+    Keras's kernel layers end their `call` with `self.activation(outputs)`
+    (the linear activation when none was given), so replacing the
+    attribute on the instance for one call gives the pre-activation output.
+    """
+    activation = getattr(layer, "activation", None)
+    if activation is None or activation is keras.activations.linear:
+        yield None
+        return
+    layer.activation = _identity
+    try:
+        yield activation
+    finally:
+        layer.activation = activation
 
 
 class HiddenFromSaving:

@@ -7,7 +7,7 @@ import numpy as np
 
 from keras_corrinit import _validation as check
 
-__all__ = ["describe", "take_batches"]
+__all__ = ["batch_size_of", "describe", "iter_samples", "take_batches"]
 
 
 def _inputs(batch):
@@ -78,3 +78,45 @@ def take_batches(data, count=None, batch_size=None):
         "`data` must be an array, an (x, y) tuple, a tf.data.Dataset or a "
         f"keras.utils.PyDataset; received {type(data).__name__}."
     )
+
+
+def batch_size_of(batch):
+    """The number of samples in a (nested) batch."""
+    return int(keras.tree.flatten(batch)[0].shape[0])
+
+
+def iter_samples(data, samples, batch_size):
+    """Batches of `data` (finite numpy arrays, nested for multi-input models) until `samples` samples.
+
+    Streams: only one batch is held at a time (an in-memory array is sliced,
+    not copied); the last batch is cut so that exactly `samples` are used,
+    or all of them where `data` has fewer. `batch_size` applies to in-memory
+    arrays; iterables give their batches as they are.
+    """
+    if isinstance(data, keras.utils.PyDataset):
+        source = (data[i] for i in range(len(data)))
+    elif _is_in_memory(data):
+        x = _inputs(data)
+        n = min(keras.tree.flatten(x)[0].shape[0], samples)
+        source = (
+            keras.tree.map_structure(lambda a, s=s: a[s : min(s + batch_size, n)], x) for s in range(0, n, batch_size)
+        )
+    elif hasattr(data, "__iter__") and not isinstance(data, (str, bytes)):
+        source = iter(data)
+    else:
+        raise TypeError(
+            "`data` must be an array, an (x, y) tuple, a tf.data.Dataset or a "
+            f"keras.utils.PyDataset; received {type(data).__name__}."
+        )
+    taken = 0
+    for batch in source:
+        inputs = _inputs(batch)
+        size = batch_size_of(inputs)
+        if taken + size > samples:
+            size = samples - taken
+            inputs = keras.tree.map_structure(lambda a, size=size: a[:size], inputs)
+        if size:
+            yield inputs
+        taken += size
+        if taken >= samples:
+            return

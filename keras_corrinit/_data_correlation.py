@@ -12,33 +12,48 @@ premise, measured instead of assumed) initializes a network the same way:
 `CorrelatedHeNormal(estimate)` or `estimate.layerwise_initializers(model)`.
 """
 
-import contextlib
-import re
 import warnings
 
 import keras
 import numpy as np
 
 from keras_corrinit import _validation as check
-from keras_corrinit._backend import intercepted_call
 from keras_corrinit._correlation import to_correlation
 from keras_corrinit._data import take_batches
 from keras_corrinit._estimates import CorrelationEstimate
-from keras_corrinit._layers import kernel_layers
+from keras_corrinit._layers import kernel_slots
+from keras_corrinit._model_pass import display_names, patterns, run_model, select_layers, watching
 from keras_corrinit._patches import PatchAccumulator, image_patches
 
 __all__ = ["correlation_from_data", "patch_statistics"]
 
 
 def _convolutions(model, layers):
-    found = [layer for layer, _ in kernel_layers(model, ("conv",)) if isinstance(layer, keras.layers.Conv2D)]
-    if layers is not None:
-        if isinstance(layers, str):
-            pattern = re.compile(layers)
-            found = [layer for layer in found if pattern.search(layer.name)]
-        else:
-            names = set(layers)
-            found = [layer for layer in found if layer.name in names]
+    """The Conv2D layers (one group) to measure, by object: all, those matching a pattern, or those named."""
+    chosen, _ = select_layers(model, include_frozen=True)  # measuring changes nothing: frozen layers too
+    found = [
+        layer
+        for layer in chosen
+        if isinstance(layer, keras.layers.Conv2D) and [slot.kind for slot in kernel_slots(layer)] == ["conv"]
+    ]
+    names = display_names(model)
+    if isinstance(layers, str):
+        pattern = patterns(layers, "layers")[0]
+        found = [layer for layer in found if pattern.search(layer.name) or pattern.search(names[id(layer)])]
+    elif layers is not None:
+        if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+            raise TypeError(
+                f"`layers` must be None, a regular expression or a list of layer names; received {layers!r}."
+            )
+        known = {names[id(layer)] for layer in found} | {layer.name for layer in found}
+        unknown = [n for n in layers if n not in known]
+        if unknown:
+            raise ValueError(
+                f"`layers` names {unknown}, which are not Conv2D layers of the model; its Conv2D layers are "
+                f"{sorted(names[id(layer)] for layer in found)}."
+            )
+        wanted = set(layers)
+        found = [layer for layer in found if layer.name in wanted or names[id(layer)] in wanted]
     if not found:
         raise ValueError(
             "The model has no Conv2D layer to measure"
@@ -55,7 +70,9 @@ def patch_statistics(model, data, layers=None, batches=1, batch_size=32, max_pat
         data: Inputs as for `lsuv_initialize` (arrays, `(x, y)`, tf.data,
             PyDataset, a generator of batches).
         layers: None (default: every Conv2D with one group), a regular
-            expression searched in layer names, or a list of names.
+            expression searched in layer names, or a list of names (each
+            must be a Conv2D of the model; a path `outer/conv` where names
+            repeat). Either data format.
         batches: How many batches of `data` to use. Default 1.
         batch_size: Batch size for array data. Default 32.
         max_patches_per_batch: Patches used per layer and batch, drawn
@@ -66,42 +83,46 @@ def patch_statistics(model, data, layers=None, batches=1, batch_size=32, max_pat
         verbose: 1 shows progress over batches. Default 0.
 
     Returns:
-        `{layer name: PatchStatistics}` in model order; layers the forward
-        pass never called are left out with a warning.
+        `{layer name: PatchStatistics}` in model order (a layer's path
+        where its name repeats); layers the forward pass never called are
+        left out with a warning.
     """
-    chosen = _convolutions(model, layers)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     check.integer(batches, "batches", minimum=1)
+    check.integer(batch_size, "batch_size", minimum=1)
     if max_patches_per_batch is not None:
         check.integer(max_patches_per_batch, "max_patches_per_batch", minimum=2)
+    seed = check.seed(seed, "seed") or 0
+    chosen = _convolutions(model, layers)
     sample = take_batches(data, batches, batch_size)
     if not sample:
         raise ValueError("`data` holds no batch of samples.")
+    names = display_names(model)
     accumulators = {
-        layer.name: PatchAccumulator(layer.kernel_size, layer.kernel.shape[-2], max_patches_per_batch, seed)
+        id(layer): PatchAccumulator(layer.kernel_size, layer.kernel.shape[-2], max_patches_per_batch, seed)
         for layer in chosen
     }
 
-    def measuring(layer, original):
-        def call(inputs, *args, **kwargs):
-            accumulators[layer.name].add(
-                image_patches(inputs, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
-            )
-            return original(inputs, *args, **kwargs)
-
-        return call
+    def measuring(layer, inputs, forward):
+        images = inputs
+        if layer.data_format == "channels_first":
+            images = keras.ops.transpose(inputs, (0, 2, 3, 1))  # patches in the kernel's (h, w, channel) order
+        accumulators[id(layer)].add(
+            image_patches(images, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
+        )
+        return forward(inputs)
 
     bar = keras.utils.Progbar(len(sample), unit_name="batch") if verbose else None
-    with contextlib.ExitStack() as stack:
-        for layer in chosen:
-            stack.enter_context(intercepted_call(layer, lambda original, layer=layer: measuring(layer, original)))
+    with watching(chosen, measuring):
         for x in sample:
-            model(x, training=False)
+            run_model(model, x)
             if bar:
                 bar.add(1)
-    unreached = [name for name, a in accumulators.items() if a.count == 0]
+    unreached = [names[id(layer)] for layer in chosen if accumulators[id(layer)].count == 0]
     if unreached:
         warnings.warn(f"The forward pass never called {unreached}: no patch statistics for them.", stacklevel=2)
-    return {name: a.statistics() for name, a in accumulators.items() if a.count}
+    return {names[id(layer)]: accumulators[id(layer)].statistics() for layer in chosen if accumulators[id(layer)].count}
 
 
 def correlation_from_data(model, data, kernel_size=(3, 3), **measurement):

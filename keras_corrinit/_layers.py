@@ -16,6 +16,9 @@ Kinds:
 * `"pointwise"`: the pointwise part of SeparableConv1D/2D.
 * `"transpose"`: Conv1D/2D/3DTranspose, `(*spatial, filters, in)`.
 * `"dense"`: Dense, `(in, out)`.
+* `"einsum"`: EinsumDense, any kernel shape (its fan-in depends on the
+  equation); not among `KINDS`, so extraction and layer-wise
+  initialization leave it alone; LSUV and `initialize` scale it.
 """
 
 import contextlib
@@ -54,6 +57,7 @@ _TABLE = (
     ),
     ((keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D), (_KERNEL,)),
     ((keras.layers.Dense,), (dataclasses.replace(_KERNEL, kind="dense"),)),
+    ((keras.layers.EinsumDense,), (dataclasses.replace(_KERNEL, kind="einsum"),)),
 )
 
 

@@ -14,25 +14,30 @@ layer is rescaled there, and the pass continues with its final output. This
 works for any model whose forward pass calls its layers: Sequential,
 Functional, nested and subclassed models alike.
 
-Most rescalings cost no extra call: with a linear or ReLU activation and a
-zero bias (or a bias scaled with the kernel), scaling the kernel by c
-scales the output by exactly c, so the new variance is `c^2` times the old
-one. Other layers, and iterations on a fresh batch, call the layer again on
-its (cached) input. `LSUVReport.forward_pass_equivalents` counts the work:
+Most rescalings cost no extra call and no host read: with a zero bias (or
+a bias scaled with the kernel), scaling the kernel by c scales the
+pre-activation output by exactly c, so one step computed on the device
+reaches the target. Other layers, and iterations on a fresh batch, call the
+layer again on its (cached) input. `LSUVReport.forward_pass_equivalents` counts the work:
 one pass plus the extra layer calls, each weighted by its layer's share of
 the touched layers' multiply-adds.
 
-"Output" is what the Keras layer returns: with a fused activation
-(`Conv2D(..., activation="relu")`) that is after the activation, with a
-separate `Activation`/`ReLU` layer it is before it. The forward pass runs in
+"Output" is the layer's pre-activation output, the paper's convention
+(where the nonlinearity is a layer of its own): with a fused activation
+(`Conv2D(..., activation="relu")`, `Dense(10, activation="softmax")`) the
+variance is measured before the activation, which is applied to the
+rescaled output. So a softmax, sigmoid or tanh is never driven into
+saturation, and with a zero bias every rescaling is one exact step. A layer
+whose result cannot be kept (a constant or non-finite output, a variance
+not within `tol` after `max_iter` rescalings, or a kernel that would end
+outside [1e-4, 100] times its He-normal scale) is reverted to its scale
+before LSUV, with a warning that names it. The forward pass runs in
 inference mode (`training=False`): dropout is off and batch normalization
 uses its moving statistics (the identity, at initialization).
 """
 
-import contextlib
 import dataclasses
 import math
-import re
 import warnings
 
 import keras
@@ -40,14 +45,29 @@ import numpy as np
 from keras import ops
 
 from keras_corrinit import _validation as check
-from keras_corrinit._backend import intercepted_call
-from keras_corrinit._data import describe, take_batches
-from keras_corrinit._layers import frozen_layers, kernel_slots, unchanged_on_error, walk_layers
+from keras_corrinit._data import take_batches
+from keras_corrinit._layers import kernel_slots, unchanged_on_error
+from keras_corrinit._model_pass import display_names, patterns, run_model, select_layers, watching
 
-__all__ = ["LSUVReport", "LayerReport", "lsuv_initialize", "run_model"]
+__all__ = [
+    "MAX_SCALE_OVER_HE",
+    "MIN_SCALE_OVER_HE",
+    "LSUVReport",
+    "LayerReport",
+    "he_std",
+    "lsuv_initialize",
+    "multiply_adds",
+    "scale_layers",
+]
 
 _MIN_BATCH = 16  # the paper's minimum mini-batch size
 _DEAD_VARIANCE = 1e-12
+# LSUV's factor is kept only if the scaled kernel's RMS ends within these
+# multiples of its He-normal standard deviation: inputs of any realistic
+# scale (pixels in [0, 255] need about 1/200) fit; a softmax or sigmoid that
+# cannot reach the target, or a near-constant input, cannot blow a kernel up.
+MAX_SCALE_OVER_HE = 100.0
+MIN_SCALE_OVER_HE = 1e-4
 
 
 @dataclasses.dataclass
@@ -119,7 +139,7 @@ def _variance(x):
     return float(ops.convert_to_numpy(ops.var(ops.cast(x, "float32"))))
 
 
-def _multiply_adds(layer, output):
+def multiply_adds(layer, output):
     """Multiply-adds of one call: each output value costs a kernel column."""
     per_output = sum(math.prod(k.shape[:-1]) for k in _kernels(layer))
     if [slot.kind for slot in kernel_slots(layer)] == ["depthwise"]:
@@ -127,12 +147,30 @@ def _multiply_adds(layer, output):
     return math.prod(output.shape) * per_output
 
 
-def _homogeneous(layer, center_bias):
-    """Whether scaling the scaled variables by c scales the output by c exactly."""
-    if getattr(layer, "activation", None) not in (keras.activations.linear, keras.activations.relu):
-        return False
-    bias = getattr(layer, "bias", None)
-    return bias is None or center_bias or not bool(ops.convert_to_numpy(ops.any(ops.not_equal(bias, 0))))
+def he_std(layer):
+    """He-normal's standard deviation for the kernel LSUV scales (the last one of the layer)."""
+    slot = kernel_slots(layer)[-1]
+    shape = tuple(getattr(layer, slot.attribute).shape)
+    fan_in = math.prod(shape[:-2]) if slot.kind == "depthwise" else math.prod(shape[:-1])
+    return math.sqrt(2.0 / fan_in)
+
+
+def _zero_bias(layers):
+    """`{id(layer): whether its bias is absent or zero}`, read in one host transfer for all layers."""
+    biased = [layer for layer in layers if getattr(layer, "bias", None) is not None]
+    flags = [ops.any(ops.not_equal(layer.bias, 0)) for layer in biased]
+    nonzero = ops.convert_to_numpy(ops.stack(flags)) if flags else []
+    zero = {id(layer): True for layer in layers}
+    zero.update({id(layer): not bool(flag) for layer, flag in zip(biased, nonzero)})
+    return zero
+
+
+def _start_rms(layers, starts):
+    """`{id(layer): RMS of the kernel LSUV scales, as it starts}`, read in one host transfer."""
+    values = [starts[id(layer)][-1] if id(layer) in starts else _kernels(layer)[-1] for layer in layers]
+    rms = [ops.sqrt(ops.mean(ops.square(ops.cast(v, "float32")))) for v in values]
+    read = ops.convert_to_numpy(ops.stack(rms)) if rms else []
+    return {id(layer): float(r) for layer, r in zip(layers, read)}
 
 
 @dataclasses.dataclass
@@ -144,53 +182,97 @@ class _Settings:
     batches: int
 
 
-class _Interceptor:
-    """Replaces touched layers' `call` for one forward pass, rescaling each once."""
+class _Rescaler:
+    """LSUV's step for each touched layer, as the forward pass reaches it (a `watching` handler).
 
-    def __init__(self, layers, starts, settings, report, progress):
+    A layer whose pre-activation output is proportional to its scaled
+    variables (a zero bias, or the bias scaled with the kernel) is rescaled
+    in one exact step computed on the device; its numbers are read once,
+    after the pass. Other layers, and every layer when several batches are
+    used (the paper's "next mini-batch"), iterate with host reads.
+    """
+
+    def __init__(self, layers, starts, settings, report, progress, names):
         self.layers, self.starts, self.settings = layers, starts, settings
-        self.report, self.progress = report, progress
-        self.done, self.costs, self.extra = set(), {}, 0.0
+        self.report, self.progress, self.names = report, progress, names
+        self.done, self.reached, self.costs, self.extra, self.pending = set(), [], {}, 0.0, []
+        self.homogeneous = {key: settings.center_bias or zero for key, zero in _zero_bias(layers).items()}
+        self.start_rms = _start_rms(layers, starts)
 
-    def __enter__(self):
-        self._stack = contextlib.ExitStack()
-        for layer in self.layers:
-            self._stack.enter_context(
-                intercepted_call(layer, lambda original, layer=layer: self._wrap(layer, original))
-            )
-        return self
-
-    def __exit__(self, *exc):
-        self._stack.close()
-
-    def _wrap(self, layer, original_call):
-        def call(inputs, *args, **kwargs):
-            if id(layer) in self.done:
-                # A shared layer: rescaled at its first call, used as is after.
-                return original_call(inputs, *args, **kwargs)
-            self.done.add(id(layer))
-            for kernel, start in zip(_kernels(layer), self.starts.get(id(layer), ())):
-                kernel.assign(start)
-            return self._rescale(layer, lambda x: original_call(x, *args, **kwargs), inputs)
-
-        return call
+    def __call__(self, layer, inputs, forward):
+        if id(layer) in self.done:
+            # A shared layer: rescaled at its first call, used as is after.
+            return forward(inputs)
+        self.done.add(id(layer))
+        self.reached.append(id(layer))
+        self.progress()
+        for kernel, start in zip(_kernels(layer), self.starts.get(id(layer), ())):
+            kernel.assign(start)
+        return self._rescale(layer, forward, inputs)
 
     def _rescale(self, layer, forward, inputs):
-        """Rescales `layer` on `inputs` (its input in this pass); returns its final output."""
+        """Rescales `layer` on `inputs` (its input in this pass); returns its final pre-activation output."""
         center_bias = self.settings.center_bias and getattr(layer, "bias", None) is not None
         output = forward(inputs)
-        self.costs[layer.name] = _multiply_adds(layer, output)
+        self.costs[id(layer)] = multiply_adds(layer, output)
         scaled = [_kernels(layer)[-1]]
         if center_bias:
             output = self._center(layer, forward, inputs, output)
             scaled.append(layer.bias)  # scaled with the kernel: the mean stays 0
-        homogeneous = _homogeneous(layer, self.settings.center_bias)
+        homogeneous = self.homogeneous[id(layer)]
+        if homogeneous and self.settings.batches == 1:
+            return self._exact_step(layer, scaled, output)
+        originals = [ops.convert_to_numpy(v) for v in scaled]
         variance_on, batches = self._measurement(layer, forward, inputs, output, homogeneous)
-        initial, variance, iterations, total = self._iterate(scaled, variance_on, batches, homogeneous)
-        if total != 1.0:
+        initial, variance, iterations, total = self._iterate(layer, scaled, variance_on, batches)
+        problem = self._problem(layer, variance, total, iterations)
+        if problem is not None:
+            for variable, value in zip(scaled, originals):
+                variable.assign(value)
+            total = 1.0
+            output = self._call(layer, forward, inputs, 1.0) if iterations else output
+        elif total != 1.0:
             output = output * ops.cast(total, output.dtype) if homogeneous else self._call(layer, forward, inputs, 1.0)
-        self._finish(layer, initial, variance, iterations, total)
+        self._finish(layer, initial, variance, iterations, total, problem)
         return output
+
+    def _exact_step(self, layer, scaled, output):
+        """One step to the target on the device; kept only if finite and inside the bound."""
+        s = self.settings
+        variance = ops.var(ops.cast(output, "float32"))
+        rms = self.start_rms[id(layer)]
+        factor = ops.sqrt(s.target / ops.maximum(variance, _DEAD_VARIANCE))
+        he = he_std(layer)
+        new_rms = factor * rms
+        usable = ops.logical_and(ops.isfinite(variance), variance > _DEAD_VARIANCE)
+        inside = ops.logical_and(new_rms <= MAX_SCALE_OVER_HE * he, new_rms >= MIN_SCALE_OVER_HE * he)
+        keep = ops.logical_and(usable, inside)
+        factor = ops.where(keep, factor, 1.0)
+        for variable in scaled:
+            variable.assign(variable * ops.cast(factor, variable.dtype))
+        self.pending.append((layer, variance, factor, usable))
+        return output * ops.cast(factor, output.dtype)
+
+    def flush(self):
+        """Reads the device-side steps' numbers (one transfer) and reports them in pass order."""
+        if not self.pending:
+            return
+        values = ops.convert_to_numpy(
+            ops.stack([ops.stack([v, f, ops.cast(u, "float32")]) for _, v, f, u in self.pending])
+        )
+        s = self.settings
+        for (layer, *_), (variance, factor, usable) in zip(self.pending, values.astype(float)):
+            rms = self.start_rms[id(layer)]
+            applied = factor != 1.0 or abs(variance - s.target) < s.tol * s.target
+            final = variance * factor**2
+            problem = None
+            if not usable:
+                problem = self._problem(layer, variance, 1.0, 0)
+            elif not applied or abs(final - s.target) >= s.tol * s.target:
+                problem = self._bound_problem(layer, math.sqrt(s.target / variance), rms)
+                final = variance
+            self._finish(layer, variance, final, 1 if problem is None else 0, factor, problem)
+        self.pending = []
 
     def _center(self, layer, forward, inputs, output):
         """Sets the bias so that each output channel has mean 0; returns the new output."""
@@ -213,7 +295,7 @@ class _Interceptor:
 
         return variance_on, len(slices)
 
-    def _iterate(self, scaled, variance_on, batches, homogeneous):
+    def _iterate(self, layer, scaled, variance_on, batches):
         """LSUV's loop: scale `scaled` until the variance is near the target.
 
         Returns `(initial variance, final variance, iterations, total factor)`.
@@ -221,9 +303,9 @@ class _Interceptor:
         s = self.settings
         variance = initial = variance_on(0, 1.0)
         iterations, total = 0, 1.0
-        # Centred bias and kernel scaled together on a linear or ReLU output:
-        # one exact step gives mean 0 and the target variance, so take it.
-        tol = 1e-6 if s.center_bias and homogeneous else s.tol
+        # Centred bias and kernel scaled together: one exact step gives mean
+        # 0 and the target variance, so take it.
+        tol = 1e-6 if s.center_bias else s.tol
         while abs(variance - s.target) >= tol * s.target and iterations < s.max_iter:
             if not math.isfinite(variance) or variance <= _DEAD_VARIANCE:
                 break
@@ -234,35 +316,46 @@ class _Interceptor:
             variance = variance_on(iterations % batches, total)  # the paper's "next mini-batch"
         return initial, variance, iterations, total
 
+    def _problem(self, layer, variance, total, iterations):
+        """Why LSUV's result for `layer` is not kept (None if it is)."""
+        s = self.settings
+        if math.isfinite(variance) and variance <= _DEAD_VARIANCE:
+            return "its output is constant (dead units, e.g. a ReLU with no active input, or a zero kernel)"
+        if not math.isfinite(variance):
+            return "its output is not finite"
+        if abs(variance - s.target) >= s.tol * s.target:
+            return (
+                f"its output variance is {variance:.4g} after {iterations} rescalings, not within `tol` of the target"
+            )
+        rms = float(np.sqrt(np.mean(np.square(ops.convert_to_numpy(_kernels(layer)[-1]).astype(float)))))
+        he = he_std(layer)
+        if not MIN_SCALE_OVER_HE * he <= rms <= MAX_SCALE_OVER_HE * he:
+            return self._bound_problem(layer, 1.0, rms)
+        return None
+
+    def _bound_problem(self, layer, factor, rms):
+        ratio = rms * factor / he_std(layer)
+        return (
+            f"reaching the target would make its kernel {ratio:.3g} times its He-normal scale, outside "
+            f"[{MIN_SCALE_OVER_HE:g}, {MAX_SCALE_OVER_HE:g}]"
+        )
+
     def _call(self, layer, forward, x, share):
         """An extra call of the layer on `x`, a `share` of the full input."""
         self.report.layer_calls += 1
-        self.extra += share * self.costs[layer.name]
+        self.extra += share * self.costs[id(layer)]
         return forward(x)
 
-    def _finish(self, layer, initial, variance, iterations, total):
-        s = self.settings
-        converged = abs(variance - s.target) < s.tol * s.target
-        if not converged:
-            reason = (
-                "its output is constant (dead units, e.g. ReLU with no active input)"
-                if math.isfinite(variance) and variance <= _DEAD_VARIANCE
-                else f"its output variance is {variance:.4g} after {iterations} iterations"
-            )
-            what_was_done = (
-                "Its weights were not rescaled"
-                if iterations == 0
-                else f"Its weights keep the {iterations} rescalings applied (factor "
-                f"{total:.4g} in all; output variance {initial:.4g} -> {variance:.4g})"
-            )
+    def _finish(self, layer, initial, variance, iterations, total, problem):
+        name = self.names[id(layer)]
+        if problem is not None:
             warnings.warn(
-                f"LSUV did not converge for layer {layer.name!r}: {reason}. "
-                f"{what_was_done}; check its inputs, or raise `max_iter`.",
-                stacklevel=6,
+                f"LSUV did not converge for layer {name!r}: {problem}. Its weights were reverted to their "
+                f"scale before LSUV; check its inputs and its bias.",
+                stacklevel=2,
             )
-        entry = LayerReport(layer.name, type(layer).__name__, initial, variance, iterations, converged)
+        entry = LayerReport(name, type(layer).__name__, initial, variance, iterations, problem is None)
         self.report.layers.append(entry)
-        self.progress(entry)
 
     def extra_work(self):
         """The extra calls' multiply-adds over those of one pass through the touched layers."""
@@ -278,38 +371,6 @@ def _split(inputs, count):
     return [inputs[i : i + size] for i in range(0, n, size)]
 
 
-def _pattern(value, name):
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"`{name}` must be None, a regular expression or a list of them; received {value!r}.")
-    return [re.compile(v) for v in value]
-
-
-def _select(model, include, exclude, include_frozen):
-    """`(layers to initialize, {skipped layer name: reason})`, in model order."""
-
-    def matches(patterns, layer):
-        return any(p.search(layer.name) for p in patterns)
-
-    frozen = set() if include_frozen else frozen_layers(model)
-    chosen, skipped = [], {}
-    for layer in walk_layers(model):
-        if not kernel_slots(layer) or (include is not None and not matches(include, layer)):
-            continue
-        if exclude and matches(exclude, layer):
-            continue
-        if id(layer) in frozen:
-            skipped[layer.name] = "frozen (trainable=False)"
-        elif not layer.built:
-            skipped[layer.name] = "never called by the forward pass"
-        else:
-            chosen.append(layer)
-    return chosen, skipped
-
-
 def _check_arguments(model, tol, max_iter, target_variance, batches, batch_size, include_frozen):
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
@@ -321,15 +382,23 @@ def _check_arguments(model, tol, max_iter, target_variance, batches, batch_size,
     check.boolean(include_frozen, "include_frozen")
 
 
-def run_model(model, x):
-    """`model(x)`, with an error that says how `x` does not fit `model`."""
-    try:
-        return model(x, training=False)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"`data` does not fit the model {model.name!r}: calling it on {describe(x)} raised "
-            f"{type(error).__name__}: {check.clipped(error, 500)}"
-        ) from None
+def scale_layers(model, x, layers, settings, starts=None, verbose=0, names=None, skipped=None):
+    """LSUV's pass over `layers` (objects) on the input `x`: an `LSUVReport`.
+
+    Changes the layers in place: call it inside `unchanged_on_error`.
+    """
+    names = names or display_names(model)
+    report = LSUVReport(layers=[], skipped=dict(skipped or {}))
+    rescaler = _Rescaler(layers, starts or {}, settings, report, _progress(layers, verbose), names)
+    with watching(layers, rescaler):
+        run_model(model, x)
+    rescaler.flush()
+    # In the order the pass reached the layers (device-side steps are reported after the pass).
+    position = {names[key]: i for i, key in enumerate(rescaler.reached)}
+    report.layers.sort(key=lambda entry: position[entry.name])
+    report.forward_pass_equivalents = 1.0 + rescaler.extra_work()
+    _report_unreached(report, layers, names)
+    return report
 
 
 def lsuv_initialize(
@@ -415,25 +484,21 @@ def lsuv_initialize(
         (arXiv 1511.06422).
     """
     _check_arguments(model, tol, max_iter, target_variance, batches, batch_size, include_frozen)
-    include, exclude = _pattern(include, "include"), _pattern(exclude, "exclude")
+    check.boolean(orthogonal, "orthogonal")
+    check.boolean(center_bias, "center_bias")
+    seed = check.seed(seed, "seed")
+    include, exclude = patterns(include, "include"), patterns(exclude, "exclude")
     x, count = _sample(data, batches, batch_size)
     if not model.built:
         run_model(model, keras.tree.map_structure(lambda a: a[:1], x))
-    layers, skipped = _select(model, include, exclude, include_frozen)
-    report = LSUVReport(layers=[], skipped=skipped)
+    layers, skipped = select_layers(model, include, exclude, include_frozen)
     if not layers:
         _warn_nothing_to_do(include or exclude, skipped)
-        return report
+        return LSUVReport(layers=[], skipped=skipped)
     starts = _orthonormal_starts(layers, keras.random.SeedGenerator(seed)) if orthogonal else {}
     settings = _Settings(tol, max_iter, float(target_variance), center_bias, count)
-    with (
-        unchanged_on_error(layers),
-        _Interceptor(layers, starts, settings, report, _progress(layers, verbose)) as interceptor,
-    ):
-        run_model(model, x)
-    report.forward_pass_equivalents = 1.0 + interceptor.extra_work()
-    _report_unreached(report, layers)
-    return report
+    with unchanged_on_error(layers):
+        return scale_layers(model, x, layers, settings, starts, verbose, skipped=skipped)
 
 
 def _sample(data, batches, batch_size):
@@ -462,17 +527,17 @@ def _warn_nothing_to_do(filtered, skipped):
 
 
 def _progress(layers, verbose):
-    """The per-layer progress callback: a Keras progress bar, or nothing."""
+    """The per-layer progress callback (no values: they are read after the pass): a Progbar, or nothing."""
     if not verbose:
-        return lambda entry: None
+        return lambda: None
     bar = keras.utils.Progbar(len(layers), unit_name="layer")
-    return lambda entry: bar.add(1, [("variance", entry.final_variance)])
+    return lambda: bar.add(1)
 
 
-def _report_unreached(report, layers):
+def _report_unreached(report, layers, names):
     """Adds the layers the pass never called to `report.skipped`, with a warning."""
     reached = {entry.name for entry in report}
-    unreached = [layer.name for layer in layers if layer.name not in reached]
+    unreached = [names[id(layer)] for layer in layers if names[id(layer)] not in reached]
     unreached += [name for name, reason in report.skipped.items() if reason.startswith("never")]
     report.skipped.update({name: "never called by the forward pass" for name in unreached})
     if unreached:

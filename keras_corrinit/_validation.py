@@ -121,6 +121,16 @@ def _range_text(low, high, low_open, high_open):
     return f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
+def seed(value, name="seed"):
+    """None, or an int in [0, 2**32) (Python or numpy) as a Python int: what every backend's generator takes."""
+    if value is None:
+        return None
+    value = integer(value, name)
+    if not 0 <= value < 2**32:
+        raise ValueError(f"`{name}` must be None or an int in [0, 2**32); received {value}.")
+    return value
+
+
 def boolean(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"`{name}` must be a bool (True or False); received {short(value)}.")

@@ -57,6 +57,23 @@ def run_in_fresh_process(code, *args):
     return result.stdout
 
 
+def pre_activation(layer, x):
+    """`layer(x)` with its fused activation switched off: the output LSUV measures."""
+    activation = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        return to_numpy(layer(x, training=False))
+    finally:
+        layer.activation = activation
+
+
+def pre_activation_variance(model, layer_name, x):
+    """The variance of a layer's pre-activation output when `model` runs on `x`."""
+    layer = model.get_layer(layer_name)
+    layer_input = keras.Model(model.inputs, layer.input)(x, training=False)
+    return float(np.var(pre_activation(layer, layer_input)))
+
+
 def weights_of(model):
     """Every weight of `model` as numpy, to compare before and after."""
     return [to_numpy(v).copy() for v in model.weights]

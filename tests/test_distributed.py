@@ -168,3 +168,23 @@ def _torch(tmp_path):
 
 def test_distributed_engine_matches_one_device(tmp_path):
     {"jax": _jax, "tensorflow": _tensorflow, "torch": _torch}[keras.backend.backend()](tmp_path)
+
+
+def test_initialize_under_data_parallel_gives_the_one_device_weights(tmp_path):
+    # Run in a JAX process of its own (8 forced CPU devices) whatever the suite's backend.
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
+    process = subprocess.Popen(
+        [sys.executable, str(WORKER.with_name("initialize_worker.py")), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    _wait(process)
+    weights = np.load(tmp_path / "initialize.npz")
+    single = sorted(k for k in weights.files if k.startswith("single/"))
+    assert len(single) == 2 + 2 + 4 + 2  # stem, branch, branch_bn, head
+    for key in single:
+        np.testing.assert_allclose(weights[key.replace("single/", "parallel/")], weights[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(weights["single/branch_bn/0"], 0.0)  # the residual branch's gamma
+    np.testing.assert_array_equal(weights["single/head/0"], 0.0)  # the output layer

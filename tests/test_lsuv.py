@@ -5,7 +5,15 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
+from conftest import (
+    InjectedFailure,
+    assert_weights_equal,
+    fail_on_nth_assign,
+    pre_activation,
+    pre_activation_variance,
+    to_numpy,
+    weights_of,
+)
 from keras_corrinit import CorrelatedHeNormal, lsuv_initialize
 
 RNG = np.random.default_rng(0)
@@ -40,9 +48,7 @@ def _residual():
     return keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
 
 
-def _output_variance(model, layer_name, x):
-    probe = keras.Model(model.inputs[0], model.get_layer(layer_name).output)
-    return float(np.var(to_numpy(probe(x, training=False))))
+_output_variance = pre_activation_variance  # LSUV's output: before the layer's fused activation
 
 
 @pytest.mark.parametrize("build", [_sequential, _residual])
@@ -104,7 +110,7 @@ def test_center_bias_gives_exact_zero_mean_and_unit_variance():
     np.testing.assert_array_equal(to_numpy(kept.get_layer("c").bias), 0.0)
 
 
-def test_dead_layer_warns_and_leaves_weights_finite():
+def test_a_dead_layer_is_reverted_with_a_warning_that_names_it():
     model = keras.Sequential(
         [
             keras.Input((16, 16, 3)),
@@ -114,33 +120,62 @@ def test_dead_layer_warns_and_leaves_weights_finite():
             keras.layers.Conv2D(8, 3, name="after"),
         ]
     )
-    with pytest.warns(
-        UserWarning, match="LSUV did not converge for layer 'dead'.*constant.*Its weights were not rescaled"
-    ):
-        report = lsuv_initialize(model, X, verbose=0)
-    assert not report["dead"].converged
-    assert report["dead"].final_variance == 0.0
-    for w in model.weights:
-        assert np.all(np.isfinite(to_numpy(w)))
-
-
-def test_bounded_layer_warning_says_what_was_done():
-    # tanh's output variance stays below 1 - tol however large the kernel.
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, activation="tanh", name="bounded")])
-    before = to_numpy(model.get_layer("bounded").kernel)
+    before = to_numpy(model.get_layer("after").kernel)
     with pytest.warns(UserWarning) as caught:
-        report = lsuv_initialize(model, X * 0.01, orthogonal=False, max_iter=2, verbose=0)
+        report = lsuv_initialize(model, X, orthogonal=False, verbose=0)
+    # "dead" itself is fine before its ReLU; everything it passes on is 0
+    assert report["dead"].converged
     (message,) = [str(w.message) for w in caught if "did not converge" in str(w.message)]
-    match = re.search(
-        r"Its weights keep the 2 rescalings applied \(factor ([0-9.e+-]+) in all; "
-        r"output variance ([0-9.e+-]+) -> ([0-9.e+-]+)\)",
+    assert message == (
+        "LSUV did not converge for layer 'after': its output is constant (dead units, e.g. a ReLU with no "
+        "active input, or a zero kernel). Its weights were reverted to their scale before LSUV; check its "
+        "inputs and its bias."
+    )
+    assert not report["after"].converged and report["after"].final_variance == 0.0
+    np.testing.assert_array_equal(to_numpy(model.get_layer("after").kernel), before)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid", "tanh"])
+def test_bounded_activations_are_scaled_before_the_activation_never_saturated(activation):
+    # Measured after the activation, no scale reaches variance 1 and LSUV
+    # used to blow the kernel up by 1e5 or more; before it, one exact step.
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation=activation, name="bounded"),
+        ]
+    )
+    report = lsuv_initialize(model, X, verbose=0)
+    assert report["bounded"].converged and report["bounded"].iterations == 1
+    assert pre_activation_variance(model, "bounded", X) == pytest.approx(1.0, rel=1e-4)
+    output = to_numpy(model(X))
+    if activation == "softmax":
+        assert output.max() < 0.99  # far from one-hot
+    else:  # saturated: within 1% of the activation's bounds; under 1% of unit normal inputs get there for tanh
+        low, high = (0.0, 1.0) if activation == "sigmoid" else (-1.0, 1.0)
+        saturated = np.mean((output < low + 0.01 * (high - low)) | (output > high - 0.01 * (high - low)))
+        assert saturated < 0.05
+
+
+def test_a_factor_beyond_the_bound_is_never_kept():
+    # Inputs of 1e-4: unit variance would need a kernel thousands of times He's scale.
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, name="tiny_input")])
+    before = to_numpy(model.get_layer("tiny_input").kernel)
+    with pytest.warns(UserWarning) as caught:
+        report = lsuv_initialize(model, X * 1e-4, orthogonal=False, verbose=0)
+    (message,) = [str(w.message) for w in caught if "did not converge" in str(w.message)]
+    match = re.fullmatch(
+        r"LSUV did not converge for layer 'tiny_input': reaching the target would make its kernel "
+        r"([0-9.e+]+) times its He-normal scale, outside \[0.0001, 100\]\. Its weights were reverted to their "
+        r"scale before LSUV; check its inputs and its bias\.",
         message,
     )
     assert match, message
-    factor = float(match.group(1))
-    assert report["bounded"].iterations == 2 and not report["bounded"].converged
-    np.testing.assert_allclose(to_numpy(model.get_layer("bounded").kernel), before * factor, rtol=1e-3)
-    assert float(match.group(3)) == pytest.approx(report["bounded"].final_variance, rel=1e-3)
+    assert float(match.group(1)) > 1e3
+    assert not report["tiny_input"].converged
+    np.testing.assert_array_equal(to_numpy(model.get_layer("tiny_input").kernel), before)
 
 
 def test_small_batch_warns():
@@ -164,9 +199,9 @@ def test_subclassed_model_with_a_shared_layer():
     net = _Subclassed()
     report = lsuv_initialize(net, X, verbose=0)
     assert [e.name for e in report] == ["conv", "shared", "head"]  # shared: once, at its first call
+    assert abs(float(np.var(pre_activation(net.conv, X))) - 1) < 0.1
     h = net.conv(X)
-    assert abs(float(np.var(to_numpy(h))) - 1) < 0.1
-    assert abs(float(np.var(to_numpy(net.shared(h)))) - 1) < 0.1
+    assert abs(float(np.var(to_numpy(net.shared(h)))) - 1) < 0.1  # linear
     assert "call" not in net.shared.__dict__  # the interception is undone
 
 
@@ -179,7 +214,7 @@ def _prefix_lsuv(model, x, tol=0.1, max_iter=10, seed=None):
     for layer in layers:
         layer_input = keras.Model(model.inputs, layer.input)(x, training=False)
         for _ in range(max_iter):
-            variance = float(np.var(to_numpy(layer(layer_input))))
+            variance = float(np.var(pre_activation(layer, layer_input)))
             if abs(variance - 1) < tol:
                 break
             layer.kernel.assign(layer.kernel / np.sqrt(variance))
@@ -189,7 +224,7 @@ def test_same_result_as_the_prefix_method():
     one_pass, prefix = _residual(), _residual()
     prefix.set_weights(one_pass.get_weights())
     lsuv_initialize(one_pass, X, verbose=0, seed=7)
-    _prefix_lsuv(prefix, X, seed=7)
+    _prefix_lsuv(prefix, X, tol=1e-6, seed=7)  # iterated to the exact step one_pass takes
     for a, b in zip(one_pass.weights, prefix.weights):
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-6)
 

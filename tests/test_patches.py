@@ -126,3 +126,43 @@ def test_filter_count_order_and_shape_are_checked():
         PatchWhitening(np.zeros((9, 9)), 3, 1)
     with pytest.raises(ValueError, match="`images` must be"):
         PatchWhitening.from_data(np.zeros((4, 6, 6)), 3)
+
+
+def test_channels_first_patches_are_those_of_the_kernel_layout():
+    images = ar1_field(64, 8, 0.5, 3, seed=4)
+
+    def model(data_format):
+        shape = (3, 8, 8) if data_format == "channels_first" else (8, 8, 3)
+        return keras.Sequential([keras.Input(shape), keras.layers.Conv2D(4, 3, data_format=data_format, name="c")])
+
+    last = patch_statistics(model("channels_last"), images, batch_size=64, max_patches_per_batch=None)["c"]
+    first = patch_statistics(
+        model("channels_first"), np.transpose(images, (0, 3, 1, 2)), batch_size=64, max_patches_per_batch=None
+    )["c"]
+    np.testing.assert_allclose(first.covariance, last.covariance, rtol=1e-6, atol=1e-9)
+
+
+def test_layers_are_checked_and_a_users_own_call_survives():
+    model = conv_model(2)
+    images = ar1_field(16, 8, 0.5, 2, seed=5)
+    with pytest.raises(ValueError, match=r"`layers` names \['typo'\], which are not Conv2D layers of the model; "):
+        patch_statistics(model, images, layers=["first", "typo"])
+    with pytest.raises(TypeError, match="`layers` must be None, a regular expression or a list of layer names"):
+        patch_statistics(model, images, layers=3)
+    with pytest.raises(ValueError, match="`max_patches_per_batch` must be an int >= 2; received -5"):
+        patch_statistics(model, images, max_patches_per_batch=-5)
+    with pytest.raises(ValueError, match=r"`seed` must be None or an int in \[0, 2\*\*32\); received -1"):
+        patch_statistics(model, images, seed=-1)
+    first = model.get_layer("first")
+    calls = []
+    original = first.call
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    first.call = counted  # a user's own instance-level call
+    patch_statistics(model, images, layers=["first"])
+    assert first.__dict__["call"] is counted
+    model(images)
+    assert len(calls) >= 2  # used during the measurement and after it
