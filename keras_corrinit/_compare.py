@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -171,13 +172,19 @@ class _Store:
         self.meta, self.runs = os.path.join(self.out, "store.json"), os.path.join(self.out, "runs.jsonl")
 
     def read(self):
-        """`{key: row}` of the finished runs; refuses a store this version cannot read."""
+        """`{key: row}` of the finished runs; refuses a store this version cannot read.
+
+        A half-written last line (a writer stopped mid-row) is skipped with a
+        warning, and cut off when the store is next written, so its run is
+        redone; any other malformed line or metadata is a `ValueError` naming
+        the file. A key stored twice counts once.
+        """
+        self.cut_at = None
         if not os.path.exists(self.meta):
             if os.path.exists(self.runs):
                 raise ValueError(f"{self.runs} has no {self.meta}: not a store of this package; pass another `out`.")
             return {}
-        with open(self.meta) as f:
-            meta = json.load(f)
+        meta = self._meta()
         if meta.get("package_version") != self.version or meta.get("format") != STORE_FORMAT:
             raise ValueError(
                 f"The results store {self.out} was written by keras_corrinit {meta.get('package_version')} "
@@ -190,13 +197,45 @@ class _Store:
                 f"The results store {self.out} lacks the columns {missing}, so its runs' settings cannot all "
                 "be known; pass another `out`, or move that folder away."
             )
-        rows = {}
-        if os.path.exists(self.runs):
-            with open(self.runs) as f:
-                for line in f:
-                    if line.strip():
-                        row = json.loads(line)
-                        rows[row["key"]] = row
+        return self._rows() if os.path.exists(self.runs) else {}
+
+    def _meta(self):
+        try:
+            with open(self.meta) as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"{self.meta} is not a readable store description ({error}); pass another `out`."
+            ) from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{self.meta} must hold a JSON object; it holds a {type(meta).__name__}.")
+        return meta
+
+    def _rows(self):
+        rows, offset = {}, 0
+        with open(self.runs, "rb") as f:
+            lines = f.readlines()
+        for number, raw in enumerate(lines, start=1):
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                if number == len(lines):
+                    warnings.warn(
+                        f"{self.runs}: line {number} is half-written (a writer stopped mid-row); it is skipped and "
+                        "its run will be redone.",
+                        stacklevel=4,
+                    )
+                    self.cut_at = start
+                    break
+                raise ValueError(
+                    f"{self.runs}: line {number} is not JSON; the store is damaged (move that folder away)."
+                ) from None
+            if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+                raise ValueError(f"{self.runs}: line {number} is not a run (a JSON object with a 'key').")
+            rows.setdefault(row["key"], row)
         return rows
 
     def prepare(self):
@@ -204,6 +243,10 @@ class _Store:
         if not os.path.exists(self.meta):
             with open(self.meta, "w") as f:
                 json.dump({"format": STORE_FORMAT, "package_version": self.version, "columns": list(COLUMNS)}, f)
+        if getattr(self, "cut_at", None) is not None:
+            with open(self.runs, "r+b") as f:
+                f.truncate(self.cut_at)  # the half-written line goes; its run is redone
+            self.cut_at = None
 
     def append(self, row):
         with open(self.runs, "a") as f:
@@ -218,6 +261,27 @@ def _seed_list(seeds):
             raise ValueError(f"`seeds` must hold distinct ints, at least one; received {list(seeds)}.")
         return values
     return list(range(check.integer(seeds, "seeds", minimum=1)))
+
+
+def _metric(metric):
+    metric = check.text(metric, "metric")
+    if metric.startswith("val_"):
+        raise ValueError(
+            f"`metric` names the compiled metric, which `compare` reads on the test data as val_<metric>: "
+            f"pass metric={metric[4:]!r}, not {metric!r}."
+        )
+    return metric
+
+
+def _check_finite(data):
+    """NaN or Inf in array data is refused before any training."""
+    if callable(data) and not isinstance(data, keras.utils.PyDataset):
+        return
+    for name, part in zip(("train", "test"), _split(data)):
+        if _is_arrays(part):
+            x = np.asarray(keras.ops.convert_to_numpy(part[0]))
+            if x.dtype.kind in "fc" and not np.all(np.isfinite(x)):
+                raise ValueError(f"`data`'s {name} inputs contain NaN or Inf; pass finite inputs.")
 
 
 def _settings(settings):
@@ -320,8 +384,11 @@ def compare(
     """
     if not callable(build_model):
         raise TypeError(f"`build_model` must be callable(kernel_initializer, seed); received {type(build_model)}.")
+    if isinstance(arms, (list, tuple, dict)) and not arms:
+        raise ValueError("`arms` is empty: name at least one arm to compare with the baseline, e.g. ['lsuv'].")
     resolved = resolve_arms(arms, baseline, controls)
     seeds = _seed_list(seeds)
+    _check_finite(data)
     common = {
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
@@ -330,7 +397,7 @@ def compare(
         "data": _fingerprint(data),
         "epochs": check.integer(epochs, "epochs", minimum=1),
         "batch_size": check.integer(batch_size, "batch_size", minimum=1),
-        "metric": check.text(metric, "metric"),
+        "metric": _metric(metric),
         "monitor": check.boolean(monitor, "monitor"),
         "settings": _settings(settings),
     }
@@ -370,18 +437,33 @@ def compare(
 
 
 def _execute(tasks, executor):
-    """Yields each task's row as it finishes; a failed run stops the rest and names itself."""
+    """Yields each task's row as it finishes.
+
+    A failed run names itself and is raised after the runs already under way
+    have finished and been yielded (so they are stored); runs not started
+    are cancelled.
+    """
     if executor is None:
         for task in tasks:
             yield _named_failure(task, lambda t=task: run_task(t))
         return
     futures = {executor.submit(run_task, task): task for task in tasks}
+    failure = None
     try:
         for future in concurrent.futures.as_completed(futures):
-            yield _named_failure(futures[future], future.result)
+            if future.cancelled():
+                continue
+            if future.exception() is None:
+                yield future.result()
+            elif failure is None:
+                failure = future
+                for other in futures:
+                    other.cancel()  # those not started; those running finish and are kept
     finally:
         for future in futures:
             future.cancel()
+    if failure is not None:
+        _named_failure(futures[failure], failure.result)
 
 
 def _named_failure(task, get):

@@ -137,7 +137,8 @@ class Comparison:
         lines = [
             f"Final test {self.metric} over seeds; paired difference to `{self.baseline}` on the same seeds "
             f"(95% t interval, `*`: excludes 0); epochs to reach `{self.baseline}`'s final mean "
-            f"{self.metric} ({target:.4f}), mean over the seeds that reached it.",
+            f'{self.metric} ({target:.4f}), mean over the seeds that reached it ("never": no seed did; '
+            "`reached` says how many of the seeds the mean is over).",
             "",
             f"| arm | {self.metric} (mean +/- std) | difference to {self.baseline} | epochs to target | "
             "seconds to target | reached |",
@@ -154,7 +155,8 @@ class Comparison:
             e = self.epochs_to_target(arm)
             lines.append(
                 f"| {arm} | {values.mean():.4f} +/- {values.std(ddof=1) if len(values) > 1 else 0:.4f} | "
-                f"{difference} | {e['mean_epochs']:.1f} | {e['mean_seconds']:.1f} | {e['reached']}/{e['n']} |"
+                f"{difference} | {_or_never(e['mean_epochs'])} | {_or_never(e['mean_seconds'])} | "
+                f"{e['reached']}/{e['n']} |"
             )
         verdicts = self.verdicts()
         if verdicts:
@@ -178,3 +180,8 @@ class Comparison:
             runs.setdefault(row["arm"], []).append(history)
         panels = (("grad_sign_change",) if all(row["sign_change"] for row in self.rows) else ()) + (key,)
         return plot_training_curves(runs, path, panels=panels)
+
+
+def _or_never(value):
+    """A mean over the seeds that reached the target, or "never" where none did (not `nan`)."""
+    return "never" if math.isnan(value) else f"{value:.1f}"

@@ -2,10 +2,9 @@
 
 The recipe, on a sample of the training data streamed in batches:
 
-1. Measure: the input patches of the first `whiten` Conv2D layers (in model
-   order) over the whole sample, and each touched layer's pre-activation
-   output variance as the model stands (first batch). After the first batch
-   the pass stops at the last whitened layer.
+1. Measure the input patches of the first `whiten` Conv2D layers (in model
+   order) over the whole sample, batch by batch; each pass stops at the
+   last whitened layer.
 2. Whiten those convolutions: `PatchWhitening` filters of their measured
    patch covariance (+/- pairs; directions in which the data does not vary,
    such as a constant alpha channel, are left out; filters beyond twice the
@@ -34,6 +33,7 @@ as it was.
 """
 
 import dataclasses
+import itertools
 import math
 import warnings
 
@@ -46,7 +46,7 @@ from keras_corrinit._data import batch_size_of, iter_samples
 from keras_corrinit._graph import has_graph, output_heads, reading_graphs, residual_branch_ends
 from keras_corrinit._layers import frozen_layers, kernel_slots, unchanged_on_error
 from keras_corrinit._layerwise import layer_seeds
-from keras_corrinit._lsuv import _Settings, multiply_adds, scale_layers
+from keras_corrinit._lsuv import _Settings, scale_layers
 from keras_corrinit._model_pass import (
     display_names,
     patterns,
@@ -74,7 +74,11 @@ _EPS_LIMIT = 100.0
 
 @dataclasses.dataclass
 class InitializedLayer:
-    """What `initialize` set in one layer and its pre-activation output variance on the sample, before and after."""
+    """What `initialize` set in one layer; its pre-activation variance on the first batch before and after LSUV's scale.
+
+    "Before" is with the kernel `initialize` set (NaN for a layer LSUV does
+    not scale); "after" is 0 for a layer set to zero.
+    """
 
     name: str
     layer_class: str
@@ -92,8 +96,8 @@ class InitializationReport:
         skipped: `{layer name: reason}` of layers with weights left alone.
         forward_pass_equivalents: The work, in forward passes of the first
             batch, counted by the touched layers' multiply-adds: the
-            measuring pass, the statistics passes up to the whitened layers
-            and LSUV's.
+            statistics passes (each up to the last whitened layer) and
+            LSUV's pass.
         samples: The number of samples measured (patch statistics).
         lsuv_samples: The samples LSUV's pass used (the first batch).
         patches: `{whitened layer name: patches in its covariance}`.
@@ -157,48 +161,52 @@ def _check_arguments(model, args):
     return args
 
 
-class _Measurement:
-    """The statistics pass's handler: patches of the whitened layers, each layer's variance and order."""
+class _Statistics:
+    """The statistics passes' handler: the whitened layers' input patches; the pass ends after the last of them."""
 
     def __init__(self, whitened, max_patches_per_batch, seed):
         self.accumulators = {
             id(layer): PatchAccumulator(layer.kernel_size, layer.kernel.shape[-2], max_patches_per_batch, seed)
             for layer in whitened
         }
-        self.variances, self.reached, self.shapes, self.costs, self.full = {}, [], {}, {}, True
         self.waiting = set()
 
     def __call__(self, layer, inputs, forward):
-        if id(layer) in self.accumulators:
-            images = inputs
-            if getattr(layer, "data_format", "channels_last") == "channels_first":
-                images = ops.transpose(inputs, (0, 2, 3, 1))  # patches in the kernel's (h, w, channel) order
-            self.accumulators[id(layer)].add(
-                image_patches(images, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
-            )
-            self.waiting.discard(id(layer))
-            if not self.full and not self.waiting:
-                stop_pass()  # every whitened layer has this batch's patches: the rest of the pass is not needed
+        images = inputs
+        if getattr(layer, "data_format", "channels_last") == "channels_first":
+            images = ops.transpose(inputs, (0, 2, 3, 1))  # patches in the kernel's (h, w, channel) order
+        self.accumulators[id(layer)].add(
+            image_patches(images, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
+        )
+        self.waiting.discard(id(layer))
+        if not self.waiting:
+            stop_pass()  # every whitened layer has this batch's patches: the rest of the pass is not needed
+        return forward(inputs)
+
+    def run(self, model, batch):
+        self.waiting = set(self.accumulators)
+        run_until(model, batch)
+
+
+class _LastReached:
+    """A subclassed model's pass: which kernel layer the pass reaches last, and its output's shape."""
+
+    def __init__(self):
+        self.layer, self.shape = None, None
+
+    def __call__(self, layer, inputs, forward):
         output = forward(inputs)
-        if self.full and id(layer) not in self.variances:
-            self.variances[id(layer)] = ops.var(ops.cast(output, "float32"))  # read after the pass
-            self.reached.append(id(layer))
-            self.shapes[id(layer)] = tuple(output.shape)
-            self.costs[id(layer)] = multiply_adds(layer, output)
+        self.layer, self.shape = layer, tuple(output.shape)
         return output
 
-    def partial_share(self):
-        """A statistics pass's multiply-adds (up to the last whitened layer) over a whole pass's."""
-        total = sum(self.costs.values())
-        reached = [key for key in self.reached if key in self.accumulators]
-        if not total or not reached:
-            return 1.0
-        last = self.reached.index(reached[-1])
-        return sum(self.costs[key] for key in self.reached[: last + 1]) / total
 
-    def run(self, model, batch, full):
-        self.full, self.waiting = full, set(self.accumulators)
-        return run_model(model, batch) if full else run_until(model, batch)
+def _subclassed_heads(model, targets, batch):
+    """A model without a readable graph: its head is the last kernel layer reached, if its output is the model's."""
+    last = _LastReached()
+    with watching(targets, last):
+        output = run_model(model, batch)
+    shapes = [tuple(o.shape) for o in keras.tree.flatten(output)]
+    return [last.layer] if last.layer is not None and shapes == [last.shape] else []
 
 
 def _he_normal(shape, seed, dtype=None, fan_in=None):
@@ -208,8 +216,9 @@ def _he_normal(shape, seed, dtype=None, fan_in=None):
     compilation of a random kernel (on JAX that was 60% of the call).
     """
     fan_in = math.prod(shape[:-1]) if fan_in is None else fan_in
-    kernel = np.random.default_rng(seed).standard_normal(shape) * math.sqrt(2.0 / fan_in)
-    return kernel.astype(keras.backend.standardize_dtype(dtype) if dtype else "float32")
+    kernel = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    kernel *= np.float32(math.sqrt(2.0 / fan_in))
+    return kernel.astype(keras.backend.standardize_dtype(dtype) if dtype else "float32", copy=False)
 
 
 def _whitening_kernel(layer, statistics, eps, seed):
@@ -247,9 +256,10 @@ def _identity_kernel(layer, seed):
     spatial, in_channels, filters = shape[:-2], shape[-2], shape[-1]
     if filters < in_channels or any(size % 2 == 0 for size in spatial):
         return None
-    kernel = np.array(_he_normal(shape, seed))
-    kernel[..., :in_channels] = 0.0
+    kernel = np.zeros(shape, "float32")
     kernel[tuple(size // 2 for size in spatial)][:, :in_channels] = np.eye(in_channels)
+    if filters > in_channels:  # the other filters: He-normal with the layer's own fan-in
+        kernel[..., in_channels:] = _he_normal((*shape[:-1], filters - in_channels), seed, fan_in=math.prod(shape[:-1]))
     return kernel
 
 
@@ -273,10 +283,30 @@ def _rest_kernels(layer, rest, seed):
     return kernels, "He-normal" if len(slots) == 1 else "He-normal (" + ", ".join(kernels) + ")"
 
 
-def _to_host(values):
-    """Scalar tensors as floats, in one transfer."""
-    values = list(values)
-    return [float(v) for v in ops.convert_to_numpy(ops.stack(values))] if values else []
+def _measure(model, first, batches, whitened, args):
+    """`({id(layer): PatchStatistics}, samples measured)`: the statistics passes over the streamed sample."""
+    if not whitened:
+        return {}, batch_size_of(first)
+    statistics = _Statistics(whitened, args["max_patches_per_batch"], args["seed"] or 0)
+    bar = keras.utils.Progbar(args["samples"], unit_name="sample") if args["verbose"] else None
+    count = 0
+    with watching(whitened, statistics):
+        for batch in itertools.chain([first], batches):
+            statistics.run(model, batch)
+            count += batch_size_of(batch)
+            if bar:
+                bar.update(count)
+    return {key: a.statistics() for key, a in statistics.accumulators.items() if a.count}, count
+
+
+def _share_up_to(lsuv, whitened):
+    """The multiply-adds of a pass up to the last whitened layer over a whole pass's (LSUV's counts)."""
+    costs, order = lsuv.layer_costs, lsuv.pass_order
+    total = sum(costs.values())
+    reached = [i for i, key in enumerate(order) if any(key == id(layer) for layer in whitened)]
+    if not total or not reached:
+        return 1.0
+    return sum(costs[key] for key in order[: reached[-1] + 1]) / total
 
 
 def _may_change(end, model, target_ids, args):
@@ -286,16 +316,6 @@ def _may_change(end, model, target_ids, args):
     if not args["include_frozen"] and id(end.layer) in frozen_layers(model):
         return False
     return not (args["exclude"] and any(p.search(end.layer.name) for p in args["exclude"]))
-
-
-def _subclassed_heads(measurement, output, targets):
-    """A model without a readable graph: its head is the last kernel layer reached, if its output is the model's."""
-    if not measurement.reached or output is None:
-        return []
-    last = measurement.reached[-1]
-    shapes = [tuple(o.shape) for o in keras.tree.flatten(output)]
-    layer = next(layer for layer in targets if id(layer) == last)
-    return [layer] if len(shapes) == 1 and measurement.shapes[last] == shapes[0] else []
 
 
 def initialize(
@@ -414,28 +434,14 @@ def initialize(
     if args["whiten"] and not convolutions:
         warnings.warn("The model has no Conv2D layer to whiten: only He-normal and LSUV's scale are set.", stacklevel=2)
     whitened = convolutions[: args["whiten"]]
-    measurement = _Measurement(whitened, args["max_patches_per_batch"], args["seed"] or 0)
-    bar = keras.utils.Progbar(args["samples"], unit_name="sample") if args["verbose"] else None
-    count, statistics_passes = batch_size_of(first), 0
-    with watching(targets, measurement):
-        output = measurement.run(model, first, full=True)
-        if bar:
-            bar.update(count)
-        for batch in batches if whitened else ():
-            measurement.run(model, batch, full=False)
-            statistics_passes += batch_size_of(batch) / batch_size_of(first) * measurement.partial_share()
-            count += batch_size_of(batch)
-            if bar:
-                bar.update(count)
-    before = dict(zip(measurement.variances, _to_host(measurement.variances.values())))
-    statistics = {key: a.statistics() for key, a in measurement.accumulators.items() if a.count}
+    statistics, count = _measure(model, first, batches, whitened, args)
     for layer in whitened:
         if id(layer) not in statistics:
             skipped[names[id(layer)]] = "never called by the forward pass"
 
     target_ids = {id(layer) for layer in targets}
     with reading_graphs():
-        heads = output_heads(model) if has_graph(model) else _subclassed_heads(measurement, output, targets)
+        heads = output_heads(model) if has_graph(model) else _subclassed_heads(model, targets, first)
         ends = residual_branch_ends(model) if args["residual"] != "keep" else []
     if args["residual"] == "zero_gamma":
         ends = [end for end in ends if end.kind == "gamma"]
@@ -486,23 +492,22 @@ def initialize(
     if args["freeze_whitened"]:
         for layer in whitened:
             layer.trainable = False
-    after = {entry.name: entry.final_variance for entry in lsuv}
-    layers = [
-        InitializedLayer(
-            names[id(layer)],
-            type(layer).__name__,
-            what[id(layer)],
-            before.get(id(layer), math.nan),
-            after.get(names[id(layer)], 0.0 if "zero" in what[id(layer)] else math.nan),
-        )
-        for layer in targets
-        if id(layer) in what
-    ]
+    entries = {entry.name: entry for entry in lsuv}
+    layers = []
+    for layer in targets:
+        if id(layer) not in what:
+            continue
+        entry = entries.get(names[id(layer)])
+        zero = what[id(layer)].startswith("zero")
+        before = entry.initial_variance if entry else math.nan
+        after = entry.final_variance if entry else (0.0 if zero else math.nan)
+        layers.append(InitializedLayer(names[id(layer)], type(layer).__name__, what[id(layer)], before, after))
     skipped.update(lsuv.skipped)
+    passes = (count / batch_size_of(first)) * _share_up_to(lsuv, whitened) if statistics else 0.0
     return InitializationReport(
         layers,
         skipped,
-        1.0 + statistics_passes + lsuv.forward_pass_equivalents,
+        passes + lsuv.forward_pass_equivalents,
         samples=count,
         lsuv_samples=batch_size_of(first),
         patches={names[key]: s.count for key, s in statistics.items()},

@@ -166,6 +166,12 @@ def apply_initializers(model, initializers):
                 f"The initializer for {key!r} returned shape {tuple(values[key].shape)}; "
                 f"the kernel's shape is {tuple(kernel.shape)}. Nothing was changed."
             )
+    finite = keras.ops.convert_to_numpy(
+        keras.ops.stack([keras.ops.all(keras.ops.isfinite(v)) for v in values.values()])
+    )
+    bad = [key for key, ok in zip(values, finite) if not ok]
+    if bad:
+        raise ValueError(f"The initializers for {bad} returned NaN or Inf values. Nothing was changed.")
     with unchanged_on_error(layer for layer, _ in targets.values()):
         for key, value in values.items():
             layer, slot = targets[key]

@@ -237,32 +237,32 @@ class _Rescaler:
         return output
 
     def _exact_step(self, layer, scaled, output):
-        """One step to the target on the device; kept only if finite and inside the bound."""
-        s = self.settings
+        """One step to the target on the device; kept only if finite and inside the bound.
+
+        The bound on the kernel's RMS is a bound on the variance (the RMS
+        before the step is known on the host), so the check is two
+        comparisons: NaN fails both, and so does a dead (constant) output.
+        """
+        s, rms, he = self.settings, self.start_rms[id(layer)], he_std(layer)
+        lowest = max(_DEAD_VARIANCE, s.target * (rms / (MAX_SCALE_OVER_HE * he)) ** 2)
+        highest = s.target * (rms / (MIN_SCALE_OVER_HE * he)) ** 2 if rms > 0 else 0.0
         variance = ops.var(ops.cast(output, "float32"))
-        rms = self.start_rms[id(layer)]
-        factor = ops.sqrt(s.target / ops.maximum(variance, _DEAD_VARIANCE))
-        he = he_std(layer)
-        new_rms = factor * rms
-        usable = ops.logical_and(ops.isfinite(variance), variance > _DEAD_VARIANCE)
-        inside = ops.logical_and(new_rms <= MAX_SCALE_OVER_HE * he, new_rms >= MIN_SCALE_OVER_HE * he)
-        keep = ops.logical_and(usable, inside)
-        factor = ops.where(keep, factor, 1.0)
+        keep = ops.logical_and(variance > lowest, variance < highest)
+        factor = ops.where(keep, ops.rsqrt(ops.maximum(variance, _DEAD_VARIANCE) / s.target), 1.0)
         for variable in scaled:
             variable.assign(variable * ops.cast(factor, variable.dtype))
-        self.pending.append((layer, variance, factor, usable))
+        self.pending.append((layer, variance, factor))
         return output * ops.cast(factor, output.dtype)
 
     def flush(self):
         """Reads the device-side steps' numbers (one transfer) and reports them in pass order."""
         if not self.pending:
             return
-        values = ops.convert_to_numpy(
-            ops.stack([ops.stack([v, f, ops.cast(u, "float32")]) for _, v, f, u in self.pending])
-        )
+        values = ops.convert_to_numpy(ops.stack([ops.stack([v, f]) for _, v, f in self.pending]))
         s = self.settings
-        for (layer, *_), (variance, factor, usable) in zip(self.pending, values.astype(float)):
+        for (layer, *_), (variance, factor) in zip(self.pending, values.astype(float)):
             rms = self.start_rms[id(layer)]
+            usable = math.isfinite(variance) and variance > _DEAD_VARIANCE
             applied = factor != 1.0 or abs(variance - s.target) < s.tol * s.target
             final = variance * factor**2
             problem = None
@@ -397,6 +397,7 @@ def scale_layers(model, x, layers, settings, starts=None, verbose=0, names=None,
     position = {names[key]: i for i, key in enumerate(rescaler.reached)}
     report.layers.sort(key=lambda entry: position[entry.name])
     report.forward_pass_equivalents = 1.0 + rescaler.extra_work()
+    report.layer_costs, report.pass_order = rescaler.costs, rescaler.reached  # for initialize's accounting
     _report_unreached(report, layers, names)
     return report
 
@@ -431,9 +432,13 @@ def lsuv_initialize(
         model: Any Keras model whose forward pass calls its layers:
             Sequential, Functional, nested or subclassed. Touched layers:
             Conv1D/2D/3D and their transposes, DepthwiseConv1D/2D,
-            SeparableConv1D/2D (the pointwise kernel is scaled), Dense. A
-            layer called more than once (shared) is rescaled at its first
-            call, on the input it gets there, and used as is afterwards.
+            SeparableConv1D/2D (the pointwise kernel is scaled), Dense,
+            EinsumDense; each is scaled on its pre-activation output.
+            Layers with weights no rule covers (MultiHeadAttention) are
+            listed in `skipped`. A layer called more than once (shared) is
+            rescaled at its first call, on the input it gets there, and
+            used as is afterwards. Layers are chosen by object: nested
+            sub-models may repeat names (reported by path).
         data: An input array (or a nested list of numbers), an `(x, y)`
             tuple, a batched `tf.data.Dataset` or a `keras.utils.PyDataset`.
             The first `batches` batches are used (`batch_size` samples each
@@ -463,7 +468,8 @@ def lsuv_initialize(
             on all of them together and each iteration measures a layer on
             the next batch (the paper's "next mini-batch"). Default 1.
         batch_size: Samples per batch taken from an array `data`. Default 32.
-        seed: Int or None, for the orthonormal matrices. Default None.
+        seed: An int in [0, 2**32) (Python or numpy) or None, for the
+            orthonormal matrices. Default None.
         verbose: 1 (default) shows a progress bar over layers, 0 is silent.
 
     Returns:

@@ -71,9 +71,10 @@ class PatchAccumulator:
 
     def add(self, patches):
         """Adds `(..., D)` patches (any leading shape), sampling at most `max_patches_per_batch`."""
-        rows = np.asarray(keras.ops.convert_to_numpy(patches), dtype=np.float64).reshape(-1, self.total.shape[0])
+        rows = np.asarray(keras.ops.convert_to_numpy(patches)).reshape(-1, self.total.shape[0])
         if self.max_patches_per_batch is not None and len(rows) > self.max_patches_per_batch:
             rows = rows[self.rng.choice(len(rows), self.max_patches_per_batch, replace=False)]
+        rows = rows.astype(np.float64)  # after the draw: only the patches used are widened
         if not np.all(np.isfinite(rows)):
             raise ValueError("The data holds NaN or Inf (in a convolution's input patches); pass finite data.")
         self.total += rows.sum(axis=0)

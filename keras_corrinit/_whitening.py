@@ -28,6 +28,9 @@ __all__ = ["PatchWhitening"]
 
 # Images per chunk when measuring patches of an array (bounded memory).
 _CHUNK = 256
+# The covariance scales (largest eigenvalue) whose whitening filters float32
+# represents: filters are about scale^-1/2, outputs about 1.
+_SCALE = (1e-30, 1e30)
 
 
 @keras.saving.register_keras_serializable(package="keras_corrinit")
@@ -81,8 +84,19 @@ class PatchWhitening(keras.initializers.Initializer):
         check.symmetric(matrix, "covariance", tolerance=1e-8)
         self.covariance = matrix
         values, vectors = np.linalg.eigh(matrix)
-        if values.max() <= 0:
+        largest = float(values.max())
+        if largest <= 0:
             raise ValueError("`covariance` has no positive eigenvalue: the data does not vary.")
+        if not _SCALE[0] <= largest <= _SCALE[1]:
+            raise ValueError(
+                f"`covariance`'s largest eigenvalue is {largest:.3g}, outside [{_SCALE[0]:g}, {_SCALE[1]:g}]: its "
+                "whitening filters would overflow or vanish in float32. Rescale the data (e.g. to [0, 1])."
+            )
+        if float(values.min()) < -1e-6 * largest:
+            raise ValueError(
+                f"`covariance` is not positive semi-definite (smallest eigenvalue {float(values.min()):.3g}, "
+                f"largest {largest:.3g}): pass a covariance, e.g. PatchStatistics.covariance."
+            )
         self.eps = (
             1e-3 * float(np.clip(values, 0, None).mean())
             if eps is None
@@ -101,6 +115,16 @@ class PatchWhitening(keras.initializers.Initializer):
     def from_data(cls, images, kernel_size, strides=1, padding="valid", max_patches_per_batch=4096, eps=None, seed=0):
         """Measures the patch covariance of `images` `(n, height, width, channels)` and whitens it."""
         kernel_size = check.kernel_size(kernel_size, rank=2)
+        strides = (strides, strides) if isinstance(strides, int) and not isinstance(strides, bool) else strides
+        if not (isinstance(strides, (tuple, list)) and len(strides) == 2 and all(isinstance(v, int) for v in strides)):
+            raise TypeError(f"`strides` must be an int or a tuple of two ints; received {strides!r}.")
+        if min(strides) < 1:
+            raise ValueError(f"`strides` must be positive; received {tuple(strides)}.")
+        if padding not in ("valid", "same"):
+            raise ValueError(f"`padding` must be 'valid' or 'same' (as for Conv2D); received {padding!r}.")
+        if max_patches_per_batch is not None:
+            check.integer(max_patches_per_batch, "max_patches_per_batch", minimum=2)
+        seed = check.seed(seed, "seed") or 0
         images = np.asarray(images)
         if images.ndim != 4:
             raise ValueError(f"`images` must be (n, height, width, channels); received shape {images.shape}.")

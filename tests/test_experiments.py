@@ -132,7 +132,7 @@ def test_layers_sharing_the_arms_initializer_get_different_weights():
         captured["init"] = init
         return functional(init, seed)
 
-    compare(recording, make_data(), [], seeds=1, epochs=1, verbose=0)
+    compare(recording, make_data(), ["he"], seeds=1, epochs=1, verbose=0)
     first, second = captured["init"]((3, 3, 4, 4)), captured["init"]((3, 3, 4, 4))
     assert not np.array_equal(keras.ops.convert_to_numpy(first), keras.ops.convert_to_numpy(second))
 
@@ -231,7 +231,7 @@ def test_a_callable_objects_settings_are_part_of_its_key(tmp_path):
 
 
 def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
-    compare(functional, make_data(), [], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     meta = json.loads((tmp_path / "store.json").read_text())
     (tmp_path / "store.json").write_text(json.dumps({**meta, "package_version": "0.1.0"}))
     message = (
@@ -239,11 +239,11 @@ def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
         f"{keras_corrinit.__version__} (format 1). Results of different versions are never mixed"
     )
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        compare(functional, make_data(), [], seeds=1, epochs=1, out=tmp_path, verbose=0)
+        compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     meta["columns"].remove("settings")
     (tmp_path / "store.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"lacks the columns \['settings'\]"):
-        compare(functional, make_data(), [], seeds=1, epochs=1, out=tmp_path, verbose=0)
+        compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
 
 
 # ---------------------------------------------------------------- bad input
@@ -262,10 +262,18 @@ def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
         ({"settings": {"f": object()}}, TypeError, "`settings` must hold JSON values only"),
         ({"executor": "pool"}, TypeError, "`executor` must be a concurrent.futures.Executor"),
         ({"data": (1, 2, 3)}, ValueError, r"`data` must be `\(train, test\)`"),
+        ({"arms": {}}, ValueError, r"`arms` is empty: name at least one arm to compare with the baseline"),
+        ({"arms": []}, ValueError, r"`arms` is empty"),
+        ({"metric": "val_accuracy"}, ValueError, r"pass metric='accuracy', not 'val_accuracy'"),
+        (
+            {"data": ((np.full((8, 8, 8, 1), np.nan, "float32"), np.zeros(8)), make_data()[1])},
+            ValueError,
+            "`data`'s train inputs contain NaN or Inf",
+        ),
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, message):
-    arguments = {"build_model": functional, "data": make_data(), "arms": [], "seeds": 1, "epochs": 1} | kwargs
+    arguments = {"build_model": functional, "data": make_data(), "arms": ["he"], "seeds": 1, "epochs": 1} | kwargs
     with pytest.raises(error, match=message):
         compare(**arguments, verbose=0)
 
@@ -277,10 +285,15 @@ def test_a_model_without_the_metric_or_uncompiled_is_named():
         return model
 
     with pytest.raises(ValueError, match=r"The model logs no 'val_accuracy' \(it logs \["):
-        compare(without_metric, make_data(), [], seeds=1, epochs=1, verbose=0)
+        compare(without_metric, make_data(), ["he"], seeds=1, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="`build_model` must return a compiled model"):
         compare(
-            lambda init, seed: keras.Sequential([keras.layers.Dense(2)]), make_data(), [], seeds=1, epochs=1, verbose=0
+            lambda init, seed: keras.Sequential([keras.layers.Dense(2)]),
+            make_data(),
+            ["he"],
+            seeds=1,
+            epochs=1,
+            verbose=0,
         )
 
 
@@ -363,3 +376,100 @@ def test_a_scale_control_named_explicitly_and_one_without_its_arm():
         compare(functional, make_data(), {"other~var": None}, seeds=1, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="Arm 'glorot~var': a scale control needs 'glorot' to be a CorrelatedHeNormal"):
         compare(functional, make_data(), {"glorot": "glorot_uniform", "glorot~var": None}, seeds=1, epochs=1, verbose=0)
+
+
+# ------------------------------------------------------- a store that survives
+def _store_lines(path):
+    return (path / "runs.jsonl").read_text().splitlines(keepends=True)
+
+
+def test_a_half_written_last_line_is_skipped_with_a_warning_and_its_run_redone(tmp_path):
+    BUILDS.clear()
+    compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=tmp_path, verbose=0)
+    lines = _store_lines(tmp_path)
+    (tmp_path / "runs.jsonl").write_text(lines[0] + lines[1][:40])  # a writer stopped mid-row
+    with pytest.warns(UserWarning, match=rf"{tmp_path / 'runs.jsonl'}: line 2 is half-written .* will be redone"):
+        again = compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=tmp_path, verbose=0)
+    assert len(BUILDS) == 3  # only the lost run trained again
+    assert [json.loads(line)["key"] for line in _store_lines(tmp_path)] == [r["key"] for r in again.rows]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda lines: "garbage\n" + "".join(lines), r"runs.jsonl: line 1 is not JSON; the store is damaged"),
+        (lambda lines: '{"final": 1}\n' + "".join(lines), r"runs.jsonl: line 1 is not a run \(a JSON object"),
+        (lambda lines: "[1, 2]\n" + "".join(lines), r"runs.jsonl: line 1 is not a run"),
+    ],
+    ids=["not-json", "no-key", "a-list"],
+)
+def test_a_damaged_store_is_named(tmp_path, damage, message):
+    compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    (tmp_path / "runs.jsonl").write_text(damage(_store_lines(tmp_path)))
+    with pytest.raises(ValueError, match=message):
+        compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+
+
+def test_store_metadata_that_is_not_an_object_is_named(tmp_path):
+    compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    (tmp_path / "store.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"store.json must hold a JSON object; it holds a list"):
+        compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+
+
+class _FinishedFutures(concurrent.futures.Executor):
+    """Runs each task at submission: every future is finished when `compare` looks (any order)."""
+
+    def submit(self, fn, *args, **kwargs):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+
+def failing_on_seed_1(kernel_initializer, seed):
+    if seed == 1:
+        raise RuntimeError("seed 1 fails")
+    return functional(kernel_initializer, seed)
+
+
+def test_runs_finished_beside_a_failed_one_are_kept(tmp_path):
+    with pytest.raises(RuntimeError, match="seed 1 fails") as caught:
+        compare(
+            failing_on_seed_1,
+            make_data(),
+            ["he"],
+            seeds=3,
+            epochs=1,
+            out=tmp_path,
+            executor=_FinishedFutures(),
+            verbose=0,
+        )
+    assert "(in the run of arm 'he', seed 1)" in str(caught.value.__notes__)
+    stored = sorted(json.loads(line)["seed"] for line in _store_lines(tmp_path))
+    assert stored == [0, 2]
+
+
+def test_an_arm_that_never_reaches_the_target_reads_never():
+    result = Comparison(
+        rows=[
+            {
+                "arm": arm,
+                "seed": seed,
+                "final": final,
+                "curve": [final],
+                "sign_change": [],
+                "seconds": 1.0,
+                "epoch_seconds": [1.0],
+            }
+            for arm, finals in (("he", (0.8, 0.9)), ("slow", (0.5, 0.6)))
+            for seed, final in enumerate(finals)
+        ],
+        baseline="he",
+        metric="accuracy",
+        controls={},
+    )
+    row = [line for line in result.to_markdown().splitlines() if line.startswith("| slow |")][0]
+    assert "| never | never | 0/2 |" in row and "nan" not in result.to_markdown()

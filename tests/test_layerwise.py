@@ -168,3 +168,16 @@ def test_apply_initializers_is_all_or_nothing_when_an_assignment_fails(monkeypat
         apply_initializers(model, {name: keras.initializers.Ones() for name in ("c1", "c2", "c3", "c4")})
     assert_weights_equal(model, before)
     assert [layer.kernel_initializer for layer in model.layers[:3]] == old_initializers
+
+
+def test_an_initializer_returning_nan_changes_nothing():
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c"), keras.layers.Conv2D(4, 3, name="d")]
+    )
+    before = [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+    with pytest.raises(
+        ValueError, match=r"The initializers for \['d'\] returned NaN or Inf values. Nothing was changed."
+    ):
+        apply_initializers(model, {"c": keras.initializers.Zeros(), "d": keras.initializers.Constant(float("nan"))})
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), b)

@@ -166,3 +166,36 @@ def test_layers_are_checked_and_a_users_own_call_survives():
     assert first.__dict__["call"] is counted
     model(images)
     assert len(calls) >= 2  # used during the measurement and after it
+
+
+@pytest.mark.parametrize(
+    "scale, message",
+    [(1e-300, r"largest eigenvalue is 1e-300, outside \[1e-30, 1e\+30\]"), (1e300, "largest eigenvalue is 1e\\+300")],
+)
+def test_patch_whitening_refuses_a_covariance_float32_cannot_whiten(scale, message):
+    with pytest.raises(ValueError, match=message):
+        PatchWhitening(np.eye(9) * scale, 3, 1)
+
+
+def test_patch_whitening_refuses_a_covariance_that_is_not_positive_semi_definite_also_from_a_file():
+    indefinite = np.diag([1.0, -0.5] + [1.0] * 7)
+    with pytest.raises(ValueError, match=r"`covariance` is not positive semi-definite \(smallest eigenvalue -0.5"):
+        PatchWhitening(indefinite, 3, 1)
+    config = PatchWhitening(np.eye(9), 3, 1).get_config() | {"covariance": indefinite.tolist()}
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        keras.initializers.deserialize({"class_name": "keras_corrinit>PatchWhitening", "config": config})
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"strides": 0}, ValueError, r"`strides` must be positive; received \(0, 0\)"),
+        ({"strides": "2"}, TypeError, "`strides` must be an int or a tuple of two ints"),
+        ({"padding": "full"}, ValueError, "`padding` must be 'valid' or 'same'"),
+        ({"max_patches_per_batch": 1}, ValueError, "`max_patches_per_batch` must be an int >= 2"),
+        ({"seed": -1}, ValueError, r"`seed` must be None or an int in \[0, 2\*\*32\)"),
+    ],
+)
+def test_patch_whitening_from_data_checks_its_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        PatchWhitening.from_data(ar1_field(4, 8, 0.5, 1, seed=0), 3, **kwargs)
