@@ -26,17 +26,20 @@ picklable callable), so a run can execute in another process or machine.
 """
 
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 
 import keras
+import numpy as np
 
 from keras_corrinit._correlated import CorrelatedHeNormal, EnhancedGamma
 from keras_corrinit._correlation import SpatialCorrelation
 from keras_corrinit._layerwise import layer_seeds
 from keras_corrinit._lsuv import lsuv_initialize
 
-__all__ = ["BUILTIN_ARMS", "Arm", "ScaleControl", "callable_name", "resolve_arms"]
+__all__ = ["BUILTIN_ARMS", "Arm", "ScaleControl", "UnidentifiableError", "callable_name", "resolve_arms"]
 
 _IDENTITY = SpatialCorrelation.identity()
 _BUILTIN_INITIALIZERS = {
@@ -133,17 +136,56 @@ class _LayerSeeded(keras.initializers.Initializer):
         return self.seeded(next(self.seeds))(shape, dtype=dtype)
 
 
+class UnidentifiableError(TypeError):
+    """A callable whose identity (what its results depend on) cannot be written down."""
+
+
+def _stable(value):
+    """`value` as JSON-able data that is the same in every process, or raise `UnidentifiableError`."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):
+        pass
+    if hasattr(value, "get_config"):
+        return {type(value).__qualname__: _stable(value.get_config())}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {type(value).__qualname__: _stable(dataclasses.asdict(value))}
+    if isinstance(value, (list, tuple)):
+        return [_stable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in value.items()}
+    if callable(value):
+        return callable_name(value)
+    if isinstance(value, np.ndarray):
+        return f"array {value.shape} {value.dtype} sha256:{hashlib.sha256(value.tobytes()).hexdigest()[:16]}"
+    raise UnidentifiableError(type(value).__name__)
+
+
+def _code_digest(function):
+    """A digest of a function's code, constants, defaults and closure: two lambdas at one place differ by them."""
+    code = function.__code__
+    cells = [cell.cell_contents for cell in function.__closure__ or ()]
+    content = [code.co_code.hex(), repr(code.co_consts), _stable(function.__defaults__ or ()), _stable(cells)]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def callable_name(fn):
-    """`module.qualname` of a function or of a callable object's class, with the object's settings.
+    """`module.qualname` of a function or a callable object's class, with what its behaviour depends on.
 
     A callable object's settings (its `get_config()`, or a dataclass's
-    fields) are part of its name, so that two arms or builders of one class
-    with different settings never share a results-store key.
+    fields) are part of its name, a `functools.partial`'s arguments too, and
+    a plain function's (a lambda's, a closure's) code, defaults and closure
+    are part of it as a digest; so two arms or builders that differ in any
+    of them never share a results-store key. Raises `UnidentifiableError`
+    when one of those is an object with no stable description.
     """
+    if isinstance(fn, functools.partial):
+        arguments = {"args": _stable(list(fn.args)), "keywords": _stable(fn.keywords)}
+        return f"partial({callable_name(fn.func)}){json.dumps(arguments, sort_keys=True)}"
     named = fn if hasattr(fn, "__qualname__") else type(fn)
     name = f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
     if named is fn:
-        return name
+        return f"{name}#{_code_digest(fn)}" if hasattr(fn, "__code__") else name
     if hasattr(fn, "get_config"):
         config = fn.get_config()
     elif dataclasses.is_dataclass(fn):
@@ -170,7 +212,15 @@ def _user_arm(name, spec):
     if isinstance(spec, keras.initializers.Initializer):
         return _initializer_arm(name, spec)
     if callable(spec):
-        return Arm(name, prepare=spec, identity=callable_name(spec))
+        try:
+            identity = callable_name(spec)
+        except UnidentifiableError as error:
+            raise TypeError(
+                f"Arm {name!r} cannot be identified for the results store: it holds a {error} with no stable "
+                "description (in its arguments or closure). Make it a module-level function or a dataclass "
+                "whose fields say what it does."
+            ) from None
+        return Arm(name, prepare=spec, identity=identity)
     raise TypeError(
         f"Arm {name!r} must be a Keras initializer, an initializer name or a callable(model, train, seed); "
         f"received {type(spec).__name__}."

@@ -12,13 +12,24 @@ of every setting that changes its result (backend, Keras and package
 versions, the builder, the data's fingerprint, the arm, the seed, epochs,
 batch size, metric and the user's `settings`); a store written by another
 package version or with other columns is refused, never mixed.
+
+Identity by content: the builder is named by its name plus its settings,
+a `functools.partial`'s arguments or a function's code and closure, and by
+a digest of the models it builds for the seeds (every layer's config with
+names normalized and initializers left out, the weights' shapes, the
+compile configuration: optimizer, loss, metrics); array data by a hash of
+the arrays (a data factory is called once to hash what it returns); an arm
+by its initializer's config or its callable's name and content. What has no
+stable description is refused, with the fix.
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import socket
 import time
 import warnings
 
@@ -26,9 +37,10 @@ import keras
 import numpy as np
 
 from keras_corrinit import _validation as check
-from keras_corrinit._arms import callable_name, resolve_arms
+from keras_corrinit._arms import UnidentifiableError, callable_name, resolve_arms
 from keras_corrinit._comparison import Comparison
 from keras_corrinit._data import take_batches
+from keras_corrinit._layers import walk_layers
 from keras_corrinit._monitor import GradientSignMonitor
 from keras_corrinit._version import __version__
 
@@ -74,17 +86,22 @@ def _is_arrays(part):
 
 def _fingerprint(data):
     """What identifies the data in a run's key: a hash of arrays, else a description."""
+    prefix = ""
     if callable(data) and not isinstance(data, keras.utils.PyDataset):
-        return f"factory {callable_name(data)} (not hashed: name its data in `settings`)"
+        # A factory is called here once: the arrays it returns are what identifies it.
+        try:
+            prefix = f"factory {callable_name(data)}: "
+        except UnidentifiableError:
+            prefix = f"factory {getattr(data, '__qualname__', type(data).__qualname__)}: "
     digest = hashlib.sha256()
     for part in _split(data):
         if not _is_arrays(part):
-            return f"{type(part).__name__} (not hashed: name it in `settings`)"
+            return f"{prefix}{type(part).__name__} (not hashed: name it in `settings`)"
         for array in part:
             array = np.ascontiguousarray(keras.ops.convert_to_numpy(array))
             digest.update(f"{array.shape}{array.dtype}".encode())
             digest.update(array.tobytes())
-    return "arrays sha256:" + digest.hexdigest()[:16]
+    return prefix + "arrays sha256:" + digest.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------- runs
@@ -248,9 +265,65 @@ class _Store:
                 f.truncate(self.cut_at)  # the half-written line goes; its run is redone
             self.cut_at = None
 
+    def _claim_path(self, key):
+        return os.path.join(self.out, "claims", key)
+
+    def claim(self, key):
+        """Whether this process may train the run `key` (an exclusive claim file; a dead claimant's is taken over)."""
+        os.makedirs(os.path.join(self.out, "claims"), exist_ok=True)
+        path = self._claim_path(key)
+        for _ in range(2):
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not _claimant_gone(path):
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)  # its claimant died: the run is free again
+                continue
+            with os.fdopen(descriptor, "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()}")
+            return True
+        return False
+
+    def release(self, key):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self._claim_path(key))
+
     def append(self, row):
         with open(self.runs, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+# How often a process waits for runs another process on the same store claimed.
+_WAIT_SECONDS = 1.0
+
+
+def _claimant_gone(path):
+    """Whether the process that wrote a claim file is gone (on this host; another host's claim is kept)."""
+    try:
+        with open(path) as f:
+            host, pid = f.read().split()
+        pid = int(pid)
+    except (OSError, ValueError):
+        return False  # being written, or not ours to judge
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def read_runs(out):
+    """`{key: row}` of a results store's runs, whatever version wrote it (for reading, never resuming)."""
+    store = _Store(out, None)
+    if not os.path.exists(store.runs):
+        raise ValueError(f"{out} is not a results store: it has no runs.jsonl.")
+    return store._rows()
 
 
 # ---------------------------------------------------------------- compare
@@ -282,6 +355,57 @@ def _check_finite(data):
             x = np.asarray(keras.ops.convert_to_numpy(part[0]))
             if x.dtype.kind in "fc" and not np.all(np.isfinite(x)):
                 raise ValueError(f"`data`'s {name} inputs contain NaN or Inf; pass finite inputs.")
+
+
+def _normalized(value, names):
+    """A config with layer names replaced by their position; names (Keras numbers them per session:
+    `sgd_1`, `conv2d_7`) and initializers (the arm's part) left out."""
+    if isinstance(value, dict):
+        return {k: _normalized(v, names) for k, v in value.items() if not k.endswith("initializer") and k != "name"}
+    if isinstance(value, (list, tuple)):
+        return [_normalized(v, names) for v in value]
+    return names.get(value, value) if isinstance(value, str) else value
+
+
+def _model_digest(model):
+    """What a built model is: its normalized config, every layer's, its weights' shapes and its compile config."""
+    layers = list(walk_layers(model))
+    names = {name: f"layer{i}" for i, name in enumerate(dict.fromkeys([model.name] + [x.name for x in layers]))}
+
+    def config_of(obj):
+        try:
+            return obj.get_config()
+        except Exception:  # a custom layer without a config: its class and weights say what they can
+            return None
+
+    content = {
+        "model": [type(model).__qualname__, config_of(model)],
+        "layers": [[type(x).__qualname__, config_of(x)] for x in layers],
+        "weights": [list(w.shape) for w in model.weights],
+        "compile": model.get_compile_config() if model.compiled else None,
+    }
+    text = json.dumps(_normalized(content, names), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _builder_identity(build_model, baseline, seeds, settings):
+    """The builder's name (with its settings, arguments or code) and the content of the models it builds."""
+    try:
+        name = callable_name(build_model)
+    except UnidentifiableError as error:
+        if settings is None:
+            raise TypeError(
+                f"`build_model` cannot be identified for the results store: it holds a {error} with no stable "
+                "description (in its arguments or closure). Pass `settings=` naming what it builds, or make it a "
+                "module-level function or a dataclass."
+            ) from None
+        name = f"{getattr(build_model, '__qualname__', type(build_model).__qualname__)} (named by `settings`)"
+    digests = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        digests.append(_model_digest(build_model(baseline.make_initializer(seed), seed)))
+    keras.backend.clear_session()
+    return f"{name} models:{hashlib.sha256(''.join(digests).encode()).hexdigest()[:16]}"
 
 
 def _settings(settings):
@@ -393,7 +517,6 @@ def compare(
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
         "package_version": __version__,
-        "builder": callable_name(build_model),
         "data": _fingerprint(data),
         "epochs": check.integer(epochs, "epochs", minimum=1),
         "batch_size": check.integer(batch_size, "batch_size", minimum=1),
@@ -403,6 +526,7 @@ def compare(
     }
     if executor is not None and not isinstance(executor, concurrent.futures.Executor):
         raise TypeError(f"`executor` must be a concurrent.futures.Executor or None; received {type(executor)}.")
+    common["builder"] = _builder_identity(build_model, resolved[0], seeds, settings)
     tasks = []
     for arm in resolved:
         for seed in seeds:
@@ -417,12 +541,32 @@ def compare(
         bar.add(len(tasks) - len(todo))
     if store:
         store.prepare()
-    for row in _execute(todo, executor):
-        finished[row["key"]] = row
-        if store:
-            store.append(row)
-        if bar:
-            bar.add(1)
+    while todo:
+        # Another process writing to the same `out` claims its runs; this one
+        # trains the runs nobody has claimed and waits for the others' rows.
+        mine = [task for task in todo if store is None or store.claim(task.row["key"])]
+        try:
+            for row in _execute(mine, executor):
+                finished[row["key"]] = row
+                if store:
+                    store.append(row)
+                    store.release(row["key"])
+                if bar:
+                    bar.add(1)
+        finally:
+            if store:
+                for task in mine:
+                    store.release(task.row["key"])
+        todo = [task for task in todo if task.row["key"] not in finished]
+        if todo:
+            time.sleep(_WAIT_SECONDS)
+            others = store.read()
+            for task in todo:
+                if task.row["key"] in others:
+                    finished[task.row["key"]] = others[task.row["key"]]
+                    if bar:
+                        bar.add(1)
+            todo = [task for task in todo if task.row["key"] not in finished]
     return Comparison(
         rows=[finished[task.row["key"]] for task in tasks],
         baseline=baseline,

@@ -177,14 +177,15 @@ def test_lsuv_arm_changes_the_model_after_it_is_built():
 def test_a_store_resumes_and_a_changed_setting_is_a_new_run(tmp_path):
     BUILDS.clear()
     data = make_data()
+    # Each call builds the model once per seed to read its identity, then once per run it trains.
     first = compare(counting, data, ["correlated"], seeds=2, epochs=1, controls=False, out=tmp_path, verbose=0)
-    assert len(BUILDS) == 4
+    assert len(BUILDS) == 2 + 4
     again = compare(counting, data, ["correlated"], seeds=2, epochs=1, controls=False, out=tmp_path, verbose=0)
-    assert len(BUILDS) == 4 and run_rows(again) == run_rows(first)
+    assert len(BUILDS) == 6 + 2 and run_rows(again) == run_rows(first)  # nothing trained
     compare(
         counting, data, ["correlated"], seeds=[1], epochs=1, controls=False, out=tmp_path, settings={"lr": 1}, verbose=0
     )
-    assert len(BUILDS) == 6
+    assert len(BUILDS) == 8 + 1 + 2
     with open(tmp_path / "runs.jsonl") as f:
         assert len(f.readlines()) == 6
 
@@ -226,7 +227,7 @@ def test_a_callable_objects_settings_are_part_of_its_key(tmp_path):
     assert keys(first) == keys(same)
     assert not set(keys(first)) & set(keys(other_lr))  # both arms' runs: the builder changed
     assert keys(other_factor)[0] == keys(first)[0] and keys(other_factor)[1] != keys(first)[1]
-    assert other_lr[0]["builder"] == 'test_experiments.LearningRateBuilder{"lr": 0.01}'
+    assert other_lr[0]["builder"].startswith('test_experiments.LearningRateBuilder{"lr": 0.01} models:')
     assert other_factor[1]["arm_identity"] == 'test_experiments.ScaledKernels{"factor": 0.5}'
 
 
@@ -390,7 +391,7 @@ def test_a_half_written_last_line_is_skipped_with_a_warning_and_its_run_redone(t
     (tmp_path / "runs.jsonl").write_text(lines[0] + lines[1][:40])  # a writer stopped mid-row
     with pytest.warns(UserWarning, match=rf"{tmp_path / 'runs.jsonl'}: line 2 is half-written .* will be redone"):
         again = compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=tmp_path, verbose=0)
-    assert len(BUILDS) == 3  # only the lost run trained again
+    assert len(BUILDS) == (2 + 2) + (2 + 1)  # identity builds, and only the lost run trained again
     assert [json.loads(line)["key"] for line in _store_lines(tmp_path)] == [r["key"] for r in again.rows]
 
 
@@ -429,27 +430,26 @@ class _FinishedFutures(concurrent.futures.Executor):
         return future
 
 
-def failing_on_seed_1(kernel_initializer, seed):
+def failing_on_seed_1(model, train, seed):
     if seed == 1:
         raise RuntimeError("seed 1 fails")
-    return functional(kernel_initializer, seed)
 
 
 def test_runs_finished_beside_a_failed_one_are_kept(tmp_path):
     with pytest.raises(RuntimeError, match="seed 1 fails") as caught:
         compare(
-            failing_on_seed_1,
+            functional,
             make_data(),
-            ["he"],
+            {"he": None, "failing": failing_on_seed_1},
             seeds=3,
             epochs=1,
             out=tmp_path,
             executor=_FinishedFutures(),
             verbose=0,
         )
-    assert "(in the run of arm 'he', seed 1)" in str(caught.value.__notes__)
-    stored = sorted(json.loads(line)["seed"] for line in _store_lines(tmp_path))
-    assert stored == [0, 2]
+    assert "(in the run of arm 'failing', seed 1)" in str(caught.value.__notes__)
+    stored = sorted((row["arm"], row["seed"]) for row in map(json.loads, _store_lines(tmp_path)))
+    assert stored == [("failing", 0), ("failing", 2), ("he", 0), ("he", 1), ("he", 2)]
 
 
 def test_an_arm_that_never_reaches_the_target_reads_never():
@@ -473,3 +473,150 @@ def test_an_arm_that_never_reaches_the_target_reads_never():
     )
     row = [line for line in result.to_markdown().splitlines() if line.startswith("| slow |")][0]
     assert "| never | never | 0/2 |" in row and "nan" not in result.to_markdown()
+
+
+# ----------------------------------------------------------- identity by content
+def sized(kernel_initializer, seed, filters=2):
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(filters, 3, activation="relu", kernel_initializer=kernel_initializer)(inputs)
+    outputs = keras.layers.Dense(2, kernel_initializer=kernel_initializer)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(0.1), LOSS, metrics=["accuracy"])
+    BUILDS.append(seed)
+    return model
+
+
+def _keys(result):
+    return {row["key"] for row in result.rows}
+
+
+def test_partials_and_lambdas_of_other_settings_never_share_a_key(tmp_path):
+    import functools
+
+    BUILDS.clear()
+    run = functools.partial(compare, data=make_data(), arms=["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    two = run(functools.partial(sized, filters=2))
+    sixteen = run(functools.partial(sized, filters=16))
+    assert _keys(two).isdisjoint(_keys(sixteen))
+    assert "partial(test_experiments.sized" in two.rows[0]["builder"]
+    builds = len(BUILDS)
+    assert _keys(run(functools.partial(sized, filters=2))) == _keys(two)  # the same partial resumes
+    assert len(BUILDS) == builds + 1  # one build to read the model's identity, no training
+    lambdas = [lambda init, seed, f=f: sized(init, seed, filters=f) for f in (3, 5)]
+    assert _keys(run(lambdas[0])).isdisjoint(_keys(run(lambdas[1])))
+
+
+WIDTH = {"filters": 2}
+
+
+def widened(kernel_initializer, seed):
+    return sized(kernel_initializer, seed, filters=WIDTH["filters"])
+
+
+def test_a_model_widened_under_the_same_builder_is_a_new_run(tmp_path, monkeypatch):
+    first = compare(widened, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    monkeypatch.setitem(WIDTH, "filters", 8)
+    second = compare(widened, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    assert _keys(first).isdisjoint(_keys(second))
+    assert first.rows[0]["builder"].split(" models:")[0] == second.rows[0]["builder"].split(" models:")[0]
+
+
+def test_data_factories_with_other_arguments_never_share_a_key():
+    import functools
+
+    def data(n):
+        (x, y), test = make_data()
+        return (x[:n], y[:n]), test
+
+    small = compare(functional, functools.partial(data, 32), ["he"], seeds=1, epochs=1, verbose=0)
+    large = compare(functional, functools.partial(data, 64), ["he"], seeds=1, epochs=1, verbose=0)
+    assert _keys(small).isdisjoint(_keys(large))
+    assert small.rows[0]["data"].startswith("factory partial(") and "arrays sha256:" in small.rows[0]["data"]
+
+
+def test_what_cannot_be_identified_is_refused_with_the_fix():
+    thing = object()
+
+    def builder(init, seed):
+        assert thing is not None
+        return functional(init, seed)
+
+    with pytest.raises(TypeError, match=r"`build_model` cannot be identified .* holds a object .* Pass `settings=`"):
+        compare(builder, make_data(), ["he"], seeds=1, epochs=1, verbose=0)
+    result = compare(builder, make_data(), ["he"], seeds=1, epochs=1, settings={"builder": "v1"}, verbose=0)
+    assert "(named by `settings`)" in result.rows[0]["builder"]
+
+    def arm(model, train, seed):
+        assert thing is not None
+
+    with pytest.raises(TypeError, match=r"Arm 'mine' cannot be identified for the results store: it holds a object"):
+        compare(functional, make_data(), {"mine": arm}, seeds=1, epochs=1, verbose=0)
+
+
+# ---------------------------------------------------------------- summary
+def test_summary_reads_a_compare_store_once_per_run_and_names_a_damaged_one(tmp_path, capsys):
+    from keras_corrinit._benchmarks.summary import cells, main
+
+    compare(functional, make_data(), ["correlated"], seeds=2, epochs=1, out=tmp_path, verbose=0)
+    lines = _store_lines(tmp_path)
+    (tmp_path / "runs.jsonl").write_text("".join(lines + lines))  # two writers stored every run twice
+    ((settings, rows),) = list(cells([tmp_path]))
+    assert len(rows) == len(lines) == 6  # he, correlated, correlated~var on 2 seeds: each once
+    assert main([str(tmp_path), "--arms", "correlated"]) == 0
+    assert "| arrays sha256:" in capsys.readouterr().out  # one row: the cell, named by its data
+    (tmp_path / "runs.jsonl").write_text("garbage\n" + "".join(lines))
+    assert main([str(tmp_path)]) == 2
+    assert "runs.jsonl: line 1 is not JSON" in capsys.readouterr().err
+
+
+def test_a_run_claimed_by_another_writer_is_waited_for_not_trained_twice(tmp_path):
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    source = tmp_path / "source"
+    compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=source, verbose=0)
+    rows = _store_lines(source)
+    target = tmp_path / "target"
+    target.mkdir()
+    shutil.copy(source / "store.json", target / "store.json")
+    key = json.loads(rows[0])["key"]
+    (target / "claims").mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # the other writer, alive
+    try:
+        (target / "claims" / key).write_text(f"{socket.gethostname()} {other.pid}")
+
+        def other_writer_finishes():
+            with open(target / "runs.jsonl", "a") as f:
+                f.write(rows[0])
+            (target / "claims" / key).unlink()
+
+        timer = threading.Timer(1.5, other_writer_finishes)
+        timer.start()
+        BUILDS.clear()
+        result = compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=target, verbose=0)
+        timer.join()
+    finally:
+        other.kill()
+        other.wait()
+    assert len(BUILDS) == 2 + 1  # identity builds; only the unclaimed run trained here
+    assert sorted(json.loads(line)["key"] for line in _store_lines(target)) == sorted(r["key"] for r in result.rows)
+    assert not list((target / "claims").iterdir())
+
+
+def test_a_dead_writers_claim_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    key = json.loads(_store_lines(tmp_path)[0])["key"]
+    (tmp_path / "runs.jsonl").write_text("")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "claims" / key).write_text(f"{socket.gethostname()} {dead.pid}")
+    result = compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    assert [r["key"] for r in result.rows] == [key]
+    assert len(_store_lines(tmp_path)) == 1

@@ -14,8 +14,9 @@ difference over seeds (mean, 95% t interval, `*` when it excludes 0):
 import argparse
 import json
 import math
-import os
+import sys
 
+from keras_corrinit._compare import read_runs
 from keras_corrinit._statistics import paired_difference
 
 COMPARISONS = [("correlated_weight", "correlated"), ("correlated_learned", "correlated")]
@@ -23,14 +24,22 @@ DEFAULT_ARMS = ["correlated", "correlated~var", "correlated_weight", "correlated
 
 
 def cells(folders):
-    """`(settings, rows)` of every cell of the stores in `folders`, in a stable order."""
-    groups = {}
+    """`(settings, rows)` of every cell of the stores in `folders`, in a stable order.
+
+    Any store this package writes is read (`keras-corrinit compare`'s and
+    `keras_corrinit.experiments.compare`'s), through the store's own reader:
+    a run stored twice (two writers) counts once, across folders too.
+    """
+    groups, seen = {}, set()
     for folder in folders:
-        with open(os.path.join(folder, "runs.jsonl")) as f:
-            for line in f:
-                row = json.loads(line)
-                identity = {**row["settings"], "epochs": row["epochs"], "batch_size": row["batch_size"]}
-                groups.setdefault(json.dumps(identity, sort_keys=True), []).append(row)
+        for key, row in read_runs(folder).items():
+            if key in seen:
+                continue
+            seen.add(key)
+            identity = {**row.get("settings", {}), "epochs": row.get("epochs"), "batch_size": row.get("batch_size")}
+            if "dataset" not in identity:  # a store of experiments.compare: the data and model identify the cell
+                identity.update(data=row.get("data"), builder=row.get("builder"))
+            groups.setdefault(json.dumps(identity, sort_keys=True, default=str), []).append(row)
     for key in sorted(groups):
         yield json.loads(key), groups[key]
 
@@ -47,17 +56,19 @@ def _cell(d):
 
 
 def _row_head(s):
+    if "dataset" not in s:
+        return f"| {s.get('data', '-')} | {s.get('builder', '-')} | - | - | - | "
     return f"| {s['dataset']} | {s['network']} | {s['batch_norm']} | {s['lr']} | {s['l2']} | "
 
 
-def versus_baseline(folders, arms, baseline="uncorrelated"):
-    """Markdown: each arm minus the baseline, per cell."""
+def versus_baseline(folders, arms, baseline=None):
+    """Markdown: each arm minus the baseline, per cell (default: `uncorrelated`, or `he` in a store without it)."""
     lines = [
         "| data | network | batch norm | lr | l2 | " + " | ".join(arms) + " |",
         "|---|---|---|---|---|" + "---|" * len(arms),
     ]
     for settings, rows in cells(folders):
-        base = _finals(rows, baseline)
+        base = _finals(rows, baseline or ("uncorrelated" if any(r["arm"] == "uncorrelated" for r in rows) else "he"))
         row_cells = [_cell(paired_difference(_finals(rows, arm), base)) for arm in arms]
         if any(c != "-" for c in row_cells):
             lines.append(_row_head(settings) + " | ".join(row_cells) + " |")
@@ -75,7 +86,7 @@ def comparisons(folders):
     for s, rows in cells(folders):
         for r in rows:
             if r["final"] < 0.5:
-                key = (s["dataset"], s["batch_norm"], s["lr"], r["arm"])
+                key = (s.get("dataset", s.get("data")), s.get("batch_norm", "-"), s.get("lr", "-"), r["arm"])
                 diverged[key] = diverged.get(key, 0) + 1
         row_cells = []
         for a, b in COMPARISONS:
@@ -99,7 +110,11 @@ def main(argv=None):
     parser.add_argument("folders", nargs="+", help="results folders of `keras-corrinit compare`")
     parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS)
     args = parser.parse_args(argv)
-    print(versus_baseline(args.folders, args.arms))
-    print()
-    print(comparisons(args.folders))
+    try:
+        print(versus_baseline(args.folders, args.arms))
+        print()
+        print(comparisons(args.folders))
+    except (OSError, ValueError) as error:
+        print(f"keras-corrinit summary: {error}", file=sys.stderr)
+        return 2
     return 0
