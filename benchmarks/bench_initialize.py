@@ -15,7 +15,6 @@ the kernels, LSUV's pass and the all-or-nothing copy of the weights.
 
 import cProfile
 import pstats
-
 import time
 
 import keras

@@ -45,7 +45,11 @@ def all_layers(model):
 def main(names):
     (x, y), _, _ = datasets.load("photos32")
     loss = keras.losses.SparseCategoricalCrossentropy()
-    print(f"backend {keras.backend.backend()}, Keras {keras.__version__}; a uniform prediction: {math.log(10):.3f}")
+    print(f"backend {keras.backend.backend()}, Keras {keras.__version__}; a uniform prediction: {math.log(10):.3f}\n")
+    print(
+        "| model | loss, Keras's init | after initialize | largest kernel / He | layers set | skipped | "
+        "residual ends | heads | reverted | seconds |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     for name in names:
         size = 71 if name == "Xception" else 32
         images = keras.ops.convert_to_numpy(keras.ops.image.resize(x[:256] * 255.0, (size, size)))
@@ -77,8 +81,4 @@ def main(names):
 
 
 if __name__ == "__main__":
-    print(
-        "| model | loss, Keras's init | after initialize | largest kernel / He | layers set | skipped | "
-        "residual ends | heads | reverted | seconds |\n|---|---|---|---|---|---|---|---|---|---|"
-    )
     main(sys.argv[1:] or NAMES)
