@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from keras_corrinit import PatchWhitening, initialize
-from keras_corrinit._benchmarks import datasets
+from keras_corrinit._benchmarks import datasets, networks
 from keras_corrinit._benchmarks.compare import NetworkBuilder
 from keras_corrinit._patches import image_patches
 from keras_corrinit.experiments import compare
@@ -54,19 +54,7 @@ class KerasIoConvnet:
     """keras.io's "Simple MNIST convnet" as published (softmax head), `kernel_initializer` passed to every kernel."""
 
     def __call__(self, kernel_initializer, seed):
-        init = {"kernel_initializer": kernel_initializer}
-        model = keras.Sequential(
-            [
-                keras.Input((28, 28, 1)),
-                keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu", **init),
-                keras.layers.MaxPooling2D(pool_size=(2, 2)),
-                keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu", **init),
-                keras.layers.MaxPooling2D(pool_size=(2, 2)),
-                keras.layers.Flatten(),
-                keras.layers.Dropout(0.5),
-                keras.layers.Dense(10, activation="softmax", **init),
-            ]
-        )
+        model = networks.keras_io_convnet(kernel_initializer=kernel_initializer)
         # keras.io's one-hot categorical cross-entropy, on integer labels
         model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
         return model
@@ -112,6 +100,23 @@ def initial_losses(build, arms, data, seeds):
     return losses
 
 
+def against_default(build, data, arms, epochs, batch_size, settings, out, folder):
+    """5 paired seeds of `arms` against the model as written, stored (and resumed) in `out/folder`."""
+    return compare(
+        build,
+        data,
+        arms,
+        seeds=5,
+        epochs=epochs,
+        baseline="default",
+        controls=False,
+        batch_size=batch_size,
+        settings=settings,
+        out=os.path.join(out, folder),
+        monitor=False,
+    )
+
+
 def run_heads(out):
     data = digits28()
     arms = {
@@ -122,19 +127,7 @@ def run_heads(out):
     }
     build = KerasIoConvnet()
     losses = initial_losses(build, arms, data, 5)
-    result = compare(
-        build,
-        data,
-        arms,
-        seeds=5,
-        epochs=8,
-        baseline="default",
-        controls=False,
-        batch_size=128,
-        settings={"experiment": "heads", "data": "digits28"},
-        out=os.path.join(out, "heads"),
-        monitor=False,
-    )
+    result = against_default(build, data, arms, 8, 128, {"experiment": "heads", "data": "digits28"}, out, "heads")
     rows = summary_rows("keras.io convnet, digits 28x28", result, 8)
     lines = ["## Heads", "", "Loss before training: " + ", ".join(f"{k} {v:.3f}" for k, v in losses.items()), ""]
     return lines + _head() + rows + [""]
@@ -147,19 +140,8 @@ def run_residual(out):
         build = NetworkBuilder("resnet10", (32, 32, 3), classes, batch_norm, 0.25, 0.0, "adam", 1e-3, 0.0)
         # with batch norm every branch ends in a gamma: "zero_last" is "zero_gamma" there
         arms = {"default": DEFAULT, "zero": Initialize(residual="zero_last"), "keep": Initialize(residual="keep")}
-        result = compare(
-            build,
-            (train, test),
-            arms,
-            seeds=5,
-            epochs=6,
-            baseline="default",
-            controls=False,
-            batch_size=64,
-            settings={"experiment": "residual", "data": "photos32"},
-            out=os.path.join(out, "residual"),
-            monitor=False,
-        )
+        settings = {"experiment": "residual", "data": "photos32"}
+        result = against_default(build, (train, test), arms, 6, 64, settings, out, "residual")
         title = f"ResNet-10 x0.25, BN {'on' if batch_norm else 'off'}"
         lines += summary_rows(title, result, 6)
         d = result.difference("zero", to="keep")

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
 from keras_corrinit import initialize
+from keras_corrinit._benchmarks import networks
 
 RNG = np.random.default_rng(0)
 # Spatially correlated images: smoothed noise.
@@ -196,18 +197,7 @@ def test_an_unbuilt_model_is_built_on_the_data_and_unbatched_tf_data_gets_a_hint
 # --------------------------------------------------------------------------- models as users write them
 def keras_io_convnet(head_units=10, activation="softmax"):
     """keras.io's "Simple MNIST convnet" as published (its head's activation changeable)."""
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
-            keras.layers.MaxPooling2D(pool_size=(2, 2)),
-            keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
-            keras.layers.MaxPooling2D(pool_size=(2, 2)),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(head_units, activation=activation),
-        ]
-    )
+    return networks.keras_io_convnet(classes=head_units, activation=activation)
 
 
 def residual_block_model(batch_norm=True, classes=10, input_shape=(12, 12, 3)):

@@ -114,6 +114,23 @@ def resnet(name, input_shape, classes, kernel_initializer, batch_norm=True, widt
     return keras.Model(inputs, outputs, name=name)
 
 
+def keras_io_convnet(input_shape=(28, 28, 1), classes=10, activation="softmax", kernel_initializer="glorot_uniform"):
+    """keras.io's "Simple MNIST convnet" exactly as published (its head's activation and initializer settable)."""
+    init = {"kernel_initializer": kernel_initializer}
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu", **init),
+            keras.layers.MaxPooling2D(pool_size=(2, 2)),
+            keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu", **init),
+            keras.layers.MaxPooling2D(pool_size=(2, 2)),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(classes, activation=activation, **init),
+        ]
+    )
+
+
 def small_cnn(input_shape, classes, kernel_initializer, batch_norm=False, width=1.0, l2=0.0):
     inputs = keras.Input(input_shape)
     x = _conv_bn_relu(inputs, int(32 * width), kernel_initializer, batch_norm, l2=l2)
