@@ -36,7 +36,7 @@ class SeededInitializer(keras.initializers.Initializer):
             seed = seed_generator_from_config(seed)
         elif not isinstance(seed, keras.random.SeedGenerator):
             try:
-                seed = self._init_seed = check.integer(seed, "seed")
+                seed = self._init_seed = check.seed(seed, "seed")
             except TypeError:
                 raise TypeError(
                     f"`seed` must be an int, None or a keras.random.SeedGenerator; received {check.short(seed)}."

@@ -438,3 +438,12 @@ def test_the_evidence_arms_set_what_they_say():
     kernels = {arm: stem(prepared(arm)) for arm in ("identity_r_lsuv", "builtin_r_lsuv", "data_r_lsuv")}
     for a, b in itertools.combinations(kernels.values(), 2):
         assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("option", ["--max-train", "--max-test", "--seeds", "--epochs", "--batch-size"])
+def test_compare_counts_must_be_positive(option, capsys):
+    from keras_corrinit._benchmarks.compare import parser
+
+    with pytest.raises(SystemExit):
+        parser().parse_args([option, "0"])
+    assert f"argument {option}: must be an int >= 1; received 0" in capsys.readouterr().err

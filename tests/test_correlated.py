@@ -134,6 +134,14 @@ def test_int_seed_repeats_and_seed_generator_advances():
     np.testing.assert_array_equal(to_numpy(again((3, 3, 4, 4))), a)
 
 
+@pytest.mark.parametrize("make", [CorrelatedHeNormal, EnhancedGamma])
+def test_numpy_seeds_work_and_negative_seeds_are_named(make):
+    np.testing.assert_array_equal(to_numpy(make(seed=np.int64(3))((3, 3, 2, 2))), to_numpy(make(seed=3)((3, 3, 2, 2))))
+    assert make(seed=np.int64(3)).get_config()["seed"] == 3  # stored as a JSON int
+    with pytest.raises(ValueError, match=r"`seed` must be None or an int in \[0, 2\*\*32\); received -1"):
+        make(seed=-1)
+
+
 def test_none_seed_behaves_like_keras():
     # Keras: an unseeded initializer picks one seed per instance.
     init = CorrelatedHeNormal()

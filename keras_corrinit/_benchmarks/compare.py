@@ -239,6 +239,17 @@ def gamma_notes(cell, args):
 
 
 # ------------------------------------------------------------ arguments
+def _positive(text):
+    """An argparse type: an int >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; received {value}")
+    return value
+
+
 def parser():
     p = argparse.ArgumentParser(prog="keras-corrinit compare", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("--grid", help="run a grid behind docs/evidence.md ('list' lists them); later arguments override")
@@ -266,13 +277,13 @@ def parser():
         help="arm the paired differences are taken to (trained too if not in --init); default uncorrelated",
     )
     p.add_argument("--batch-norm", nargs="+", default=["off"], choices=["off", "on"])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seeds", type=_positive, default=5)
+    p.add_argument("--epochs", type=_positive, default=10)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, nargs="+", default=[0.005])
     p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum")
     p.add_argument("--l2", type=float, nargs="+", default=[0.0])
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--width", type=float, nargs="+", default=[1.0])
     p.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="CorrelatedHeNormal strength factor")
     p.add_argument(
@@ -284,13 +295,13 @@ def parser():
         choices=sorted(networks.NETWORKS),
         help="network the learned arms take R/NFM/AGOP from (default: the run's network)",
     )
-    p.add_argument("--source-epochs", type=int, default=10)
+    p.add_argument("--source-epochs", type=_positive, default=10)
     p.add_argument("--source-lr", type=float, default=0.02, help="SGD (momentum 0.9) rate of the source")
     p.add_argument("--gamma-base", default="he_normal", choices=sorted(arms.GAMMA_BASES))
     p.add_argument("--gamma-granularity", default="filter", choices=["filter", "spatial"])
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
-    p.add_argument("--max-train", type=int, help="use only this many training samples")
-    p.add_argument("--max-test", type=int, help="use only this many test samples")
+    p.add_argument("--max-train", type=_positive, help="use only this many training samples")
+    p.add_argument("--max-test", type=_positive, help="use only this many test samples")
     p.add_argument("--out", help="results folder (default: runs/compare, or runs/GRID)")
     p.add_argument("--workers", type=int, default=0, help="local worker processes (default 0: run here)")
     p.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler to run on (needs dask.distributed)")
