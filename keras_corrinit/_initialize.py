@@ -209,16 +209,17 @@ def _subclassed_heads(model, targets, batch):
     return [last.layer] if last.layer is not None and shapes == [last.shape] else []
 
 
-def _he_normal(shape, seed, dtype=None, fan_in=None):
-    """An untruncated He-normal kernel, drawn by numpy from `seed` (`fan_in` default: Keras's, from the shape).
+def _he_normal(shape, seed, fan_in=None):
+    """An untruncated He-normal float32 kernel, drawn by numpy from `seed` (`fan_in` default: Keras's).
 
     Drawn on the host: the same values on every backend, and no per-shape
     compilation of a random kernel (on JAX that was 60% of the call).
+    `assign` casts it to the variable's dtype.
     """
     fan_in = math.prod(shape[:-1]) if fan_in is None else fan_in
     kernel = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
     kernel *= np.float32(math.sqrt(2.0 / fan_in))
-    return kernel.astype(keras.backend.standardize_dtype(dtype) if dtype else "float32", copy=False)
+    return kernel
 
 
 def _whitening_kernel(layer, statistics, eps, seed):
@@ -259,7 +260,7 @@ def _identity_kernel(layer, seed):
     kernel = np.zeros(shape, "float32")
     kernel[tuple(size // 2 for size in spatial)][:, :in_channels] = np.eye(in_channels)
     if filters > in_channels:  # the other filters: He-normal with the layer's own fan-in
-        kernel[..., in_channels:] = _he_normal((*shape[:-1], filters - in_channels), seed, fan_in=math.prod(shape[:-1]))
+        kernel[..., in_channels:] = _he_normal((*shape[:-1], filters - in_channels), seed)
     return kernel
 
 
@@ -279,7 +280,7 @@ def _rest_kernels(layer, rest, seed):
         variable = getattr(layer, slot.attribute)
         shape = tuple(variable.shape)
         fan_in = math.prod(shape[:-2]) if slot.kind == "depthwise" else None
-        kernels[slot.attribute] = _he_normal(shape, slot_seed, variable.dtype, fan_in)
+        kernels[slot.attribute] = _he_normal(shape, slot_seed, fan_in)
     return kernels, "He-normal" if len(slots) == 1 else "He-normal (" + ", ".join(kernels) + ")"
 
 

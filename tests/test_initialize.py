@@ -459,3 +459,31 @@ def test_a_keras_application_as_built_starts_near_chance():
     assert starting_loss(model, images, LABELS[:32], loss) < 1.5 * math.log(10)
     assert max(he_scale_ratios(model).values()) <= 100
     assert not report.skipped
+
+
+def test_conv3d_and_a_strided_dilated_stem():
+    volumes = RNG.normal(size=(32, 6, 6, 6, 2)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 6, 2)),
+            keras.layers.Conv3D(4, 3, padding="same", activation="relu", name="c3d"),
+            keras.layers.Conv3D(4, 3, padding="same", name="c3d_same"),
+            keras.layers.GlobalAveragePooling3D(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    with pytest.warns(UserWarning, match="no Conv2D layer to whiten"):
+        report = initialize(model, volumes, seed=0, verbose=0)
+    assert [e.what for e in report] == ["identity (2 of 4 filters)", "identity (4 of 4 filters)", "zero (output layer)"]
+    # a strided, dilated first Conv2D is whitened on the patches it sees
+    strided = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(6, 3, strides=2, dilation_rate=1, name="s"),
+            keras.layers.Conv2D(6, 3, dilation_rate=2, name="d"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
+    report = initialize(strided, IMAGES, whiten=2, max_patches_per_batch=None, seed=0, verbose=0)
+    assert report.patches == {"s": 96 * 5 * 5, "d": 96 * 1 * 1}
