@@ -127,7 +127,15 @@ class NFMInit(CorrelatedSampler):
         noise) are dropped, so the stored factor has the matrix's numerical
         rank.
         """
+        # Shapes first: the eigendecomposition below is O(fan_in^3).
+        spatial_shape = check.spatial_shape(spatial_shape)
+        in_channels = check.integer(in_channels, "in_channels", minimum=1)
         sigma = check.float_matrix(covariance, "covariance")
+        if math.prod(spatial_shape) * in_channels != sigma.shape[0]:
+            raise ValueError(
+                f"`spatial_shape` {spatial_shape} x `in_channels` {in_channels!r} must equal the covariance's "
+                f"size {sigma.shape[0]}."
+            )
         check.symmetric(sigma, "covariance")
         values, vectors = np.linalg.eigh((sigma + sigma.T) / 2)
         if values[-1] <= 0:

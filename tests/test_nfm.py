@@ -91,7 +91,7 @@ def test_from_covariance_full_rank_and_errors():
         NFMInit.from_covariance(np.zeros((0, 0)), (), 1)
     with pytest.raises(ValueError, match="`covariance` is not symmetric"):
         NFMInit.from_covariance(sigma + np.triu(np.ones((18, 18)), 1), (3, 3), 2)
-    with pytest.raises(ValueError, match="must equal the factor's fan_in 18"):
+    with pytest.raises(ValueError, match="must equal the covariance's size 18"):
         NFMInit.from_covariance(sigma, (3, 3), 3)
     with pytest.raises(ValueError, match="needs the same fan_in .* or the same kernel size"):
         init((5, 5, 2, 4))
@@ -306,3 +306,15 @@ def test_unscaled_weights_that_float32_cannot_hold_are_refused():
         NFMInit.from_kernel(kernel * 1e200, scaling="none")
     with pytest.raises(ValueError, match=r"`factor` \(with scaling='none'\) give weights .* which is 0 in float32"):
         NFMInit.from_kernel(kernel * 1e-200, scaling="none")
+
+
+def test_from_covariance_checks_shapes_before_factorizing():
+    import time
+
+    big = np.eye(2048 * 2)  # 2048 positions: beyond the bound; an eigendecomposition of it takes seconds
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="positions"):
+        NFMInit.from_covariance(big, (32, 64), 2)
+    with pytest.raises(ValueError, match=r"must equal the covariance's size 4096"):
+        NFMInit.from_covariance(big, (3, 3), 2)
+    assert time.perf_counter() - start < 1.0  # refused before any O(n^3) work (it took 3-21 s)
