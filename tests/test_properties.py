@@ -411,3 +411,47 @@ def test_bad_numbers_are_errors_naming_the_argument(value, argument):
     with pytest.raises((ValueError, TypeError)) as info:
         build(value)
     _assert_names(info.value, argument)
+
+
+# ------------------------------------------- seeds and the results store (issue 29's probes, as families)
+@PROPERTY_SETTINGS
+@given(st.integers(min_value=-(2**40), max_value=-1))
+def test_every_negative_seed_is_refused_by_name(seed):
+    from keras_corrinit import lsuv_initialize
+
+    message = rf"`seed` must be None or an int in \[0, 2\*\*32\); received {seed}"
+    with pytest.raises(ValueError, match=message):
+        CorrelatedHeNormal(seed=np.int64(seed))
+    with pytest.raises(ValueError, match=message):
+        lsuv_initialize(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), np.ones((16, 2)), seed=seed)
+
+
+@PROPERTY_SETTINGS
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.sampled_from([int, np.int32, np.int64, np.uint32]))
+def test_every_seed_in_range_is_accepted_as_a_json_int(seed, kind):
+    if kind is np.int32 and seed >= 2**31:
+        seed -= 2**31
+    init = CorrelatedHeNormal(seed=kind(seed))
+    assert init.get_config()["seed"] == seed and type(init.get_config()["seed"]) is int
+
+
+@PROPERTY_SETTINGS
+@given(cut=st.integers(min_value=1, max_value=10_000), complete=st.integers(min_value=1, max_value=3))
+def test_any_half_written_last_line_is_skipped_and_cut(tmp_path_factory, cut, complete):
+    import json
+
+    from keras_corrinit._compare import COLUMNS, STORE_FORMAT, _Store
+
+    out = tmp_path_factory.mktemp("store")
+    (out / "store.json").write_text(
+        json.dumps({"format": STORE_FORMAT, "package_version": "x", "columns": list(COLUMNS)})
+    )
+    rows = [json.dumps({"key": f"k{i}", "final": 0.5, "curve": [0.5] * 7}) + "\n" for i in range(complete + 1)]
+    last = rows[-1][: 1 + cut % (len(rows[-1]) - 2)]  # any proper prefix: never a whole row
+    (out / "runs.jsonl").write_text("".join(rows[:-1]) + last)
+    store = _Store(out, "x")
+    with pytest.warns(UserWarning, match=rf"line {complete + 1} is half-written"):
+        finished = store.read()
+    assert sorted(finished) == [f"k{i}" for i in range(complete)]
+    store.prepare()
+    assert (out / "runs.jsonl").read_text() == "".join(rows[:-1])  # cut off: the next row starts on its own line
