@@ -1,13 +1,17 @@
 """The `keras-corrinit` command: argument parsing that imports no Keras.
 
-`keras-corrinit --help` (and `extract --help`) answer at once and print no
-backend log lines: Keras, and so the backend, is imported only when a
-command runs (`keras_corrinit.cli` for `extract`, the built-in benchmarks
-for `compare` and `summary`). This launcher sits outside the package because importing
+`keras-corrinit --help` (and `extract --help`, `compare --help`, `summary
+--help`) answer at once and print no backend log lines: Keras, and so the
+backend, is imported only when a command runs (`keras_corrinit.cli` for
+`extract`, the built-in benchmarks for `compare` and `summary`). The
+options of `compare` and `summary` come from
+`keras_corrinit/_benchmarks/options.py`, loaded by its path. This launcher sits outside the package because importing
 anything inside `keras_corrinit` imports the package, which imports Keras.
 """
 
 import argparse
+import importlib.util
+import os
 import sys
 
 
@@ -36,9 +40,22 @@ def parser():
     return p
 
 
+def _options():
+    """`keras_corrinit/_benchmarks/options.py` as a module, without importing the package (and Keras)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras_corrinit", "_benchmarks", "options.py")
+    spec = importlib.util.spec_from_file_location("_keras_corrinit_options", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser().parse_known_args(argv)
+    if args.command in ("compare", "summary") and {"-h", "--help"} & set(rest):
+        options = _options()
+        make = options.compare_parser if args.command == "compare" else options.summary_parser
+        return make().parse_args(rest)  # prints the help and exits
     if args.command == "compare":
         from keras_corrinit._benchmarks.compare import main as compare_main
 

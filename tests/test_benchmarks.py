@@ -76,15 +76,29 @@ def _read(out):
         return [json.loads(line) for line in f]
 
 
-def test_help_answers_without_importing_keras():
+@pytest.mark.parametrize(
+    "argv, expected",
+    [(["--help"], "extract"), (["compare", "--help"], "--max-train"), (["summary", "-h"], "folders")],
+)
+def test_help_answers_without_importing_keras(argv, expected):
     code = (
         "import sys, keras_corrinit_cli\n"
-        "try:\n    keras_corrinit_cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"try:\n    keras_corrinit_cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
         "print('keras imported:', 'keras' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "compare" in done.stdout and "extract" in done.stdout
+    assert expected in done.stdout
     assert done.stdout.strip().endswith("keras imported: False") and done.stderr == ""
+
+
+def test_the_keras_free_options_name_what_the_suite_has():
+    from keras_corrinit._benchmarks import options, summary
+
+    assert options.DATASETS == datasets.DATASETS
+    assert options.NETWORKS == sorted(networks.NETWORKS)
+    assert options.ARMS == arms.ARMS and options.BASE_ARMS == arms.BASE_ARMS
+    assert options.GAMMA_BASES == sorted(arms.GAMMA_BASES)
+    assert options.SUMMARY_ARMS == summary.DEFAULT_ARMS
 
 
 def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
@@ -442,8 +456,6 @@ def test_the_evidence_arms_set_what_they_say():
 
 @pytest.mark.parametrize("option", ["--max-train", "--max-test", "--seeds", "--epochs", "--batch-size"])
 def test_compare_counts_must_be_positive(option, capsys):
-    from keras_corrinit._benchmarks.compare import parser
-
     with pytest.raises(SystemExit):
-        parser().parse_args([option, "0"])
+        compare.parser().parse_args([option, "0"])
     assert f"argument {option}: must be an int >= 1; received 0" in capsys.readouterr().err

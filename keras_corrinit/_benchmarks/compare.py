@@ -21,7 +21,6 @@ ADDRESS`); the rows are the same, seed for seed. `--grid NAME` runs one of
 the grids behind docs/evidence.md (`--grid list` lists them).
 """
 
-import argparse
 import concurrent.futures
 import dataclasses
 import functools
@@ -36,7 +35,7 @@ import keras
 import numpy as np
 
 from keras_corrinit import CorrelationEstimate, layer_seeds
-from keras_corrinit._benchmarks import arms, datasets, networks
+from keras_corrinit._benchmarks import arms, datasets, networks, options
 from keras_corrinit._benchmarks.grids import GRIDS
 from keras_corrinit.experiments import compare
 
@@ -239,73 +238,8 @@ def gamma_notes(cell, args):
 
 
 # ------------------------------------------------------------ arguments
-def _positive(text):
-    """An argparse type: an int >= 1 (argparse names the option in its error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1; received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1; received {value}")
-    return value
-
-
 def parser():
-    p = argparse.ArgumentParser(prog="keras-corrinit compare", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("--grid", help="run a grid behind docs/evidence.md ('list' lists them); later arguments override")
-    p.add_argument("--dataset", nargs="+", default=["digits"], choices=datasets.DATASETS)
-    p.add_argument(
-        "--network",
-        nargs="+",
-        default=None,
-        choices=sorted(networks.NETWORKS),
-        help="default: small_cnn for digits and digits32, vgg8 and resnet10 otherwise",
-    )
-    p.add_argument(
-        "--init",
-        nargs="+",
-        default=["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"],
-        choices=arms.ARMS,
-        metavar="ARM",
-        help=f"arms, from {arms.ARMS}",
-    )
-    p.add_argument(
-        "--baseline",
-        default="uncorrelated",
-        choices=arms.BASE_ARMS,
-        metavar="ARM",
-        help="arm the paired differences are taken to (trained too if not in --init); default uncorrelated",
-    )
-    p.add_argument("--batch-norm", nargs="+", default=["off"], choices=["off", "on"])
-    p.add_argument("--seeds", type=_positive, default=5)
-    p.add_argument("--epochs", type=_positive, default=10)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float, nargs="+", default=[0.005])
-    p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum")
-    p.add_argument("--l2", type=float, nargs="+", default=[0.0])
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--width", type=float, nargs="+", default=[1.0])
-    p.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="CorrelatedHeNormal strength factor")
-    p.add_argument(
-        "--correlation",
-        help="R of correlated/correlated_weight: a JSON file from `keras-corrinit extract` (default: the built-in R)",
-    )
-    p.add_argument(
-        "--source-network",
-        choices=sorted(networks.NETWORKS),
-        help="network the learned arms take R/NFM/AGOP from (default: the run's network)",
-    )
-    p.add_argument("--source-epochs", type=_positive, default=10)
-    p.add_argument("--source-lr", type=float, default=0.02, help="SGD (momentum 0.9) rate of the source")
-    p.add_argument("--gamma-base", default="he_normal", choices=sorted(arms.GAMMA_BASES))
-    p.add_argument("--gamma-granularity", default="filter", choices=["filter", "spatial"])
-    p.add_argument("--data-dir", help="tensorflow-datasets data directory")
-    p.add_argument("--max-train", type=_positive, help="use only this many training samples")
-    p.add_argument("--max-test", type=_positive, help="use only this many test samples")
-    p.add_argument("--out", help="results folder (default: runs/compare, or runs/GRID)")
-    p.add_argument("--workers", type=int, default=0, help="local worker processes (default 0: run here)")
-    p.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler to run on (needs dask.distributed)")
-    return p
+    return options.compare_parser()
 
 
 def parse_args(argv):

@@ -11,16 +11,16 @@ difference over seeds (mean, 95% t interval, `*` when it excludes 0):
    tally, and the runs that diverged (final test accuracy below 0.5).
 """
 
-import argparse
 import json
 import math
 import sys
 
+from keras_corrinit._benchmarks import options
 from keras_corrinit._compare import read_runs
 from keras_corrinit._statistics import paired_difference
 
 COMPARISONS = [("correlated_weight", "correlated"), ("correlated_learned", "correlated")]
-DEFAULT_ARMS = ["correlated", "correlated~var", "correlated_weight", "correlated_weight~sum", "correlated_learned"]
+DEFAULT_ARMS = options.SUMMARY_ARMS
 
 
 def cells(folders):
@@ -106,10 +106,7 @@ def comparisons(folders):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="keras-corrinit summary", description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", help="results folders of `keras-corrinit compare`")
-    parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS)
-    args = parser.parse_args(argv)
+    args = options.summary_parser().parse_args(argv)
     try:
         print(versus_baseline(args.folders, args.arms))
         print()

@@ -1,0 +1,121 @@
+"""The options of `keras-corrinit compare` and `summary`, with no import of Keras or of this package.
+
+`keras_corrinit_cli` loads this file by its path to answer `compare --help`
+and `summary --help` at once (importing anything inside `keras_corrinit`
+imports the package, and so Keras and its backend). The names it offers are
+written here; `tests/test_benchmarks.py` checks them against the data sets,
+networks and arms the suite really has.
+"""
+
+import argparse
+
+COMPARE_DESCRIPTION = "the built-in benchmarks, on `keras_corrinit.experiments.compare`."
+SUMMARY_DESCRIPTION = "`keras-corrinit summary FOLDER...`: compact tables of finished grids, for the README."
+
+DATASETS = ["digits", "digits32", "photos32", "cifar10", "cifar100", "svhn"]
+NETWORKS = sorted(
+    ["vgg8", "vgg16", "vgg19", "resnet10", "resnet18", "resnet34", "small_cnn"]
+    + [f"convmixer{d}k{k}{s}" for d in (2, 4, 6, 8) for k in (3, 5, 7, 9) for s in ("", "_frozen")]
+)
+_PLAIN = [
+    "uncorrelated",
+    "he_normal",
+    "he_uniform",
+    "random_normal",
+    "random_uniform",
+    "orthogonal",
+    "glorot_normal",
+    "correlated",
+    "correlated_weight",
+    "correlated_learned",
+    "enhanced_gamma",
+]
+_DEPTHWISE = ["depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned"]
+_POST_BUILD = ["correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming", *_DEPTHWISE]
+BASE_ARMS = sorted(set(_PLAIN) | set(_POST_BUILD) | {"lsuv"})
+CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
+    "correlated_weight~sum",
+    "covariance_closed_form~var",
+    "covariance_learned~var",
+]
+ARMS = BASE_ARMS + CONTROLS
+GAMMA_BASES = ["he_normal", "he_uniform"]
+SUMMARY_ARMS = ["correlated", "correlated~var", "correlated_weight", "correlated_weight~sum", "correlated_learned"]
+
+
+def positive(text):
+    """An argparse type: an int >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; received {value}")
+    return value
+
+
+def compare_parser():
+    """`keras-corrinit compare`'s options (keras-free: `--help` answers without importing Keras)."""
+    p = argparse.ArgumentParser(prog="keras-corrinit compare", description=COMPARE_DESCRIPTION)
+    p.add_argument("--grid", help="run a grid behind docs/evidence.md ('list' lists them); later arguments override")
+    p.add_argument("--dataset", nargs="+", default=["digits"], choices=DATASETS)
+    p.add_argument(
+        "--network",
+        nargs="+",
+        default=None,
+        choices=NETWORKS,
+        help="default: small_cnn for digits and digits32, vgg8 and resnet10 otherwise",
+    )
+    p.add_argument(
+        "--init",
+        nargs="+",
+        default=["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"],
+        choices=ARMS,
+        metavar="ARM",
+        help=f"arms, from {ARMS}",
+    )
+    p.add_argument(
+        "--baseline",
+        default="uncorrelated",
+        choices=BASE_ARMS,
+        metavar="ARM",
+        help="arm the paired differences are taken to (trained too if not in --init); default uncorrelated",
+    )
+    p.add_argument("--batch-norm", nargs="+", default=["off"], choices=["off", "on"])
+    p.add_argument("--seeds", type=positive, default=5)
+    p.add_argument("--epochs", type=positive, default=10)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float, nargs="+", default=[0.005])
+    p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum")
+    p.add_argument("--l2", type=float, nargs="+", default=[0.0])
+    p.add_argument("--batch-size", type=positive, default=32)
+    p.add_argument("--width", type=float, nargs="+", default=[1.0])
+    p.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="CorrelatedHeNormal strength factor")
+    p.add_argument(
+        "--correlation",
+        help="R of correlated/correlated_weight: a JSON file from `keras-corrinit extract` (default: the built-in R)",
+    )
+    p.add_argument(
+        "--source-network",
+        choices=NETWORKS,
+        help="network the learned arms take R/NFM/AGOP from (default: the run's network)",
+    )
+    p.add_argument("--source-epochs", type=positive, default=10)
+    p.add_argument("--source-lr", type=float, default=0.02, help="SGD (momentum 0.9) rate of the source")
+    p.add_argument("--gamma-base", default="he_normal", choices=GAMMA_BASES)
+    p.add_argument("--gamma-granularity", default="filter", choices=["filter", "spatial"])
+    p.add_argument("--data-dir", help="tensorflow-datasets data directory")
+    p.add_argument("--max-train", type=positive, help="use only this many training samples")
+    p.add_argument("--max-test", type=positive, help="use only this many test samples")
+    p.add_argument("--out", help="results folder (default: runs/compare, or runs/GRID)")
+    p.add_argument("--workers", type=int, default=0, help="local worker processes (default 0: run here)")
+    p.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler to run on (needs dask.distributed)")
+    return p
+
+
+def summary_parser():
+    """`keras-corrinit summary`'s options (keras-free)."""
+    parser = argparse.ArgumentParser(prog="keras-corrinit summary", description=SUMMARY_DESCRIPTION)
+    parser.add_argument("folders", nargs="+", help="results folders of `keras-corrinit compare`")
+    parser.add_argument("--arms", nargs="+", default=SUMMARY_ARMS)
+    return parser
