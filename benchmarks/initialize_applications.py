@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_corrinit import initialize
 from keras_corrinit._benchmarks import datasets
+from keras_corrinit._layers import walk_layers
 from keras_corrinit._lsuv import he_std
 
 NAMES = [
@@ -34,12 +35,6 @@ NAMES = [
     "ResNet50",
     "VGG16",
 ]
-
-
-def all_layers(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from all_layers(layer)
 
 
 def main(names):
@@ -64,7 +59,7 @@ def main(names):
         after = float(loss(y[:256], model(images, training=False)))
         ratios = [
             float(np.sqrt(np.mean(keras.ops.convert_to_numpy(layer.kernel) ** 2))) / he_std(layer)
-            for layer in all_layers(model)
+            for layer in walk_layers(model)
             if hasattr(layer, "kernel") and len(layer.kernel.shape) >= 2
         ]
         kinds = {}

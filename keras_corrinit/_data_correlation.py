@@ -23,7 +23,7 @@ from keras_corrinit._data import take_batches
 from keras_corrinit._estimates import CorrelationEstimate
 from keras_corrinit._layers import kernel_slots
 from keras_corrinit._model_pass import display_names, patterns, run_model, select_layers, watching
-from keras_corrinit._patches import PatchAccumulator, image_patches
+from keras_corrinit._patches import PatchAccumulator, layer_patches
 
 __all__ = ["correlation_from_data", "patch_statistics"]
 
@@ -105,12 +105,7 @@ def patch_statistics(model, data, layers=None, batches=1, batch_size=32, max_pat
     }
 
     def measuring(layer, inputs, forward):
-        images = inputs
-        if layer.data_format == "channels_first":
-            images = keras.ops.transpose(inputs, (0, 2, 3, 1))  # patches in the kernel's (h, w, channel) order
-        accumulators[id(layer)].add(
-            image_patches(images, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
-        )
+        accumulators[id(layer)].add(layer_patches(layer, inputs))
         return forward(inputs)
 
     bar = keras.utils.Progbar(len(sample), unit_name="batch") if verbose else None

@@ -56,7 +56,7 @@ from keras_corrinit._model_pass import (
     stop_pass,
     watching,
 )
-from keras_corrinit._patches import PatchAccumulator, image_patches
+from keras_corrinit._patches import PatchAccumulator, layer_patches
 from keras_corrinit._whitening import PatchWhitening
 
 __all__ = ["InitializationReport", "InitializedLayer", "initialize"]
@@ -172,12 +172,7 @@ class _Statistics:
         self.waiting = set()
 
     def __call__(self, layer, inputs, forward):
-        images = inputs
-        if getattr(layer, "data_format", "channels_last") == "channels_first":
-            images = ops.transpose(inputs, (0, 2, 3, 1))  # patches in the kernel's (h, w, channel) order
-        self.accumulators[id(layer)].add(
-            image_patches(images, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
-        )
+        self.accumulators[id(layer)].add(layer_patches(layer, inputs))
         self.waiting.discard(id(layer))
         if not self.waiting:
             stop_pass()  # every whitened layer has this batch's patches: the rest of the pass is not needed
@@ -247,6 +242,12 @@ def _whitening_kernel(layer, statistics, eps, seed):
     if constant:
         what += f"; {constant} constant patch directions left out"
     return paired.astype("float32"), what
+
+
+def _zero_kernels(layer):
+    for slot in kernel_slots(layer):
+        variable = getattr(layer, slot.attribute)
+        variable.assign(ops.zeros(variable.shape, variable.dtype))
 
 
 def _identity_kernel(layer, seed):
@@ -463,9 +464,7 @@ def initialize(
                 scaled.append(layer)
             elif key in head_ids:
                 if args["head"] == "zero":
-                    for slot in kernel_slots(layer):
-                        variable = getattr(layer, slot.attribute)
-                        variable.assign(ops.zeros(variable.shape, variable.dtype))
+                    _zero_kernels(layer)
                     what[key] = "zero (output layer)"
                 elif args["head"] == "lsuv":
                     kernels, kind = _rest_kernels(layer, "he", seeds[key])
@@ -476,9 +475,7 @@ def initialize(
                 else:
                     what[key] = "kept (output layer)"
             elif any(end.layer is layer for end in ends):
-                for slot in kernel_slots(layer):
-                    variable = getattr(layer, slot.attribute)
-                    variable.assign(ops.zeros(variable.shape, variable.dtype))
+                _zero_kernels(layer)
                 what[key] = "zero (residual branch end)"
             else:
                 kernels, what[key] = _rest_kernels(layer, args["rest"], seeds[key])

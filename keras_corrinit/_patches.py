@@ -22,7 +22,7 @@ import numpy as np
 
 from keras_corrinit._correlation import to_correlation
 
-__all__ = ["PatchAccumulator", "PatchStatistics", "image_patches"]
+__all__ = ["PatchAccumulator", "PatchStatistics", "image_patches", "layer_patches"]
 
 
 @dataclasses.dataclass
@@ -112,3 +112,10 @@ def image_patches(images, kernel_size, strides=1, padding="valid", dilation_rate
         images, kernel_size, strides=strides, dilation_rate=dilation_rate, padding=padding
     )
     return keras.ops.reshape(patches, (-1, patches.shape[-1]))
+
+
+def layer_patches(layer, inputs):
+    """The patches a Conv2D `layer` sees in `inputs`, in its kernel's (row, column, channel) order, either format."""
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        inputs = keras.ops.transpose(inputs, (0, 2, 3, 1))
+    return image_patches(inputs, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)

@@ -9,6 +9,7 @@ import pytest
 from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
 from keras_corrinit import initialize
 from keras_corrinit._benchmarks import networks
+from keras_corrinit._layers import walk_layers
 
 RNG = np.random.default_rng(0)
 # Spatially correlated images: smoothed noise.
@@ -225,17 +226,11 @@ def he_scale_ratios(model):
     from keras_corrinit._lsuv import he_std
 
     ratios = {}
-    for layer in _all_layers(model):
+    for layer in walk_layers(model):
         if hasattr(layer, "kernel") and len(layer.kernel.shape) >= 2:
             kernel = to_numpy(layer.kernel)
             ratios[layer.name] = float(np.sqrt(np.mean(kernel**2))) / he_std(layer)
     return ratios
-
-
-def _all_layers(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _all_layers(layer)
 
 
 def starting_loss(model, x, y, loss):
@@ -397,7 +392,7 @@ def test_layers_are_identified_by_object_not_by_name():
     outputs = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x))
     model = keras.Model(inputs, outputs)
     report = initialize(model, IMAGES, whiten=0, rest="he", seed=0, verbose=0)
-    first, second = [layer for layer in _all_layers(model) if layer.name == "conv"]
+    first, second = [layer for layer in walk_layers(model) if layer.name == "conv"]
     assert [e.name for e in report] == [f"{model.layers[1].name}/conv", f"{model.layers[2].name}/conv", "out"]
     a, b = to_numpy(first.kernel).ravel(), to_numpy(second.kernel).ravel()
     assert abs(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) < 0.5  # independent draws

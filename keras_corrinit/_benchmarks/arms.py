@@ -58,6 +58,9 @@ from keras_corrinit import (
 )
 from keras_corrinit._arms import ScaleControl
 from keras_corrinit._benchmarks import networks
+from keras_corrinit._benchmarks.options import ARMS as ARMS  # re-exported: the suite's arm names
+from keras_corrinit._benchmarks.options import BASE_ARMS, DEPTHWISE, POST_BUILD
+from keras_corrinit._benchmarks.options import CONTROLS as CONTROLS
 
 IDENTITY = SpatialCorrelation.identity()
 CORRELATED = ("correlated", "correlated_weight", "correlated_learned", "correlated_layerwise")
@@ -70,7 +73,6 @@ LEARNED = (
     "agop_kaiming",
     "covariance_learned",
 )
-DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
 GAMMA_BASES = {"he_normal": "uncorrelated", "he_uniform": "he_uniform"}  # EnhancedGamma base -> its arm
 PLAIN = {
     "uncorrelated": lambda ctx: CorrelatedHeNormal(IDENTITY),
@@ -85,14 +87,9 @@ PLAIN = {
     "correlated_learned": lambda ctx: CorrelatedHeNormal(ctx.source.estimate, alpha=ctx.alpha),
     "enhanced_gamma": lambda ctx: EnhancedGamma(ctx.gamma_base, ctx.gamma_granularity),
 }
-POST_BUILD = ("correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming") + DEPTHWISE
-BASE_ARMS = sorted(set(PLAIN) | set(POST_BUILD) | {"lsuv"})
-CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
-    "correlated_weight~sum",
-    "covariance_closed_form~var",
-    "covariance_learned~var",
-]
-ARMS = BASE_ARMS + CONTROLS
+# The names (BASE_ARMS, CONTROLS, ARMS, DEPTHWISE, POST_BUILD) are written once, in the keras-free
+# options module that `keras-corrinit compare --help` reads; PLAIN above covers its plain arms.
+assert set(PLAIN) | set(POST_BUILD) | {"lsuv"} == set(BASE_ARMS)
 
 
 def split_control(name):

@@ -30,9 +30,9 @@ _PLAIN = [
     "correlated_learned",
     "enhanced_gamma",
 ]
-_DEPTHWISE = ["depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned"]
-_POST_BUILD = ["correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming", *_DEPTHWISE]
-BASE_ARMS = sorted(set(_PLAIN) | set(_POST_BUILD) | {"lsuv"})
+DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
+POST_BUILD = ("correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming", *DEPTHWISE)
+BASE_ARMS = sorted(set(_PLAIN) | set(POST_BUILD) | {"lsuv"})
 CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
     "correlated_weight~sum",
     "covariance_closed_form~var",
