@@ -2,8 +2,8 @@
 Title: Does it help on my model?
 Author: keras_corrinit developers
 Date created: 2026/11/29
-Last modified: 2026/11/29
-Description: Initializations compared on your model and data: paired seeds, intervals, epochs to target.
+Last modified: 2026/11/30
+Description: Initializations compared on your model and data: paired seeds, intervals, time to accuracy.
 """
 
 """
@@ -13,11 +13,16 @@ Whether an initialization helps depends on the network and the data. The
 package's own evidence (the "Does it help?" page) is for its toy networks;
 `keras_corrinit.experiments.compare` gives the same answer for yours:
 
+* the baseline is **your model as written** (the `default` arm: your
+  builder's own initializers, Keras's `glorot_uniform` unless it says
+  otherwise);
 * every arm is trained on the same seeds, so differences are **paired** (the
   seed fixes the data order and every other random choice) and come with a
   95% t interval;
-* it counts the **epochs** each arm needs to reach the baseline's final
-  accuracy, which is what a user feels;
+* **time to accuracy under budgets**: each run trains for a budget of
+  epochs with the learning rate annealed to zero at its end (what a user
+  with a schedule does), and an arm's epochs to target are the smallest
+  budget whose mean accuracy reaches the baseline's at the largest budget;
 * a correlated arm changes both the correlation and the scale of the
   weights: its **scale control** (independent weights with the same
   variance) says which of the two made the difference;
@@ -83,44 +88,76 @@ def load_data():
 
 
 """
-## Compare
+## Compare under budgets
 
-The arms are built-in names (`he`, `keras_he`, `correlated`,
-`correlated_weight`, `enhanced_gamma`, `lsuv`) or your own
-`{name: initializer}` and `{name: callable(model, train, seed)}`. The baseline
-(`he`, untruncated He-normal: the correlated initializer with R = I) is added
-if missing; `correlated~var`, the scale control, is added for `correlated`.
-`settings` records what `compare` cannot see (here the optimizer) in every
-run's identity, so a changed rate is a new run, never a resumed one.
+The arms are built-in names or your own `{name: initializer}` and
+`{name: callable(model, train, seed)}`. Built in: `default` (your model as
+written: the baseline, added if missing), `initialize`
+(`keras_corrinit.initialize` on the training data, starting from your model
+as written), `lsuv`, `he` (untruncated He-normal), `keras_he`,
+`correlated` (with its scale control `correlated~var` added),
+`correlated_weight`, `enhanced_gamma`. `budgets=[1, 2, 4]` trains every arm
+and seed once per budget, the compiled learning rate (a float) decaying
+linearly to zero at the budget's last step. `settings` records what
+`compare` cannot see (here the optimizer) in every run's identity, so a
+changed rate is a new run, never a resumed one.
 """
 
 out = tempfile.mkdtemp()
-grid = dict(seeds=3, epochs=4, settings={"optimizer": "SGD(0.1, momentum=0.9)"}, out=out)
-result = compare(build_model, load_data(), ["correlated", "lsuv", "enhanced_gamma"], **grid)
+grid = dict(seeds=3, budgets=[1, 2, 4], settings={"optimizer": "SGD(0.1, momentum=0.9)"}, out=out)
+result = compare(build_model, load_data(), ["initialize", "lsuv", "he"], **grid)
 print(result.to_markdown())
 
 """
 Read the table before believing a number: an interval that contains 0 (no
 `*`) is no evidence either way, and three seeds give wide intervals. Use 5 or
-more for a decision.
+more for a decision. "fraction" is the arm's epochs to target over the
+largest budget: 0.5 means it reaches your model's best in half the epochs.
+The seconds include the initialization's own cost.
 
 ## Resume, and what the numbers are
 
 Running the same call again trains nothing: every run's key (backend, Keras
-and package versions, builder, data fingerprint, arm, seed, epochs, batch
-size, metric, `settings`) is found in the store. A store written by another
-package version is refused instead of mixed.
+and package versions, builder, data fingerprint, arm, seed, epochs and
+schedule, batch size, metric, `settings`) is found in the store. A store
+written by another package version is refused instead of mixed.
 """
 
-again = compare(build_model, load_data(), ["correlated", "lsuv", "enhanced_gamma"], **grid, verbose=0)
+again = compare(build_model, load_data(), ["initialize", "lsuv", "he"], **grid, verbose=0)
 assert [r["final"] for r in again.rows] == [r["final"] for r in result.rows]
-print(result.difference("correlated"))
-print(result.epochs_to_target("correlated"))
-print(result.verdicts())
+print(result.difference("initialize"))  # at the largest budget
+print(result.budget_to_target("initialize"))
 
 """
-`result.plot("curves.png")` draws test accuracy and gradient sign changes per
-epoch, mean +/- std per arm.
+`result.plot("budgets.png")` draws the final accuracy against the budget per
+arm, with 95% intervals and the target. Without `budgets`, `compare(...,
+epochs=10)` trains each arm once at the compiled rate and
+`result.epochs_to_target(arm)` counts the first epoch that crosses the
+baseline's final accuracy; that flatters an arm that starts fast while the
+baseline is still rising, which the budget protocol does not.
+
+## Your own arm, with arguments
+
+An arm is any picklable callable `(model, train, seed)` that changes the
+built model in place. Give it arguments with `functools.partial` of a
+module-level function (or a dataclass): the arguments are part of the
+arm's identity in the store, and a process pool can send it to its
+workers. A lambda works in-process, identified by its code and closure.
+"""
+
+import functools
+
+from keras_corrinit import initialize
+
+
+def initialize_with(model, train, seed, whiten=1, head="zero"):
+    initialize(model, train, whiten=whiten, head=head, seed=seed, verbose=0)
+
+
+arms = {"initialize": None, "keep_head": functools.partial(initialize_with, head="keep")}
+print(compare(build_model, load_data(), arms, seeds=2, budgets=[2], out=out, verbose=0).to_markdown())
+
+"""
 
 ## More machines
 

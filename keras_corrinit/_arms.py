@@ -4,6 +4,15 @@ An arm gives the user's `build_model` one Keras initializer (to pass to the
 layers it should initialize) and may then change the built model with the
 training data (LSUV does). Built-in arms:
 
+* `default`: the model as its builder writes it: Keras's default kernel
+  initializer (`glorot_uniform`), or the default of `build_model`'s
+  `kernel_initializer` parameter when it has one; each layer its own draw.
+* `initialize`: the model as written, then `keras_corrinit.initialize`
+  with its defaults on the training data (whitened first convolution,
+  identity later convolutions, zero heads and residual ends, LSUV's scale).
+* `anyinit`: the model as written, then AnyInit's empirical mode
+  (`anyinit.initialize(model, "empirical", batch)`, a peer library: `pip
+  install "keras_corrinit[anyinit]"`) on 256 training samples.
 * `he`: untruncated He-normal, `CorrelatedHeNormal` with R = I (the exact
   baseline of the correlated-initialization paper's Algorithm 1);
   `keras_he`: Keras's own (truncated) `he_normal`.
@@ -28,21 +37,31 @@ picklable callable), so a run can execute in another process or machine.
 import dataclasses
 import functools
 import hashlib
+import importlib.util
+import itertools
 import json
 import math
+import weakref
 
 import keras
 import numpy as np
 
 from keras_corrinit._correlated import CorrelatedHeNormal, EnhancedGamma
 from keras_corrinit._correlation import SpatialCorrelation
+from keras_corrinit._data import take_batches
+from keras_corrinit._initialize import initialize
 from keras_corrinit._layerwise import layer_seeds
 from keras_corrinit._lsuv import lsuv_initialize
 
-__all__ = ["BUILTIN_ARMS", "Arm", "ScaleControl", "UnidentifiableError", "callable_name", "resolve_arms"]
+__all__ = ["AS_WRITTEN", "BUILTIN_ARMS", "Arm", "ScaleControl", "UnidentifiableError", "callable_name", "resolve_arms"]
 
 _IDENTITY = SpatialCorrelation.identity()
 _BUILTIN_INITIALIZERS = {
+    # "default" and "initialize" start from the model as written; `resolve_arms` puts the
+    # builder's own default here when its `kernel_initializer` parameter has one.
+    "default": lambda: keras.initializers.GlorotUniform(),
+    "initialize": lambda: keras.initializers.GlorotUniform(),
+    "anyinit": lambda: keras.initializers.GlorotUniform(),
     "he": lambda: CorrelatedHeNormal(_IDENTITY),
     "keras_he": lambda: keras.initializers.HeNormal(),
     "correlated": lambda: CorrelatedHeNormal(),
@@ -58,7 +77,30 @@ def _lsuv(model, train, seed):
     lsuv_initialize(model, train, seed=seed, verbose=0)
 
 
-_BUILTIN_PREPARE = {"lsuv": _lsuv}
+def _initialize(model, train, seed):
+    """`keras_corrinit.initialize` with its defaults on the training data (its first 1024 samples)."""
+    initialize(model, train, seed=seed, verbose=0)
+
+
+def _anyinit(model, train, seed):
+    """AnyInit's empirical mode (a peer library) on the first 256 training samples."""
+    import anyinit
+
+    anyinit.initialize(model, "empirical", take_batches(train, 1, ANYINIT_SAMPLES)[0], seed=seed)
+
+
+ANYINIT_SAMPLES = 256
+_BUILTIN_PREPARE = {"lsuv": _lsuv, "initialize": _initialize, "anyinit": _anyinit}
+# The arms that start from the model as its builder writes it.
+AS_WRITTEN = ("default", "initialize", "anyinit")
+
+
+def _check_available(name):
+    if name == "anyinit" and importlib.util.find_spec("anyinit") is None:
+        raise ImportError(
+            "The 'anyinit' arm runs AnyInit (a peer library), which is not installed: "
+            'pip install "keras_corrinit[anyinit]".'
+        )
 
 
 class ScaleControl(keras.initializers.Initializer):
@@ -118,6 +160,8 @@ class Arm:
 
 # More layers than any network here has; layer_seeds derives them all at once.
 _MAX_LAYERS = 4096
+_TOKENS = itertools.count()
+_LIVE = weakref.WeakValueDictionary()  # token -> the live _LayerSeeded of a run
 
 
 class _LayerSeeded(keras.initializers.Initializer):
@@ -131,9 +175,26 @@ class _LayerSeeded(keras.initializers.Initializer):
 
     def __init__(self, arm, seed):
         self.seeded, self.seeds = arm.seeded(), iter(layer_seeds(seed, _MAX_LAYERS))
+        self.token = next(_TOKENS)
+        _LIVE[self.token] = self
 
     def __call__(self, shape, dtype=None):
         return self.seeded(next(self.seeds))(shape, dtype=dtype)
+
+    def get_config(self):
+        return {"run_initializer": self.token}
+
+    @classmethod
+    def from_config(cls, config):
+        # Layers that clone their initializer (MultiHeadAttention, per kernel) get this same object back,
+        # so each of their kernels still draws the run's next layer seed (a fresh copy would repeat them).
+        live = _LIVE.get(config.get("run_initializer"))
+        if live is None:
+            raise ValueError(
+                "This initializer is the per-run wrapper `experiments.compare` gives `build_model`; it exists only "
+                "during its run. Rebuild the model with an initializer of its own."
+            )
+        return live
 
 
 class UnidentifiableError(TypeError):
@@ -248,12 +309,14 @@ def _control_of(arm, match=None):
     return dataclasses.replace(arm, name=f"{arm.name}~{match}", control=match, identity=f"{arm.identity}~{match}")
 
 
-def _resolve(name, spec, resolved):
+def _resolve(name, spec, resolved, as_written):
     """One arm from a name and its spec (None: built-in, or an explicit control `<arm>~var|sum`)."""
     if spec is not None:
         return _user_arm(name, spec)
     if name in _BUILTIN_INITIALIZERS:
-        arm = _initializer_arm(name, _BUILTIN_INITIALIZERS[name]())
+        _check_available(name)
+        initializer = as_written if name in AS_WRITTEN and as_written is not None else _BUILTIN_INITIALIZERS[name]()
+        arm = _initializer_arm(name, initializer)
         return dataclasses.replace(arm, prepare=_BUILTIN_PREPARE.get(name))
     base, _, match = name.rpartition("~")
     if match in ("var", "sum") and base in resolved:
@@ -267,8 +330,13 @@ def _resolve(name, spec, resolved):
     )
 
 
-def resolve_arms(arms, baseline, controls):
-    """`[Arm]` for `compare`: the baseline first, each arm then its scale control."""
+def resolve_arms(arms, baseline, controls, as_written=None):
+    """`[Arm]` for `compare`: the baseline first, each arm then its scale control.
+
+    `as_written`: the initializer the builder gives its layers when not
+    told otherwise (None: Keras's `glorot_uniform`), for `default` and
+    `initialize`.
+    """
     if isinstance(arms, str) or not isinstance(arms, (list, tuple, dict)):
         raise TypeError(
             "`arms` must be a list of built-in arm names (e.g. ['he', 'correlated']) or a dict "
@@ -287,7 +355,7 @@ def resolve_arms(arms, baseline, controls):
         items.insert(0, (baseline, None))
     resolved = {}
     for name, spec in items:
-        resolved[name] = _resolve(name, spec, resolved)
+        resolved[name] = _resolve(name, spec, resolved, as_written)
     ordered = sorted(resolved.values(), key=lambda arm: arm.name != baseline)
     if not controls:
         return ordered

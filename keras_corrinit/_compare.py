@@ -27,7 +27,9 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
+import math
 import os
 import socket
 import time
@@ -46,7 +48,9 @@ from keras_corrinit._version import __version__
 
 __all__ = ["compare"]
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: the `schedule` column (the budget protocol)
+# A run's learning rate: the compiled optimizer's as it is, or decaying linearly to zero at the run's end.
+CONSTANT, LINEAR_DECAY = "constant", "linear-to-zero"
 # A row's columns; the settings (every one part of the key) come first.
 SETTING_COLUMNS = (
     "backend",
@@ -58,6 +62,7 @@ SETTING_COLUMNS = (
     "arm_identity",
     "seed",
     "epochs",
+    "schedule",
     "batch_size",
     "metric",
     "monitor",
@@ -157,6 +162,8 @@ def run_task(task):
         model(take_batches(train, 1, row["batch_size"])[0], training=False)
     if task.arm.prepare is not None:
         task.arm.prepare(model, train, row["seed"])
+    if row["schedule"] == LINEAR_DECAY:
+        _decay_to_zero(model, _steps_per_epoch(train, row["batch_size"]) * row["epochs"])
     times = _EpochTimes()
     history = _fit(model, train, test, row, [times] + ([GradientSignMonitor()] if row["monitor"] else []))
     curve_key = f"val_{row['metric']}"
@@ -173,6 +180,43 @@ def run_task(task):
         seconds=round(time.perf_counter() - start, 3),
     )
     return row
+
+
+def _steps_per_epoch(train, batch_size):
+    if _is_arrays(train):
+        return math.ceil(len(train[0]) / batch_size)
+    try:
+        return len(train)  # a PyDataset, or a tf.data.Dataset of known cardinality
+    except TypeError:
+        raise ValueError(
+            "`budgets` decay the learning rate to zero at the last training step, so they need the number of "
+            "steps per epoch: pass array data, a keras.utils.PyDataset or a tf.data.Dataset of known length."
+        ) from None
+
+
+def _decay_to_zero(model, steps):
+    """The budget protocol's schedule: the compiled learning rate, decaying linearly to 0 over `steps`."""
+    optimizer = model.optimizer
+    peak = optimizer.get_config().get("learning_rate")
+    if not isinstance(peak, (int, float)):
+        raise ValueError(
+            "`budgets` replace the optimizer's learning rate by one decaying from it to zero at each budget's "
+            f"end, so the compiled optimizer ({type(optimizer).__name__}) needs a constant float learning rate; "
+            f"its learning_rate is {peak!r}. Compile with a float rate (the schedule's peak)."
+        )
+    optimizer.learning_rate = keras.optimizers.schedules.PolynomialDecay(
+        float(peak), decay_steps=steps, end_learning_rate=0.0, power=1.0
+    )
+
+
+def _budget_list(budgets):
+    values = budgets if isinstance(budgets, (list, tuple, range)) else None
+    if values is None:
+        raise TypeError(f"`budgets` must be a list of epoch counts, e.g. [1, 2, 4, 8]; received {budgets!r}.")
+    values = [check.integer(b, "budgets", minimum=1) for b in values]
+    if len(values) < 1 or len(set(values)) != len(values):
+        raise ValueError(f"`budgets` must hold distinct epoch counts >= 1, at least one; received {list(budgets)}.")
+    return sorted(values)
 
 
 def _key(row):
@@ -408,6 +452,24 @@ def _builder_identity(build_model, baseline, seeds, settings):
     return f"{name} models:{hashlib.sha256(''.join(digests).encode()).hexdigest()[:16]}"
 
 
+def _written_default(build_model):
+    """The default of `build_model`'s first parameter (its kernel initializer) as an initializer, or None."""
+    try:
+        parameters = list(inspect.signature(build_model).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return None
+    if not parameters or parameters[0].default in (inspect.Parameter.empty, None):
+        return None
+    default = parameters[0].default
+    try:
+        return keras.initializers.get(default)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"`build_model`'s first parameter defaults to {default!r}, which is not a Keras initializer; the "
+            "'default' arm passes that default to the builder. Give it an initializer (or name) as default, or none."
+        ) from None
+
+
 def _settings(settings):
     if settings is None:
         return {}
@@ -425,8 +487,9 @@ def compare(
     arms,
     *,
     seeds=5,
-    epochs=10,
-    baseline="he",
+    epochs=None,
+    budgets=None,
+    baseline="default",
     controls=True,
     batch_size=32,
     metric="accuracy",
@@ -456,17 +519,34 @@ def compare(
             that returns it (what an executor's workers call, so that the
             data need not travel). Arrays are fingerprinted into each run's
             key; other data are not, so name them in `settings`.
-        arms: Built-in arm names (`"he"`, `"keras_he"`, `"correlated"`,
-            `"correlated_weight"`, `"enhanced_gamma"`, `"lsuv"`) or a dict
-            `{name: initializer, initializer name or callable(model, train,
-            seed)}` (a callable gets the model built with He-normal and
-            changes it in place); in a dict, None is the built-in arm of
-            that name, and `"<arm>~var": None` or `"<arm>~sum": None` the
-            scale control of a `CorrelatedHeNormal` arm listed before it.
+        arms: Built-in arm names or a dict `{name: initializer,
+            initializer name or callable(model, train, seed)}` (a callable
+            gets the model built with He-normal and changes it in place);
+            in a dict, None is the built-in arm of that name, and
+            `"<arm>~var": None` or `"<arm>~sum": None` the scale control of
+            a `CorrelatedHeNormal` arm listed before it. Built in:
+            `"default"` (the model as written: the default of
+            `build_model`'s first parameter if it has one, else Keras's
+            `glorot_uniform`), `"initialize"` (the model as written, then
+            `keras_corrinit.initialize` on the training data), `"he"`
+            (untruncated He-normal), `"keras_he"`, `"correlated"`,
+            `"correlated_weight"`, `"enhanced_gamma"`, `"lsuv"`
+            (orthogonal, then `lsuv_initialize`).
         seeds: The number of seeds (0, 1, ...) or a list of ints. Default 5.
-        epochs: Epochs per run. Default 10.
+        epochs: Epochs per run, at the compiled optimizer's learning rate.
+            Default 10 (without `budgets`).
+        budgets: The budget protocol: a list of epoch counts such as
+            `[1, 2, 4, 8]`. Each (arm, seed, budget) is a run that trains
+            for `budget` epochs with the learning rate decaying linearly
+            from the compiled optimizer's (a float) to zero at its last
+            step (`keras.optimizers.schedules.PolynomialDecay`, power 1;
+            the same for every arm), so every budget ends annealed, as
+            a user with a schedule would train. The result's
+            `budget_to_target` is then the smallest budget whose mean
+            final metric reaches the baseline's at the largest budget.
+            Not together with `epochs`. Default None.
         baseline: The arm the others are compared with (added if not in
-            `arms`). Default `"he"`, untruncated He-normal.
+            `arms`). Default `"default"`: the model as its builder writes it.
         controls: Add the scale control of every arm whose initializer is a
             `CorrelatedHeNormal` (see the guide). Default True.
         batch_size: Batch size for array data. Default 32.
@@ -504,13 +584,13 @@ def compare(
         >>> x, y = np.random.default_rng(0).normal(size=(32, 8, 8, 1)), np.arange(32) % 2
         >>> result = compare(build, ((x, y), (x, y)), ["correlated"], seeds=2, epochs=1, verbose=0)
         >>> sorted(result.arms())
-        ['correlated', 'correlated~var', 'he']
+        ['correlated', 'correlated~var', 'default']
     """
     if not callable(build_model):
         raise TypeError(f"`build_model` must be callable(kernel_initializer, seed); received {type(build_model)}.")
     if isinstance(arms, (list, tuple, dict)) and not arms:
         raise ValueError("`arms` is empty: name at least one arm to compare with the baseline, e.g. ['lsuv'].")
-    resolved = resolve_arms(arms, baseline, controls)
+    resolved = resolve_arms(arms, baseline, controls, as_written=_written_default(build_model))
     seeds = _seed_list(seeds)
     _check_finite(data)
     common = {
@@ -518,21 +598,32 @@ def compare(
         "keras_version": keras.__version__,
         "package_version": __version__,
         "data": _fingerprint(data),
-        "epochs": check.integer(epochs, "epochs", minimum=1),
         "batch_size": check.integer(batch_size, "batch_size", minimum=1),
         "metric": _metric(metric),
         "monitor": check.boolean(monitor, "monitor"),
         "settings": _settings(settings),
     }
+    if budgets is not None and epochs is not None:
+        raise ValueError(
+            "Pass `epochs` (runs at the compiled learning rate) or `budgets` (each run decays it to zero at its "
+            "budget), not both: with `budgets`, each run trains for its budget's epochs."
+        )
+    lengths = (
+        [(check.integer(10 if epochs is None else epochs, "epochs", minimum=1), CONSTANT)]
+        if budgets is None
+        else [(budget, LINEAR_DECAY) for budget in _budget_list(budgets)]
+    )
     if executor is not None and not isinstance(executor, concurrent.futures.Executor):
         raise TypeError(f"`executor` must be a concurrent.futures.Executor or None; received {type(executor)}.")
     common["builder"] = _builder_identity(build_model, resolved[0], seeds, settings)
     tasks = []
     for arm in resolved:
         for seed in seeds:
-            row = {**common, "arm": arm.name, "arm_identity": arm.identity, "seed": seed}
-            row["key"] = _key(row)
-            tasks.append(_Task(build_model, data, arm, row))
+            for length, schedule in lengths:
+                row = {**common, "arm": arm.name, "arm_identity": arm.identity, "seed": seed}
+                row.update(epochs=length, schedule=schedule)
+                row["key"] = _key(row)
+                tasks.append(_Task(build_model, data, arm, row))
     store = _Store(out, __version__) if out is not None else None
     finished = store.read() if store else {}
     todo = [task for task in tasks if task.row["key"] not in finished]
@@ -571,6 +662,7 @@ def compare(
         rows=[finished[task.row["key"]] for task in tasks],
         baseline=baseline,
         metric=metric,
+        budgets=None if budgets is None else [length for length, _ in lengths],
         controls={
             base: arm.name
             for arm in resolved

@@ -8,7 +8,7 @@ backend and pyplot's current figure are left alone.
 
 import numpy as np
 
-__all__ = ["plot_correlation_profiles", "plot_training_curves"]
+__all__ = ["plot_budgets", "plot_correlation_profiles", "plot_training_curves"]
 
 _DEFAULT_PANELS = ("grad_sign_change", "grad_magnitude", "val_accuracy")
 _TITLES = {
@@ -71,6 +71,38 @@ def plot_training_curves(runs, path, panels=_DEFAULT_PANELS):
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, min(0.5, 0.07 * rows + 0.02), 1, 1))
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_budgets(points, path, metric="accuracy", target=None):
+    """Final test metric against the training budget, one line per arm, with 95% intervals.
+
+    Args:
+        points: `{arm: [(budget, mean, low, high), ...]}`.
+        path: Image file to write.
+        metric: The metric's name, for the axis. Default `"accuracy"`.
+        target: A horizontal line (the baseline's mean at its largest
+            budget); None for none.
+
+    Returns:
+        `path`.
+    """
+    fig = _figure(figsize=(6, 4.2))
+    ax = fig.subplots()
+    for arm, rows in points.items():
+        budgets, mean, low, high = (np.array(column, dtype=float) for column in zip(*rows))
+        ax.plot(budgets, mean, marker="o", label=arm)
+        ax.fill_between(budgets, np.where(np.isnan(low), mean, low), np.where(np.isnan(high), mean, high), alpha=0.2)
+    if target is not None:
+        ax.axhline(target, color="gray", linestyle="--", linewidth=1, label="target")
+    budgets = sorted({row[0] for rows in points.values() for row in rows})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.set_xlabel("budget (epochs; learning rate decays to 0 at the budget)")
+    ax.set_ylabel(f"final test {metric}")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["paired_difference", "t_quantile"]
+__all__ = ["mean_interval", "paired_difference", "t_quantile"]
 
 
 def _t_cdf(t, df):
@@ -67,3 +67,16 @@ def paired_difference(values, baseline, confidence=0.95):
         return {"mean": mean, "low": math.nan, "high": math.nan, "n": len(d)}
     half = t_quantile(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     return {"mean": mean, "low": float(mean - half), "high": float(mean + half), "n": len(d)}
+
+
+def mean_interval(values, confidence=0.95):
+    """Mean and t interval of the mean of `values` (one per seed): `{"mean", "low", "high", "n"}`.
+
+    With fewer than 2 values the interval is NaN (undefined).
+    """
+    v = np.asarray(list(values), dtype=np.float64)
+    mean = float(v.mean()) if len(v) else math.nan
+    if len(v) < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": len(v)}
+    half = t_quantile(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return {"mean": mean, "low": float(mean - half), "high": float(mean + half), "n": len(v)}

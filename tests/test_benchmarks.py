@@ -67,7 +67,73 @@ def test_resnet10_parameter_count_with_batch_norm():
     assert model.count_params() == total
 
 
+def _he(*_):
+    return keras.initializers.HeNormal(seed=0)
+
+
+def test_resnet20_parameter_count_with_batch_norm():
+    model = networks.build("resnet20", (32, 32, 3), 10, _he, batch_norm=True)
+    bn = lambda c: 4 * c  # noqa: E731  (gamma, beta, moving mean and variance)
+    total = 9 * 3 * 16 + bn(16)
+    c_in = 16
+    for c in (16, 32, 64):
+        for _ in range(3):
+            total += 9 * c_in * c + bn(c) + 9 * c * c + bn(c)
+            if c != c_in:
+                total += c_in * c + bn(c)
+            c_in = c
+    total += 64 * 10 + 10
+    assert model.count_params() == total
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == 19 + 2  # 19 + 2 projections
+
+
+def test_keras_io_vit_and_mobilenet_are_built_as_documented():
+    keras_io = networks.build("keras_io", (28, 28, 1), 10, _he)
+    assert keras_io.layers[-1].get_config()["activation"] == "softmax" and keras_io.count_params() == 34826
+    assert "keras_io" in networks.SOFTMAX_HEADS
+    vit = networks.build("vit", (32, 32, 3), 10, _he)
+    attention = [layer for layer in vit.layers if isinstance(layer, keras.layers.MultiHeadAttention)]
+    assert len(attention) == 4 and vit.get_layer("patches").get_config()["strides"] == (4, 4)
+    assert vit.get_layer("patches").output.shape == (None, 8, 8, 64)
+    mobile = networks.build("mobilenet", (32, 32, 3), 10, _he, width=0.5)
+    separable = [layer for layer in mobile.layers if isinstance(layer, keras.layers.SeparableConv2D)]
+    assert [layer.filters for layer in separable] == [32, 64, 64, 128]
+
+
+def test_a_transformer_built_by_compare_draws_each_attention_kernel_anew():
+    """MultiHeadAttention clones its initializer per kernel: each clone must still draw its own layer seed."""
+    from keras_corrinit._arms import resolve_arms
+
+    (arm,) = resolve_arms(["he"], "he", controls=False)
+    run_initializer = arm.make_initializer(0)
+    model = networks.build("vit", (16, 16, 3), 4, lambda: run_initializer)
+    layer = model.get_layer("attention_0")
+    q, k, v = (to_numpy(getattr(layer, name).kernel) for name in ("query_dense", "key_dense", "value_dense"))
+    assert not np.array_equal(q, k) and not np.array_equal(k, v)
+    # He's std with Keras's fans of a (64, 4, 16) kernel: fan_in = 4 x 64; 4,096 draws: 5% is > 4 standard errors
+    assert q.std() == pytest.approx(math.sqrt(2 / (4 * 64)), rel=0.05)
+    rebuilt = arm.make_initializer(0)
+    again = networks.build("vit", (16, 16, 3), 4, lambda: rebuilt)
+    assert np.array_equal(to_numpy(again.get_layer("attention_0").query_dense.kernel), q)
+
+
+def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written():
+    from keras_corrinit._benchmarks.grids import MATRIX
+
+    for name in MATRIX:
+        args = compare.parse_args(["--grid", name, "--out", "x"])
+        assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, ["photos32"])
+        assert args.init == ["default", "uncorrelated", "initialize", "lsuv", "anyinit"]
+    assert compare.parse_args(["--grid", "matrix-keras_io", "--out", "x"]).batch_size == 128
+
+
 def run(*args):
+    """`keras-corrinit compare` on digits (8x8: fast) against `uncorrelated`, unless `args` say otherwise."""
+    return keras_corrinit_cli.main(["compare", "--dataset", "digits", "--baseline", "uncorrelated", *args])
+
+
+def run_main_job(*args):
+    """`keras-corrinit compare` with its own defaults: the README's main job."""
     return keras_corrinit_cli.main(["compare", *args])
 
 
@@ -103,11 +169,11 @@ def test_the_keras_free_options_name_what_the_suite_has():
 
 def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
     out = str(tmp_path)
-    args = ["--seeds", "2", "--epochs", "2", "--max-train", "128", "--out", out]
-    assert run(*args) == 0
+    args = ["--seeds", "2", "--epochs", "2", "--max-train", "128", "--max-test", "64", "--out", out]
+    assert run_main_job(*args) == 0
     rows = _read(out)
-    default_arms = ["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
-    assert [(r["arm"], r["seed"]) for r in rows] == [(a, s) for a in default_arms for s in [0, 1]]
+    main_arms = ["default", "uncorrelated", "initialize", "correlated", "correlated~var"]
+    assert [(r["arm"], r["seed"]) for r in rows] == [(a, s) for a in main_arms for s in [0, 1]]
     settings = rows[0]["settings"]
     assert (rows[0]["backend"], settings["lr"], rows[0]["epochs"], settings["max_train"], settings["batch_norm"]) == (
         keras.backend.backend(),
@@ -116,17 +182,53 @@ def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
         128,
         "off",
     )
+    assert (settings["dataset"], settings["network"]) == ("photos32", "small_cnn")
     assert {r["settings"]["correlation"] for r in rows} == {"builtin"}
+    assert "GlorotUniform" in rows[0]["arm_identity"]
+    assert rows[0]["arm_identity"] == rows[4]["arm_identity"]  # initialize starts from the network as written
     assert all(len(r["sign_change"]) == 2 and len(r["curve"]) == 2 for r in rows)
     table = open(os.path.join(out, "results.md")).read()
-    assert "- digits: 8x8 inputs, mean correlation of adjacent pixels 0.539" in table
-    assert "## dataset digits, network small_cnn, width 1.0, batch_norm off, lr 0.005, l2 0.0" in table
-    assert "| correlated~var |" in table and "Correlation or scale:" in table
-    assert os.path.getsize(os.path.join(out, "curves_digits_small_cnn_1.0_off_0.005_0.0.png")) > 5000
+    assert "- photos32: 32x32 inputs, mean correlation of adjacent pixels" in table
+    assert "## dataset photos32, network small_cnn, width 1.0, batch_norm off, lr 0.005, l2 0.0" in table
+    assert "paired difference to `default`" in table
+    assert "| initialize |" in table and "| correlated~var |" in table and "Correlation or scale:" in table
+    assert os.path.getsize(os.path.join(out, "curves_photos32_small_cnn_1.0_off_0.005_0.0.png")) > 5000
     capsys.readouterr()
-    run(*args)
+    run_main_job(*args)
     assert "10/10" in capsys.readouterr().out  # the progress bar starts full: nothing trained
     assert len(_read(out)) == 10
+
+
+def test_budgets_from_the_command_line(tmp_path):
+    out = str(tmp_path)
+    run(
+        "--init",
+        "initialize",
+        "--budgets",
+        "2",
+        "1",
+        "--seeds",
+        "2",
+        "--max-train",
+        "96",
+        "--max-test",
+        "64",
+        "--out",
+        out,
+    )
+    rows = _read(out)
+    assert sorted({(r["arm"], r["epochs"], r["schedule"]) for r in rows}) == [
+        (arm, budget, "linear-to-zero") for arm in ("initialize", "uncorrelated") for budget in (1, 2)
+    ]
+    table = open(os.path.join(out, "results.md")).read()
+    assert "Budget protocol: each run trains B epochs" in table and "| arm | B=1 | B=2 |" in table
+    assert os.path.getsize(os.path.join(out, "budgets_digits_small_cnn_1.0_off_0.005_0.0.png")) > 5000
+
+
+def test_the_digits_grid_is_the_papers_algorithm_1_table():
+    args = compare.parse_args(["--grid", "digits", "--out", "x"])
+    assert (args.dataset, args.epochs, args.baseline, args.seeds) == (["digits"], 10, "uncorrelated", 5)
+    assert args.init == ["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
 
 
 def test_a_changed_setting_is_a_new_run_reported_separately(tmp_path):

@@ -91,7 +91,9 @@ def test_paired_difference_by_hand():
 
 # ------------------------------------------------------------------ compare
 def test_functional_model_on_arrays_with_controls_and_statistics():
-    result = compare(functional, make_data(), ["correlated", "correlated_weight"], seeds=2, epochs=1, verbose=0)
+    result = compare(
+        functional, make_data(), ["correlated", "correlated_weight"], seeds=2, epochs=1, baseline="he", verbose=0
+    )
     assert result.arms() == ["he", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
     assert result.controls == {"correlated": "correlated~var", "correlated_weight": "correlated_weight~sum"}
     assert [r["seed"] for r in result.rows] == [0, 1] * 5
@@ -132,7 +134,7 @@ def test_layers_sharing_the_arms_initializer_get_different_weights():
         captured["init"] = init
         return functional(init, seed)
 
-    compare(recording, make_data(), ["he"], seeds=1, epochs=1, verbose=0)
+    compare(recording, make_data(), ["default"], seeds=1, epochs=1, verbose=0)
     first, second = captured["init"]((3, 3, 4, 4)), captured["init"]((3, 3, 4, 4))
     assert not np.array_equal(keras.ops.convert_to_numpy(first), keras.ops.convert_to_numpy(second))
 
@@ -149,10 +151,9 @@ def test_subclassed_model_on_tf_data_with_a_users_own_arms():
     result = compare(
         subclassed,
         data,
-        {"mine": mine, "glorot": "glorot_uniform", "lsuv": None}
-        if False
-        else {"mine": mine, "glorot": "glorot_uniform"},
+        {"mine": mine, "glorot": "glorot_uniform"},
         seeds=2,
+        baseline="he",
         epochs=1,
         settings={"data": "make_data, batches of 16"},
         verbose=0,
@@ -163,7 +164,7 @@ def test_subclassed_model_on_tf_data_with_a_users_own_arms():
 
 
 def test_lsuv_arm_changes_the_model_after_it_is_built():
-    result = compare(functional, make_data(), ["lsuv"], seeds=1, epochs=1, verbose=0)
+    result = compare(functional, make_data(), ["lsuv"], seeds=1, epochs=1, baseline="he", verbose=0)
     assert result.arms() == ["he", "lsuv"]
     # Its step after the build: LSUV on the first 32 training images, to unit pre-activation variance (tol 0.1).
     (arm,) = [a for a in resolve_arms(["lsuv"], "he", controls=False) if a.name == "lsuv"]
@@ -171,6 +172,62 @@ def test_lsuv_arm_changes_the_model_after_it_is_built():
     train = make_data()[0]
     arm.prepare(model, train, 0)
     assert abs(pre_activation_variance(model, model.layers[1].name, train[0][:32]) - 1.0) <= 0.1 + 1e-6
+
+
+def _kernels(model):
+    return [keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
+
+
+def test_default_arm_is_the_model_as_written_and_initialize_starts_from_it():
+    # No kernel_initializer default in the builder: Keras's own (glorot_uniform), one draw per layer.
+    default, initialized = resolve_arms(["default", "initialize"], "default", controls=False)
+    assert default.initializer["class_name"] == "GlorotUniform" and default.prepare is None
+    assert initialized.initializer == default.initializer and initialized.prepare is not None
+    kernels = _kernels(functional(default.make_initializer(3), 3))
+    limit = math.sqrt(6 / (9 * 1 + 4))  # Glorot's uniform limit of the first 3x3x1x4 kernel
+    assert np.abs(kernels[0]).max() <= limit and np.abs(kernels[0]).max() > 0.5 * limit
+    assert not np.array_equal(kernels[0][..., :1, :], kernels[1][..., :1, :])  # each layer its own draw
+    assert all(np.array_equal(a, b) for a, b in zip(kernels, _kernels(functional(default.make_initializer(3), 3))))
+    # `initialize` on the training data: the model as written, then its zero head.
+    model = functional(initialized.make_initializer(3), 3)
+    initialized.prepare(model, make_data()[0], 3)
+    after = _kernels(model)
+    assert np.all(after[-1] == 0) and not np.array_equal(after[0], kernels[0])
+
+
+def test_anyinit_arm_redraws_the_model_as_written_and_needs_its_extra(monkeypatch):
+    import importlib.util
+
+    import anyinit
+
+    (arm,) = [a for a in resolve_arms(["anyinit"], "anyinit", controls=False)]
+    as_written = _kernels(functional(arm.make_initializer(2), 2))
+    model = functional(arm.make_initializer(2), 2)
+    (x, _), _ = make_data()
+    arm.prepare(model, make_data()[0], 2)
+    # What AnyInit's own call gives from the same model and samples (the first 256: all 64 here).
+    reference = functional(arm.make_initializer(2), 2)
+    anyinit.initialize(reference, "empirical", x, seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(_kernels(model), _kernels(reference)))
+    assert not np.array_equal(_kernels(model)[0], as_written[0])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "anyinit" else real(name, *a))
+    with pytest.raises(ImportError, match=r"AnyInit .* not installed: pip install \"keras_corrinit\[anyinit\]\""):
+        resolve_arms(["anyinit"], "default", controls=False)
+
+
+def test_default_arm_takes_the_builders_own_default():
+    def with_default(kernel_initializer="he_uniform", seed=0):
+        return functional(kernel_initializer, seed)
+
+    def with_a_wrong_default(kernel_initializer=3, seed=0):
+        return functional(kernel_initializer, seed)
+
+    result = compare(with_default, make_data(), ["default", "initialize"], seeds=1, epochs=1, verbose=0)
+    assert result.rows[0]["arm_identity"] == result.rows[1]["arm_identity"]
+    assert "HeUniform" in result.rows[0]["arm_identity"]
+    with pytest.raises(ValueError, match="`build_model`'s first parameter defaults to 3, which is not a Keras"):
+        compare(with_a_wrong_default, make_data(), ["default"], seeds=1, epochs=1, verbose=0)
 
 
 # -------------------------------------------------------------------- store
@@ -232,7 +289,7 @@ def test_a_callable_objects_settings_are_part_of_its_key(tmp_path):
 
 
 def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
-    compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     meta = json.loads((tmp_path / "store.json").read_text())
     (tmp_path / "store.json").write_text(json.dumps({**meta, "package_version": "0.1.0"}))
     message = (
@@ -240,11 +297,11 @@ def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
         f"{keras_corrinit.__version__} (format 1). Results of different versions are never mixed"
     )
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+        compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     meta["columns"].remove("settings")
     (tmp_path / "store.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"lacks the columns \['settings'\]"):
-        compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+        compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
 
 
 # ---------------------------------------------------------------- bad input
@@ -274,7 +331,7 @@ def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, message):
-    arguments = {"build_model": functional, "data": make_data(), "arms": ["he"], "seeds": 1, "epochs": 1} | kwargs
+    arguments = {"build_model": functional, "data": make_data(), "arms": ["default"], "seeds": 1, "epochs": 1} | kwargs
     with pytest.raises(error, match=message):
         compare(**arguments, verbose=0)
 
@@ -286,7 +343,7 @@ def test_a_model_without_the_metric_or_uncompiled_is_named():
         return model
 
     with pytest.raises(ValueError, match=r"The model logs no 'val_accuracy' \(it logs \["):
-        compare(without_metric, make_data(), ["he"], seeds=1, epochs=1, verbose=0)
+        compare(without_metric, make_data(), ["default"], seeds=1, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="`build_model` must return a compiled model"):
         compare(
             lambda init, seed: keras.Sequential([keras.layers.Dense(2)]),
@@ -299,7 +356,16 @@ def test_a_model_without_the_metric_or_uncompiled_is_named():
 
 
 def test_builtin_arms_are_listed():
-    assert BUILTIN_ARMS == ("correlated", "correlated_weight", "enhanced_gamma", "he", "keras_he", "lsuv")
+    assert BUILTIN_ARMS == (
+        "correlated",
+        "correlated_weight",
+        "default",
+        "enhanced_gamma",
+        "he",
+        "initialize",
+        "keras_he",
+        "lsuv",
+    )
 
 
 # ---------------------------------------------------------- result object
@@ -340,6 +406,88 @@ def test_epochs_to_target_and_the_plot(tmp_path):
         result.final("y")
 
 
+def _budget_rows():
+    # (arm, seed, budget) -> final; `default` reaches 0.8 at B=4 (the target: its mean there).
+    finals = {
+        "default": {1: (0.5, 0.6), 2: (0.7, 0.7), 4: (0.8, 0.8)},
+        "fast": {1: (0.7, 0.75), 2: (0.8, 0.82), 4: (0.86, 0.9)},
+        "slow": {1: (0.4, 0.5), 2: (0.5, 0.5), 4: (0.6, 0.7)},
+    }
+    return [
+        {"arm": arm, "seed": seed, "epochs": budget, "final": f, "curve": [f], "sign_change": [], "seconds": budget}
+        for arm, by_budget in finals.items()
+        for seed in (0, 1)
+        for budget, pair in by_budget.items()
+        for f in [pair[seed]]
+    ]
+
+
+def test_budget_to_target_by_hand_and_its_table(tmp_path):
+    result = Comparison(_budget_rows(), baseline="default", budgets=[1, 2, 4])
+    assert result.target() == pytest.approx(0.8)
+    fast = result.budget_to_target("fast")
+    half = stats.t.ppf(0.975, 1) * np.std([0.8, 0.82], ddof=1) / math.sqrt(2)
+    assert (fast["budget"], fast["fraction"], fast["seconds"], fast["n"]) == (2, 0.5, 2.0, 2)
+    assert (fast["mean"], fast["low"], fast["high"]) == pytest.approx((0.81, 0.81 - half, 0.81 + half))
+    assert result.budget_to_target("default")["budget"] == 4 and result.budget_to_target("slow") is None
+    assert result.final("fast") == {0: 0.86, 1: 0.9} and result.final("fast", 1) == {0: 0.7, 1: 0.75}
+    assert result.difference("fast")["mean"] == pytest.approx(0.08)
+    assert result.difference("fast", budget=1)["mean"] == pytest.approx(0.175)
+    table = result.to_markdown()
+    assert "| arm | B=1 | B=2 | B=4 | difference to default at B=4 | epochs to target |" in table
+    assert "| slow | 0.4500 | 0.5000 | 0.6500 |" in table and "| never | - | - | - |" in table
+    assert f"| 2 | 0.50 | 0.8100 [{0.81 - half:.4f}, {0.81 + half:.4f}] | 2.0 |" in table
+    assert os.path.getsize(result.plot(str(tmp_path / "budgets.png"))) > 1000
+    with pytest.raises(ValueError, match=r"No budget 3; the budgets are \[1, 2, 4\]"):
+        result.final("fast", 3)
+    with pytest.raises(ValueError, match="under the budget protocol use `budget_to_target`"):
+        result.epochs_to_target("fast")
+    with pytest.raises(ValueError, match=r"`budget_to_target` needs runs under the budget protocol"):
+        Comparison(_budget_rows()[:3], baseline="default").budget_to_target("default")
+
+
+def test_budgets_train_each_budget_annealed_to_zero():
+    from keras_corrinit._compare import _decay_to_zero
+
+    result = compare(functional, make_data(), ["he"], seeds=2, budgets=[2, 1], controls=False, verbose=0)
+    assert result.budgets == [1, 2]
+    assert [(r["arm"], r["seed"], r["epochs"], r["schedule"]) for r in result.rows] == [
+        (arm, seed, budget, "linear-to-zero") for arm in ("default", "he") for seed in (0, 1) for budget in (1, 2)
+    ]
+    assert len({r["key"] for r in result.rows}) == 8
+    constant = compare(functional, make_data(), ["default"], seeds=[0], epochs=1, verbose=0).rows[0]
+    annealed = result.rows[0]
+    assert constant["schedule"] == "constant" and constant["key"] != annealed["key"]
+    # The schedule itself: from the compiled rate (0.1) down to 0 at the last of 2 epochs x 2 steps.
+    model = functional("he_normal", 0)
+    _decay_to_zero(model, 4)
+    (x, y), _ = make_data()
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.05)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_budgets_refuse_what_they_cannot_anneal():
+    def scheduled(kernel_initializer, seed):
+        model = functional(kernel_initializer, seed)
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+        model.compile(keras.optimizers.SGD(schedule), LOSS, metrics=["accuracy"])
+        return model
+
+    with pytest.raises(ValueError, match="Pass `epochs` .* or `budgets` .*, not both"):
+        compare(functional, make_data(), ["he"], epochs=2, budgets=[1, 2], verbose=0)
+    with pytest.raises(ValueError, match=r"`budgets` must hold distinct epoch counts >= 1.*\[1, 1\]"):
+        compare(functional, make_data(), ["he"], budgets=[1, 1], verbose=0)
+    with pytest.raises(ValueError, match="`budgets` must be an int >= 1"):
+        compare(functional, make_data(), ["he"], budgets=[0, 2], verbose=0)
+    with pytest.raises(TypeError, match="`budgets` must be a list of epoch counts"):
+        compare(functional, make_data(), ["he"], budgets=4, verbose=0)
+    with pytest.raises(ValueError, match="needs a constant float learning rate; its learning_rate is"):
+        compare(scheduled, make_data(), ["he"], budgets=[1], seeds=1, verbose=0)
+
+
 # ---------------------------------------------------------------- executors
 GRID = {"arms": ["correlated"], "seeds": 2, "epochs": 1, "controls": False, "verbose": 0}
 
@@ -370,7 +518,14 @@ def test_a_process_pool_and_a_dask_cluster_give_the_serial_rows(monkeypatch):
 def test_a_scale_control_named_explicitly_and_one_without_its_arm():
     mine = CorrelatedHeNormal(variance_mode="weight")
     result = compare(
-        functional, make_data(), {"mine": mine, "mine~var": None}, seeds=1, epochs=1, controls=False, verbose=0
+        functional,
+        make_data(),
+        {"mine": mine, "mine~var": None},
+        seeds=1,
+        epochs=1,
+        controls=False,
+        baseline="he",
+        verbose=0,
     )
     assert result.arms() == ["he", "mine", "mine~var"] and result.controls == {"mine": "mine~var"}
     with pytest.raises(ValueError, match=r"`<arm>~var` or `<arm>~sum` names the scale control of an arm listed before"):
@@ -386,11 +541,11 @@ def _store_lines(path):
 
 def test_a_half_written_last_line_is_skipped_with_a_warning_and_its_run_redone(tmp_path):
     BUILDS.clear()
-    compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=tmp_path, verbose=0)
+    compare(counting, make_data(), ["default"], seeds=2, epochs=1, out=tmp_path, verbose=0)
     lines = _store_lines(tmp_path)
     (tmp_path / "runs.jsonl").write_text(lines[0] + lines[1][:40])  # a writer stopped mid-row
     with pytest.warns(UserWarning, match=rf"{tmp_path / 'runs.jsonl'}: line 2 is half-written .* will be redone"):
-        again = compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=tmp_path, verbose=0)
+        again = compare(counting, make_data(), ["default"], seeds=2, epochs=1, out=tmp_path, verbose=0)
     assert len(BUILDS) == (2 + 2) + (2 + 1)  # identity builds, and only the lost run trained again
     assert [json.loads(line)["key"] for line in _store_lines(tmp_path)] == [r["key"] for r in again.rows]
 
@@ -405,17 +560,17 @@ def test_a_half_written_last_line_is_skipped_with_a_warning_and_its_run_redone(t
     ids=["not-json", "no-key", "a-list"],
 )
 def test_a_damaged_store_is_named(tmp_path, damage, message):
-    compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     (tmp_path / "runs.jsonl").write_text(damage(_store_lines(tmp_path)))
     with pytest.raises(ValueError, match=message):
-        compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+        compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
 
 
 def test_store_metadata_that_is_not_an_object_is_named(tmp_path):
-    compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     (tmp_path / "store.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match=r"store.json must hold a JSON object; it holds a list"):
-        compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+        compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
 
 
 class _FinishedFutures(concurrent.futures.Executor):
@@ -442,6 +597,7 @@ def test_runs_finished_beside_a_failed_one_are_kept(tmp_path):
             make_data(),
             {"he": None, "failing": failing_on_seed_1},
             seeds=3,
+            baseline="he",
             epochs=1,
             out=tmp_path,
             executor=_FinishedFutures(),
@@ -494,7 +650,7 @@ def test_partials_and_lambdas_of_other_settings_never_share_a_key(tmp_path):
     import functools
 
     BUILDS.clear()
-    run = functools.partial(compare, data=make_data(), arms=["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    run = functools.partial(compare, data=make_data(), arms=["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     two = run(functools.partial(sized, filters=2))
     sixteen = run(functools.partial(sized, filters=16))
     assert _keys(two).isdisjoint(_keys(sixteen))
@@ -514,9 +670,9 @@ def widened(kernel_initializer, seed):
 
 
 def test_a_model_widened_under_the_same_builder_is_a_new_run(tmp_path, monkeypatch):
-    first = compare(widened, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    first = compare(widened, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     monkeypatch.setitem(WIDTH, "filters", 8)
-    second = compare(widened, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    second = compare(widened, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     assert _keys(first).isdisjoint(_keys(second))
     assert first.rows[0]["builder"].split(" models:")[0] == second.rows[0]["builder"].split(" models:")[0]
 
@@ -528,8 +684,8 @@ def test_data_factories_with_other_arguments_never_share_a_key():
         (x, y), test = make_data()
         return (x[:n], y[:n]), test
 
-    small = compare(functional, functools.partial(data, 32), ["he"], seeds=1, epochs=1, verbose=0)
-    large = compare(functional, functools.partial(data, 64), ["he"], seeds=1, epochs=1, verbose=0)
+    small = compare(functional, functools.partial(data, 32), ["default"], seeds=1, epochs=1, verbose=0)
+    large = compare(functional, functools.partial(data, 64), ["default"], seeds=1, epochs=1, verbose=0)
     assert _keys(small).isdisjoint(_keys(large))
     assert small.rows[0]["data"].startswith("factory partial(") and "arrays sha256:" in small.rows[0]["data"]
 
@@ -542,8 +698,8 @@ def test_what_cannot_be_identified_is_refused_with_the_fix():
         return functional(init, seed)
 
     with pytest.raises(TypeError, match=r"`build_model` cannot be identified .* holds a object .* Pass `settings=`"):
-        compare(builder, make_data(), ["he"], seeds=1, epochs=1, verbose=0)
-    result = compare(builder, make_data(), ["he"], seeds=1, epochs=1, settings={"builder": "v1"}, verbose=0)
+        compare(builder, make_data(), ["default"], seeds=1, epochs=1, verbose=0)
+    result = compare(builder, make_data(), ["default"], seeds=1, epochs=1, settings={"builder": "v1"}, verbose=0)
     assert "(named by `settings`)" in result.rows[0]["builder"]
 
     def arm(model, train, seed):
@@ -561,7 +717,7 @@ def test_summary_reads_a_compare_store_once_per_run_and_names_a_damaged_one(tmp_
     lines = _store_lines(tmp_path)
     (tmp_path / "runs.jsonl").write_text("".join(lines + lines))  # two writers stored every run twice
     ((settings, rows),) = list(cells([tmp_path]))
-    assert len(rows) == len(lines) == 6  # he, correlated, correlated~var on 2 seeds: each once
+    assert len(rows) == len(lines) == 6  # default, correlated, correlated~var on 2 seeds: each once
     assert main([str(tmp_path), "--arms", "correlated"]) == 0
     assert "| arrays sha256:" in capsys.readouterr().out  # one row: the cell, named by its data
     (tmp_path / "runs.jsonl").write_text("garbage\n" + "".join(lines))
@@ -577,7 +733,7 @@ def test_a_run_claimed_by_another_writer_is_waited_for_not_trained_twice(tmp_pat
     import threading
 
     source = tmp_path / "source"
-    compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=source, verbose=0)
+    compare(counting, make_data(), ["default"], seeds=2, epochs=1, out=source, verbose=0)
     rows = _store_lines(source)
     target = tmp_path / "target"
     target.mkdir()
@@ -596,7 +752,7 @@ def test_a_run_claimed_by_another_writer_is_waited_for_not_trained_twice(tmp_pat
         timer = threading.Timer(1.5, other_writer_finishes)
         timer.start()
         BUILDS.clear()
-        result = compare(counting, make_data(), ["he"], seeds=2, epochs=1, out=target, verbose=0)
+        result = compare(counting, make_data(), ["default"], seeds=2, epochs=1, out=target, verbose=0)
         timer.join()
     finally:
         other.kill()
@@ -611,12 +767,12 @@ def test_a_dead_writers_claim_is_taken_over(tmp_path):
     import subprocess
     import sys
 
-    compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     key = json.loads(_store_lines(tmp_path)[0])["key"]
     (tmp_path / "runs.jsonl").write_text("")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / "claims" / key).write_text(f"{socket.gethostname()} {dead.pid}")
-    result = compare(functional, make_data(), ["he"], seeds=1, epochs=1, out=tmp_path, verbose=0)
+    result = compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     assert [r["key"] for r in result.rows] == [key]
     assert len(_store_lines(tmp_path)) == 1

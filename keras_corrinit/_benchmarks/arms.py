@@ -19,8 +19,11 @@
 * The NFM poster: `nfm_kaiming`, `agop_kaiming` (Sigma = the source layer's
   NFM or AGOP, scaled to mean variance 2 / fan_in) and the unscaled `nfm`,
   `agop`. AGOPs are of the convolutions; Dense layers get their NFM.
-* `enhanced_gamma` (`--gamma-base`, `--gamma-granularity`); `lsuv`
-  (orthonormal, then LSUV on one training batch).
+* `enhanced_gamma` (`--gamma-base`, `--gamma-granularity`).
+* `experiments.compare`'s own: `default` (the network as written: Keras's
+  `glorot_uniform` kernels), `initialize` (the network as written, then
+  `keras_corrinit.initialize` on the training data), `lsuv` (orthonormal,
+  then LSUV on one training batch).
 * Depthwise filters (ConvMixer; Trockman et al. 2023), every other kernel
   He-normal: `depthwise_default` (Keras's `glorot_uniform`, as built),
   `depthwise_he`, `covariance_closed_form`, `covariance_learned`, and the
@@ -59,7 +62,7 @@ from keras_corrinit import (
 from keras_corrinit._arms import ScaleControl
 from keras_corrinit._benchmarks import networks
 from keras_corrinit._benchmarks.options import ARMS as ARMS  # re-exported: the suite's arm names
-from keras_corrinit._benchmarks.options import BASE_ARMS, DEPTHWISE, POST_BUILD
+from keras_corrinit._benchmarks.options import BASE_ARMS, BUILTIN, DEPTHWISE, POST_BUILD
 from keras_corrinit._benchmarks.options import CONTROLS as CONTROLS
 
 IDENTITY = SpatialCorrelation.identity()
@@ -89,7 +92,7 @@ PLAIN = {
 }
 # The names (BASE_ARMS, CONTROLS, ARMS, DEPTHWISE, POST_BUILD) are written once, in the keras-free
 # options module that `keras-corrinit compare --help` reads; PLAIN above covers its plain arms.
-assert set(PLAIN) | set(POST_BUILD) | {"lsuv"} == set(BASE_ARMS)
+assert set(PLAIN) | set(POST_BUILD) | set(BUILTIN) == set(BASE_ARMS)
 
 
 def split_control(name):
@@ -137,7 +140,7 @@ def arm_label(name, alpha, alphas):
 def comparison_arms(name, ctx):
     """`compare`'s spec of one arm: an initializer, a callable, or None (built-in, or a listed arm's control)."""
     arm, match = split_control(name)
-    if arm == "lsuv":
+    if arm in BUILTIN:
         return None
     if arm in PLAIN:
         return None if match else PLAIN[arm](ctx)

@@ -69,7 +69,8 @@ class NetworkBuilder:
             if self.optimizer == "sgd"
             else keras.optimizers.Adam(self.lr)
         )
-        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        logits = self.network not in networks.SOFTMAX_HEADS  # a published softmax head stays as published
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=logits), metrics=["accuracy"])
         return model
 
 
@@ -91,7 +92,8 @@ def correlation_id(path):
 def cells(args):
     """Every (data set, network, width, batch norm, lr, L2) the arguments ask for."""
     for dataset in args.dataset:
-        network_names = args.network or (["small_cnn"] if dataset.startswith("digits") else ["vgg8", "resnet10"])
+        built_in = dataset in ("digits", "digits32", "photos32")
+        network_names = args.network or (["small_cnn"] if built_in else ["vgg8", "resnet10"])
         for network, width, bn, lr, l2 in itertools.product(
             network_names, args.width, args.batch_norm, args.lr, args.l2
         ):
@@ -151,7 +153,8 @@ def run_cell(cell, args, executor):
         functools.partial(load_split, cell["dataset"], args.data_dir, args.max_train, args.max_test),
         specs,
         seeds=args.seeds,
-        epochs=args.epochs,
+        epochs=None if args.budgets else args.epochs,
+        budgets=args.budgets,
         baseline=args.baseline,
         controls=False,
         batch_size=args.batch_size,
@@ -298,10 +301,10 @@ def main(argv=None):
     try:
         for cell in cells(args):
             result = run_cell(cell, args, executor)
-            plot = os.path.join(args.out, f"curves_{cell_name(cell)}.png")
+            plot = os.path.join(args.out, f"{'budgets' if args.budgets else 'curves'}_{cell_name(cell)}.png")
             result.plot(plot)
             title = ", ".join(f"{key} {value}" for key, value in cell.items())
-            sections.append(f"## {title}\n\n{result.to_markdown()}\n\nCurves: `{os.path.basename(plot)}`")
+            sections.append(f"## {title}\n\n{result.to_markdown()}\n\nPlot: `{os.path.basename(plot)}`")
             sections += ["\n".join(gamma_notes(cell, args))] if "enhanced_gamma" in args.init else []
     finally:
         if executor is not None:

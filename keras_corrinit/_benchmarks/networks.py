@@ -32,6 +32,24 @@ Exact layer lists (channels at width 1; "M" = 2x2 max pooling; all convs
   initializer (`glorot_uniform`): the arms set them after the build.
   `convmixer6k7_frozen`: the same with the depthwise layers not trainable
   (their kernels, and their zero biases, stay as initialized).
+* keras_io: keras.io's "Simple MNIST convnet" as published: 32 M 64 M
+  (3x3 valid convs, ReLU), Flatten, Dropout 0.5, FC classes with **softmax**
+  (its head is the published one: the suite compiles it without
+  `from_logits`).
+* resnet20: the CIFAR ResNet-20 (He et al. 2016, Section 4.2): a 3x3 stem
+  of 16 channels, three stages of three basic blocks (16, 32, 64 channels,
+  stride 2 from the second stage, 1x1-projection shortcuts where the shape
+  changes), global average pooling, FC classes.
+* mobilenet: a MobileNet-like separable network: a 3x3 stem of 32
+  channels, then SeparableConv2D 3x3 blocks of 64, 128 (stride 2), 128,
+  256 (stride 2) channels, each followed by batch norm (when on) and ReLU,
+  global average pooling, FC classes.
+* vit: a small vision transformer: 4x4 patches embedded by a Conv2D
+  (kernel = stride = 4) to 64 dimensions at width 1, learned position
+  embeddings, 4 pre-norm blocks of 4-head self-attention
+  (`MultiHeadAttention`) and a GELU MLP of twice the width, a final layer
+  norm, mean over tokens, FC classes. `batch_norm` does not apply (layer
+  norm throughout).
 """
 
 import functools
@@ -178,6 +196,111 @@ def convmixer(
     return keras.Model(inputs, outputs, name=f"convmixer{depth}k{kernel_size}{'_frozen' if frozen else ''}")
 
 
+def keras_io(input_shape, classes, kernel_initializer, batch_norm=False, width=1.0, l2=0.0):
+    """The keras.io convnet as published (softmax head); `width` scales its channels."""
+    init = {"kernel_regularizer": _l2(l2)}
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(int(32 * width), 3, activation="relu", kernel_initializer=kernel_initializer(), **init)(
+        inputs
+    )
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(int(64 * width), 3, activation="relu", kernel_initializer=kernel_initializer(), **init)(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Dropout(0.5)(keras.layers.Flatten()(x))
+    outputs = keras.layers.Dense(classes, activation="softmax", kernel_initializer=kernel_initializer(), **init)(x)
+    return keras.Model(inputs, outputs, name="keras_io")
+
+
+def resnet20(input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
+    inputs = keras.Input(input_shape)
+    x = _conv_bn_relu(inputs, int(16 * width), kernel_initializer, batch_norm, l2=l2)
+    for stage, filters in enumerate(int(c * width) for c in (16, 32, 64)):
+        for block in range(3):
+            strides = 2 if stage and not block else 1
+            shortcut = x
+            if strides != 1 or x.shape[-1] != filters:
+                shortcut = keras.layers.Conv2D(
+                    filters,
+                    1,
+                    strides=strides,
+                    use_bias=not batch_norm,
+                    kernel_initializer=kernel_initializer(),
+                    kernel_regularizer=_l2(l2),
+                )(x)
+                shortcut = keras.layers.BatchNormalization()(shortcut) if batch_norm else shortcut
+            y = _conv_bn_relu(x, filters, kernel_initializer, batch_norm, strides=strides, l2=l2)
+            y = _conv_bn_relu(y, filters, kernel_initializer, batch_norm, relu=False, l2=l2)
+            x = keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    return keras.Model(inputs, outputs, name="resnet20")
+
+
+def mobilenet(input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
+    def bn_relu(x):
+        return keras.layers.ReLU()(keras.layers.BatchNormalization()(x) if batch_norm else x)
+
+    inputs = keras.Input(input_shape)
+    x = _conv_bn_relu(inputs, int(32 * width), kernel_initializer, batch_norm, l2=l2)
+    for filters, strides in ((64, 1), (128, 2), (128, 1), (256, 2)):
+        x = keras.layers.SeparableConv2D(
+            int(filters * width),
+            3,
+            strides=strides,
+            padding="same",
+            use_bias=not batch_norm,
+            depthwise_initializer=kernel_initializer(),
+            pointwise_initializer=kernel_initializer(),
+            pointwise_regularizer=_l2(l2),
+        )(x)
+        x = bn_relu(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    return keras.Model(inputs, outputs, name="mobilenet")
+
+
+@keras.saving.register_keras_serializable(package="keras_corrinit_benchmarks")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding per token position (truncated normal, std 0.02, as ViT's)."""
+
+    def build(self, input_shape):
+        self.embedding = self.add_weight(
+            shape=tuple(input_shape[1:]), initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="embedding"
+        )
+
+    def call(self, x):
+        return x + self.embedding
+
+
+def vit(input_shape, classes, kernel_initializer, batch_norm=False, width=1.0, l2=0.0, patch=4, depth=4, heads=4):
+    dim = max(heads, int(64 * width) // heads * heads)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(
+        dim, patch, strides=patch, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2), name="patches"
+    )(inputs)
+    x = PositionEmbedding()(keras.layers.Reshape((-1, dim))(x))
+    for i in range(depth):
+        y = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+        y = keras.layers.MultiHeadAttention(
+            heads,
+            dim // heads,
+            kernel_initializer=kernel_initializer(),
+            kernel_regularizer=_l2(l2),
+            name=f"attention_{i}",
+        )(y, y)
+        x = keras.layers.Add()([x, y])
+        y = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+        y = keras.layers.Dense(2 * dim, activation="gelu", kernel_initializer=kernel_initializer())(y)
+        y = keras.layers.Dense(dim, kernel_initializer=kernel_initializer())(y)
+        x = keras.layers.Add()([x, y])
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization(epsilon=1e-6)(x))
+    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    return keras.Model(inputs, outputs, name="vit")
+
+
+# Networks whose published head ends in softmax: the suite compiles them without `from_logits`.
+SOFTMAX_HEADS = ("keras_io",)
+
 CONVMIXERS = {
     f"convmixer{depth}k{kernel}{suffix}": functools.partial(convmixer, depth, kernel, bool(suffix))
     for depth in (2, 4, 6, 8)
@@ -189,6 +312,10 @@ NETWORKS = {
     **{name: functools.partial(vgg, name) for name in VGG_LAYOUTS},
     **{name: functools.partial(resnet, name) for name in RESNET_BLOCKS},
     "small_cnn": small_cnn,
+    "keras_io": keras_io,
+    "resnet20": resnet20,
+    "mobilenet": mobilenet,
+    "vit": vit,
     **CONVMIXERS,
 }
 

@@ -14,7 +14,8 @@ SUMMARY_DESCRIPTION = "`keras-corrinit summary FOLDER...`: compact tables of fin
 
 DATASETS = ["digits", "digits32", "photos32", "cifar10", "cifar100", "svhn"]
 NETWORKS = sorted(
-    ["vgg8", "vgg16", "vgg19", "resnet10", "resnet18", "resnet34", "small_cnn"]
+    ["vgg8", "vgg16", "vgg19", "resnet10", "resnet18", "resnet34", "small_cnn", "keras_io", "resnet20", "mobilenet"]
+    + ["vit"]
     + [f"convmixer{d}k{k}{s}" for d in (2, 4, 6, 8) for k in (3, 5, 7, 9) for s in ("", "_frozen")]
 )
 _PLAIN = [
@@ -32,7 +33,9 @@ _PLAIN = [
 ]
 DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
 POST_BUILD = ("correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming", *DEPTHWISE)
-BASE_ARMS = sorted(set(_PLAIN) | set(POST_BUILD) | {"lsuv"})
+# Resolved by `experiments.compare` itself: the model as written, `initialize`, LSUV, AnyInit (a peer).
+BUILTIN = ("default", "initialize", "lsuv", "anyinit")
+BASE_ARMS = sorted(set(_PLAIN) | set(POST_BUILD) | set(BUILTIN))
 CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
     "correlated_weight~sum",
     "covariance_closed_form~var",
@@ -40,6 +43,9 @@ CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correl
 ]
 ARMS = BASE_ARMS + CONTROLS
 GAMMA_BASES = ["he_normal", "he_uniform"]
+# The main job (`keras-corrinit compare` with no arguments): the network as written, He, `initialize`,
+# Algorithm 1 and its scale control, on photos32 (natural images, offline), 5 seeds of 4 epochs.
+MAIN_ARMS = ["default", "uncorrelated", "initialize", "correlated", "correlated~var"]
 SUMMARY_ARMS = ["correlated", "correlated~var", "correlated_weight", "correlated_weight~sum", "correlated_learned"]
 
 
@@ -58,32 +64,40 @@ def compare_parser():
     """`keras-corrinit compare`'s options (keras-free: `--help` answers without importing Keras)."""
     p = argparse.ArgumentParser(prog="keras-corrinit compare", description=COMPARE_DESCRIPTION)
     p.add_argument("--grid", help="run a grid behind docs/evidence.md ('list' lists them); later arguments override")
-    p.add_argument("--dataset", nargs="+", default=["digits"], choices=DATASETS)
+    p.add_argument("--dataset", nargs="+", default=["photos32"], choices=DATASETS)
     p.add_argument(
         "--network",
         nargs="+",
         default=None,
         choices=NETWORKS,
-        help="default: small_cnn for digits and digits32, vgg8 and resnet10 otherwise",
+        help="default: small_cnn for digits, digits32 and photos32; vgg8 and resnet10 for the downloaded data sets",
     )
     p.add_argument(
         "--init",
         nargs="+",
-        default=["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"],
+        default=MAIN_ARMS,
         choices=ARMS,
         metavar="ARM",
         help=f"arms, from {ARMS}",
     )
     p.add_argument(
         "--baseline",
-        default="uncorrelated",
+        default="default",
         choices=BASE_ARMS,
         metavar="ARM",
-        help="arm the paired differences are taken to (trained too if not in --init); default uncorrelated",
+        help="arm the paired differences are taken to (trained too if not in --init); default: the network as "
+        "written (Keras's glorot_uniform)",
     )
     p.add_argument("--batch-norm", nargs="+", default=["off"], choices=["off", "on"])
     p.add_argument("--seeds", type=positive, default=5)
-    p.add_argument("--epochs", type=positive, default=10)
+    p.add_argument("--epochs", type=positive, default=4, help="epochs per run at a constant learning rate")
+    p.add_argument(
+        "--budgets",
+        type=positive,
+        nargs="+",
+        help="the budget protocol instead of --epochs: one run per budget, its learning rate decaying to 0 at "
+        "its end; epochs to target = the smallest budget whose mean reaches the baseline's at the largest",
+    )
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, nargs="+", default=[0.005])
     p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum")
@@ -118,4 +132,7 @@ def summary_parser():
     parser = argparse.ArgumentParser(prog="keras-corrinit summary", description=SUMMARY_DESCRIPTION)
     parser.add_argument("folders", nargs="+", help="results folders of `keras-corrinit compare`")
     parser.add_argument("--arms", nargs="+", default=SUMMARY_ARMS)
+    parser.add_argument(
+        "--baseline", help="arm the differences are taken to (default: uncorrelated, he or default, which a cell has)"
+    )
     return parser

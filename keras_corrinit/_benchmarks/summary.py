@@ -61,14 +61,19 @@ def _row_head(s):
     return f"| {s['dataset']} | {s['network']} | {s['batch_norm']} | {s['lr']} | {s['l2']} | "
 
 
+AUTO_BASELINES = ("uncorrelated", "he", "default")
+
+
 def versus_baseline(folders, arms, baseline=None):
-    """Markdown: each arm minus the baseline, per cell (default: `uncorrelated`, or `he` in a store without it)."""
+    """Markdown: each arm minus the baseline, per cell (default: the first of `uncorrelated`, `he`, `default`
+    that the cell has)."""
     lines = [
         "| data | network | batch norm | lr | l2 | " + " | ".join(arms) + " |",
         "|---|---|---|---|---|" + "---|" * len(arms),
     ]
     for settings, rows in cells(folders):
-        base = _finals(rows, baseline or ("uncorrelated" if any(r["arm"] == "uncorrelated" for r in rows) else "he"))
+        present = {r["arm"] for r in rows}
+        base = _finals(rows, baseline or next((a for a in AUTO_BASELINES if a in present), AUTO_BASELINES[0]))
         row_cells = [_cell(paired_difference(_finals(rows, arm), base)) for arm in arms]
         if any(c != "-" for c in row_cells):
             lines.append(_row_head(settings) + " | ".join(row_cells) + " |")
@@ -108,7 +113,7 @@ def comparisons(folders):
 def main(argv=None):
     args = options.summary_parser().parse_args(argv)
     try:
-        print(versus_baseline(args.folders, args.arms))
+        print(versus_baseline(args.folders, args.arms, args.baseline))
         print()
         print(comparisons(args.folders))
     except (OSError, ValueError) as error:

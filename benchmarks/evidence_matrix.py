@@ -1,0 +1,74 @@
+"""Issue 30's evidence matrix: `python benchmarks/evidence_matrix.py [OUT] [--only GRID...]`.
+
+Runs the `matrix-*` grids of `keras-corrinit compare` (see
+`keras_corrinit/_benchmarks/grids.py`: photos32, the budget protocol with
+budgets 1, 2, 4, 5 paired seeds; arms default, uncorrelated (He), initialize,
+lsuv, anyinit) one after the other, each into `OUT/<grid>` (default
+`examples/results/matrix`), resumable: an interrupted run picks up where it
+stopped. Then writes `OUT/summary.md`: per grid, each arm's epochs to the
+default's accuracy at the largest budget (the fraction of that budget), its
+difference to the default at the largest budget with a 95% interval, and the
+mean seconds of its runs at that budget (initialization included).
+"""
+
+import argparse
+import os
+import sys
+
+import keras_corrinit_cli
+from keras_corrinit._benchmarks.grids import MATRIX
+from keras_corrinit._compare import read_runs
+from keras_corrinit._comparison import Comparison
+
+
+def summary(out):
+    lines = [
+        "| grid | arm | epochs to target (fraction of 4) | difference to default at 4 epochs | seconds at 4 epochs |",
+        "|---|---|---|---|---|",
+    ]
+    for grid in MATRIX:
+        folder = os.path.join(out, grid)
+        if not os.path.exists(os.path.join(folder, "runs.jsonl")):
+            lines.append(f"| {grid} | (not run yet) | | | |")
+            continue
+        rows = list(read_runs(folder).values())
+        budgets = sorted({r["epochs"] for r in rows})
+        arms = list(dict.fromkeys(r["arm"] for r in rows))
+        seeds_per = {arm: {(r["seed"], r["epochs"]) for r in rows if r["arm"] == arm} for arm in arms}
+        complete = [arm for arm in arms if len(seeds_per[arm]) == len(seeds_per.get("default", ()))]
+        if "default" not in complete:
+            lines.append(f"| {grid} | (baseline incomplete) | | | |")
+            continue
+        result = Comparison([r for r in rows if r["arm"] in complete], baseline="default", budgets=budgets)
+        for arm in complete:
+            reached = result.budget_to_target(arm)
+            d = result.difference(arm)
+            largest = [r["seconds"] for r in rows if r["arm"] == arm and r["epochs"] == budgets[-1]]
+            to_target = "never" if reached is None else f"{reached['budget']} ({reached['fraction']:.2f})"
+            diff = "-" if arm == "default" else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+            if arm != "default" and (d["low"] > 0 or d["high"] < 0):
+                diff += " *"
+            lines.append(f"| {grid} | {arm} | {to_target} | {diff} | {sum(largest) / len(largest):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default=os.path.join("examples", "results", "matrix"))
+    parser.add_argument("--only", nargs="+", choices=sorted(MATRIX), help="run only these grids")
+    parser.add_argument("--summary-only", action="store_true", help="write the summary of what has finished")
+    args = parser.parse_args(argv)
+    if not args.summary_only:
+        for grid in args.only or MATRIX:
+            print(f"=== {grid}", flush=True)
+            keras_corrinit_cli.main(["compare", "--grid", grid, "--out", os.path.join(args.out, grid)])
+    text = summary(args.out)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
