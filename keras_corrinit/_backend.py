@@ -209,3 +209,13 @@ def stored_dtype(dtype):
         if not jax.config.jax_enable_x64:
             return "float32"
     return dtype
+
+
+def attention_projections(layer):
+    """A MultiHeadAttention's query, key, value and output EinsumDense layers.
+
+    Keras exposes them as properties (`query_dense`...) since 3.x; older
+    releases only as private attributes, read here and nowhere else.
+    """
+    names = ("query_dense", "key_dense", "value_dense", "output_dense")
+    return tuple(getattr(layer, name, None) or getattr(layer, f"_{name}") for name in names)

@@ -42,9 +42,11 @@ import numpy as np
 from keras import ops
 
 from keras_corrinit import _validation as check
+from keras_corrinit._attention import mimetic_kernels
+from keras_corrinit._backend import attention_projections
 from keras_corrinit._data import batch_size_of, iter_samples
 from keras_corrinit._graph import has_graph, output_heads, reading_graphs, residual_branch_ends
-from keras_corrinit._layers import frozen_layers, kernel_slots, unchanged_on_error
+from keras_corrinit._layers import frozen_layers, kernel_slots, unchanged_on_error, walk_layers
 from keras_corrinit._layerwise import layer_seeds
 from keras_corrinit._lsuv import _Settings, scale_layers
 from keras_corrinit._model_pass import (
@@ -64,6 +66,7 @@ __all__ = ["InitializationReport", "InitializedLayer", "initialize"]
 _RESTS = ("he", "identity", "keep")
 _HEADS = ("zero", "lsuv", "keep")
 _RESIDUALS = ("zero_gamma", "zero_last", "keep")
+_ATTENTIONS = ("keep", "mimetic")
 # A patch direction whose variance is below this share of the largest is
 # "constant" (a constant input channel, padding only): whitening it would
 # amplify nothing but rounding.
@@ -142,7 +145,7 @@ def _check_arguments(model, args):
             f"{type(model).__name__}. Wrap a layer in a model: keras.Sequential([keras.Input(shape), layer])."
         )
     args["whiten"] = check.integer(args["whiten"], "whiten", minimum=0)
-    for name, choices in (("rest", _RESTS), ("head", _HEADS), ("residual", _RESIDUALS)):
+    for name, choices in (("rest", _RESTS), ("head", _HEADS), ("residual", _RESIDUALS), ("attention", _ATTENTIONS)):
         if args[name] not in choices:
             raise ValueError(f"`{name}` must be one of {list(choices)}; received {args[name]!r}.")
     if args["eps"] is not None:
@@ -320,6 +323,54 @@ def _may_change(end, model, target_ids, args):
     return not (args["exclude"] and any(p.search(end.layer.name) for p in args["exclude"]))
 
 
+def _attention_layers(model, skipped, names, args):
+    """The self-attention layers `attention="mimetic"` sets: those the selection skipped as having no rule."""
+    frozen = set() if args["include_frozen"] else frozen_layers(model)
+    chosen = []
+    for layer in walk_layers(model):
+        name = names.get(id(layer))
+        if not isinstance(layer, keras.layers.MultiHeadAttention) or name not in skipped or not layer.built:
+            continue
+        query, key, value, output = (tuple(p.kernel.shape) for p in attention_projections(layer))
+        if id(layer) in frozen:
+            skipped[name] = "frozen (trainable=False)"
+        elif not query[0] == key[0] == value[0] == output[-1]:
+            skipped[name] = (
+                f"MultiHeadAttention with query, key, value and output widths {query[0]}, {key[0]}, {value[0]}, "
+                f"{output[-1]}: mimetic initialization needs one model dimension (self-attention)"
+            )
+        else:
+            chosen.append(layer)
+    return chosen
+
+
+def _set_mimetic(layer, seed):
+    projections = attention_projections(layer)
+    shapes = [tuple(p.kernel.shape) for p in projections]
+    for projection, kernel in zip(projections, mimetic_kernels(*shapes, seed)):
+        projection.kernel.assign(ops.convert_to_tensor(kernel, projection.kernel.dtype))
+        if projection.bias is not None:
+            projection.bias.assign(ops.zeros(projection.bias.shape, projection.bias.dtype))
+    return "mimetic attention (QK ~ 0.7 Z + 0.7 I, VO ~ 0.4 Z - 0.4 I)"
+
+
+def mimetic_attention(model, seed=None):
+    """Mimetic kernels for every trainable self-attention layer of `model`, nothing else; returns them.
+
+    What `initialize(..., attention="mimetic")` does to attention, alone: the
+    control that separates it from the rest of `initialize`.
+    """
+    names = display_names(model)
+    candidates = {
+        names[id(layer)]: "" for layer in walk_layers(model) if isinstance(layer, keras.layers.MultiHeadAttention)
+    }
+    layers = _attention_layers(model, candidates, names, {"include_frozen": False})
+    with unchanged_on_error(layers):
+        for layer, layer_seed in zip(layers, layer_seeds(seed, len(layers))):
+            _set_mimetic(layer, layer_seed)
+    return layers
+
+
 def initialize(
     model,
     data,
@@ -328,6 +379,7 @@ def initialize(
     rest="identity",
     head="zero",
     residual="zero_gamma",
+    attention="keep",
     eps=None,
     samples=1024,
     batch_size=128,
@@ -357,7 +409,10 @@ def initialize(
       kernel's own fan-in (k*k), the pointwise kernel's (input channels);
       EinsumDense: kept as built; all of these then LSUV's scale on their
       pre-activation output;
-    - layers with weights no rule covers (MultiHeadAttention, Embedding),
+    - MultiHeadAttention (self-attention): mimetic with
+      `attention="mimetic"` (query-key product near a positive multiple of
+      the identity, value-output near a negative one), else kept;
+    - layers with weights no rule covers (Embedding, attention when kept),
       frozen layers and layers the pass never calls: left alone, listed in
       `report.skipped` with the reason.
 
@@ -384,6 +439,12 @@ def initialize(
             written's accuracy in 1.2 epochs (identity branches 1.8); without
             it, zero last kernels were not better than identity branches
             (-2.1 points, n.s.).
+        attention: `"keep"` (default: MultiHeadAttention as built) or
+            `"mimetic"`: self-attention layers get Trockman and Kolter's
+            mimetic kernels, W_q W_k^T = 0.7 Z / sqrt(d) + 0.7 I and W_v W_o
+            = 0.4 Z / sqrt(d) - 0.4 I summed over heads (Z standard normal,
+            d the model dimension; biases zero), drawn from the layer's
+            seed; not rescaled by LSUV.
         eps: `PatchWhitening`'s eps. Default None (1e-3 x the mean
             eigenvalue of each layer's patch covariance).
         samples: How many samples are measured for the patch statistics.
@@ -452,9 +513,12 @@ def initialize(
     ends = [end for end in ends if _may_change(end, model, target_ids, args) and id(end.layer) not in head_ids]
     ends = [end for end in ends if id(end.layer) not in statistics]
 
-    seeds = dict(zip((id(layer) for layer in targets), layer_seeds(args["seed"], len(targets))))
+    attention = _attention_layers(model, skipped, names, args) if args["attention"] == "mimetic" else []
+    # The attention layers' seeds follow the kernel layers': the kernels' draws are those of attention="keep".
+    ordered = targets + attention
+    seeds = dict(zip((id(layer) for layer in ordered), layer_seeds(args["seed"], len(ordered))))
     what, scaled = {}, []
-    changed = targets + [end.layer for end in ends]
+    changed = ordered + [end.layer for end in ends]
     with unchanged_on_error(changed):
         for layer in targets:
             key = id(layer)
@@ -482,6 +546,9 @@ def initialize(
                 for attribute, kernel in kernels.items():
                     getattr(layer, attribute).assign(kernel)
                 scaled.append(layer)
+        for layer in attention:
+            what[id(layer)] = _set_mimetic(layer, seeds[id(layer)])
+            del skipped[names[id(layer)]]
         for end in ends:
             if end.kind == "gamma":
                 end.layer.gamma.assign(ops.zeros(end.layer.gamma.shape, end.layer.gamma.dtype))
@@ -500,6 +567,8 @@ def initialize(
         before = entry.initial_variance if entry else math.nan
         after = entry.final_variance if entry else (0.0 if zero else math.nan)
         layers.append(InitializedLayer(names[id(layer)], type(layer).__name__, what[id(layer)], before, after))
+    for layer in attention:
+        layers.append(InitializedLayer(names[id(layer)], type(layer).__name__, what[id(layer)], math.nan, math.nan))
     skipped.update(lsuv.skipped)
     passes = (count / batch_size_of(first)) * _share_up_to(lsuv, whitened) if statistics else 0.0
     return InitializationReport(

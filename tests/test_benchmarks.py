@@ -123,7 +123,8 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
     for name in MATRIX:
         args = compare.parse_args(["--grid", name, "--out", "x"])
         assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, ["photos32"])
-        assert args.init == ["default", "uncorrelated", "initialize", "lsuv", "anyinit"]
+        assert args.init[:5] == ["default", "uncorrelated", "initialize", "lsuv", "anyinit"]
+        assert args.init[5:] == (["mimetic", "initialize_mimetic"] if name == "matrix-vit" else [])
     assert compare.parse_args(["--grid", "matrix-keras_io", "--out", "x"]).batch_size == 128
 
 
@@ -394,6 +395,17 @@ def test_tfds_datasets_with_mock_data(tmp_path):
     assert [(r["settings"]["dataset"], r["settings"]["network"], r["arm"]) for r in rows] == [
         ("cifar10", "resnet10", "lsuv")
     ]
+
+
+def test_a_cut_data_set_is_a_random_subset_not_its_first_samples():
+    (x, y), (xt, yt), _ = datasets.load("photos32", max_train=1500, max_test=64)
+    counts = np.bincount(y, minlength=10)
+    # photos32 is stored class by class (300 crops each): the first 1,500 would be 5 classes. A random
+    # 1,500 of 3,000 has 150 per class on average (hypergeometric sd 8.7): all within 5 sd.
+    assert len(y) == 1500 and np.all(np.abs(counts - 150) < 45)
+    assert len(yt) == 64 and len(np.unique(yt)) >= 8
+    (x2, y2), _, _ = datasets.load("photos32", max_train=1500)
+    assert np.array_equal(x2, x) and np.array_equal(y2, y)
 
 
 def test_tfds_failure_says_what_to_download_and_where(tmp_path, monkeypatch):

@@ -482,3 +482,64 @@ def test_conv3d_and_a_strided_dilated_stem():
     )
     report = initialize(strided, IMAGES, whiten=2, max_patches_per_batch=None, seed=0, verbose=0)
     assert report.patches == {"s": 96 * 5 * 5, "d": 96 * 1 * 1}
+
+
+# ------------------------------------------------------------ mimetic attention
+def _attention_model(d=32, heads=4, cross=False):
+    tokens = keras.Input((16, d))
+    other = keras.Input((16, 24)) if cross else tokens
+    x = keras.layers.MultiHeadAttention(heads, d // heads, name="attention")(tokens, other)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(x))
+    return keras.Model([tokens, other] if cross else tokens, outputs)
+
+
+def test_mimetic_factors_are_the_target_exactly_or_its_best_low_rank_approximation():
+    from keras_corrinit._attention import mimetic_factors
+
+    d = 16
+    left, right = mimetic_factors(d, 24, 0.7, 0.7, 1.0, np.random.default_rng(5))
+    target = 0.7 * np.random.default_rng(5).standard_normal((d, d)) / np.sqrt(d) + 0.7 * np.eye(d)
+    assert left.shape == (16, 24) and right.shape == (24, 16)
+    np.testing.assert_allclose(left @ right, target, atol=1e-12)
+    low_left, low_right = mimetic_factors(d, 8, 0.7, 0.7, 1.0, np.random.default_rng(5))
+    s = np.linalg.svd(target, compute_uv=False)
+    # Eckart-Young: the rank-8 error's spectral norm is the 9th singular value.
+    assert np.linalg.norm(target - low_left @ low_right, 2) == pytest.approx(s[8], rel=1e-9)
+
+
+def test_mimetic_attention_products_follow_the_paper():
+    d = 32
+    model = _attention_model(d)
+    x = np.random.default_rng(0).normal(size=(64, 16, d)).astype("float32")
+    report = initialize(model, x, attention="mimetic", seed=3, verbose=0)
+    layer = model.get_layer("attention")
+    (entry,) = [e for e in report if e.name == "attention"]
+    assert entry.what.startswith("mimetic attention") and "attention" not in report.skipped
+    q, k, v, o = (to_numpy(getattr(layer, f"{n}_dense").kernel) for n in ("query", "key", "value", "output"))
+    query_key = q.reshape(d, d) @ k.reshape(d, d).T  # summed over the 4 heads
+    value_output = v.reshape(d, d) @ o.reshape(d, d)
+    off = ~np.eye(d, dtype=bool)
+    # diagonal: beta + alpha Z_ii / sqrt(d), its mean's standard error alpha / d: 0.022 and 0.0125 (tolerance 5 se)
+    assert np.diag(query_key).mean() == pytest.approx(0.7, abs=5 * 0.7 / d)
+    assert np.diag(value_output).mean() == pytest.approx(-0.4, abs=5 * 0.4 / d)
+    # off the diagonal: alpha Z / sqrt(d), std alpha / sqrt(d); 992 values estimate it within 10% (> 4 se)
+    assert query_key[off].std() == pytest.approx(0.7 / math.sqrt(d), rel=0.1)
+    assert value_output[off].std() == pytest.approx(0.4 / math.sqrt(d), rel=0.1)
+    assert all(np.all(to_numpy(getattr(layer, f"{n}_dense").bias) == 0) for n in ("query", "key", "value", "output"))
+    again = _attention_model(d)
+    initialize(again, x, attention="mimetic", seed=3, verbose=0)
+    assert np.array_equal(to_numpy(again.get_layer("attention").query_dense.kernel), q)
+
+
+def test_attention_is_kept_by_default_and_cross_attention_is_named():
+    model = _attention_model()
+    before = [to_numpy(w) for w in model.get_layer("attention").weights]
+    report = initialize(model, np.ones((8, 16, 32), "float32"), seed=0, verbose=0)
+    assert all(np.array_equal(to_numpy(w), b) for w, b in zip(model.get_layer("attention").weights, before))
+    assert report.skipped["attention"].startswith("MultiHeadAttention")
+    cross = _attention_model(cross=True)
+    data = [np.ones((8, 16, 32), "float32"), np.ones((8, 16, 24), "float32")]
+    report = initialize(cross, data, attention="mimetic", seed=0, verbose=0)
+    assert "widths 32, 24, 24, 32: mimetic initialization needs one model dimension" in report.skipped["attention"]
+    with pytest.raises(ValueError, match=r"`attention` must be one of \['keep', 'mimetic'\]; received 'yes'"):
+        initialize(model, np.ones((8, 16, 32), "float32"), attention="yes")

@@ -20,6 +20,10 @@
   NFM or AGOP, scaled to mean variance 2 / fan_in) and the unscaled `nfm`,
   `agop`. AGOPs are of the convolutions; Dense layers get their NFM.
 * `enhanced_gamma` (`--gamma-base`, `--gamma-granularity`).
+* Attention (Trockman and Kolter 2023): `mimetic` (the He-built network,
+  its self-attention layers then mimetic: the control of `uncorrelated`)
+  and `initialize_mimetic` (`initialize(..., attention="mimetic")`: the
+  control of `initialize`).
 * `experiments.compare`'s own: `default` (the network as written: Keras's
   `glorot_uniform` kernels), `initialize` (the network as written, then
   `keras_corrinit.initialize` on the training data), `lsuv` (orthonormal,
@@ -64,6 +68,7 @@ from keras_corrinit._benchmarks import networks
 from keras_corrinit._benchmarks.options import ARMS as ARMS  # re-exported: the suite's arm names
 from keras_corrinit._benchmarks.options import BASE_ARMS, BUILTIN, DEPTHWISE, POST_BUILD
 from keras_corrinit._benchmarks.options import CONTROLS as CONTROLS
+from keras_corrinit._initialize import initialize, mimetic_attention
 
 IDENTITY = SpatialCorrelation.identity()
 CORRELATED = ("correlated", "correlated_weight", "correlated_learned", "correlated_layerwise")
@@ -206,6 +211,12 @@ class PostBuild:
     source_path: str = None
 
     def __call__(self, model, train, seed):
+        if self.arm == "mimetic":
+            mimetic_attention(model, seed=seed)
+            return
+        if self.arm == "initialize_mimetic":
+            initialize(model, train, attention="mimetic", seed=seed, verbose=0)
+            return
         source = load_source(self.source_path) if self.source_path else None
         if self.arm in DEPTHWISE:
             self._depthwise(model, seed, source)

@@ -181,7 +181,7 @@ def load_tfds(name, data_dir=None):
 
 @functools.cache
 def load(name, data_dir=None, max_train=None, max_test=None):
-    """`((x_train, y_train), (x_test, y_test), classes)`, optionally cut.
+    """`((x_train, y_train), (x_test, y_test), classes)`, optionally cut to a random subset.
 
     Loaded once per process for each set of arguments (the arrays are shared:
     do not modify them).
@@ -196,5 +196,13 @@ def load(name, data_dir=None, max_train=None, max_test=None):
         train, test, classes = load_tfds(name, data_dir)
     else:
         raise ValueError(f"Unknown data set {name!r}; choose from {DATASETS}.")
-    cut = lambda pair, n: pair if n is None else (pair[0][:n], pair[1][:n])
-    return cut(train, max_train), cut(test, max_test), classes
+    return _subset(train, max_train), _subset(test, max_test), classes
+
+
+def _subset(pair, n):
+    """`n` samples drawn without replacement (seed 0; original order kept), not the first `n`: photos32
+    is stored class by class, so its first samples are all of one photograph."""
+    if n is None or n >= len(pair[1]):
+        return pair
+    chosen = np.sort(np.random.default_rng(0).permutation(len(pair[1]))[:n])
+    return pair[0][chosen], pair[1][chosen]
