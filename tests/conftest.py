@@ -13,8 +13,10 @@ def to_numpy(x):
 @pytest.fixture(autouse=True)
 def _fresh_keras_session():
     # Every test starts from the same global seed, so that layers built with
-    # Keras's unseeded default initializers are reproducible too.
-    keras.backend.clear_session()
+    # Keras's unseeded default initializers are reproducible too. Python's own
+    # collector frees the earlier tests' models: a full collection per test
+    # (clear_session's default) cost 0.5 s each, a third of the suite's time.
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
 

@@ -36,6 +36,7 @@ def _weight_layers(model):
     "name, expected",
     [("vgg8", 8), ("vgg16", 16), ("vgg19", 19), ("resnet10", 10), ("resnet18", 18), ("resnet34", 34)],
 )
+@pytest.mark.slow
 def test_documented_weight_layer_counts(name, expected):
     model = networks.build(name, (32, 32, 3), 10, he, batch_norm=True, width=0.25)
     layers = _weight_layers(model)
@@ -44,6 +45,7 @@ def test_documented_weight_layer_counts(name, expected):
     assert len(projections) == (3 if name.startswith("resnet") else 0)
 
 
+@pytest.mark.slow
 def test_vgg8_parameter_count_at_half_width_without_batch_norm():
     model = networks.build("vgg8", (32, 32, 3), 10, he, batch_norm=False, width=0.5)
     channels = [32, 64, 128, 128, 256, 256]
@@ -87,6 +89,7 @@ def test_resnet20_parameter_count_with_batch_norm():
     assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == 19 + 2  # 19 + 2 projections
 
 
+@pytest.mark.slow
 def test_keras_io_vit_and_mobilenet_are_built_as_documented():
     keras_io = networks.build("keras_io", (28, 28, 1), 10, _he)
     assert keras_io.layers[-1].get_config()["activation"] == "softmax" and keras_io.count_params() == 34826
@@ -100,6 +103,7 @@ def test_keras_io_vit_and_mobilenet_are_built_as_documented():
     assert [layer.filters for layer in separable] == [32, 64, 64, 128]
 
 
+@pytest.mark.slow
 def test_a_transformer_built_by_compare_draws_each_attention_kernel_anew():
     """MultiHeadAttention clones its initializer per kernel: each clone must still draw its own layer seed."""
     from keras_corrinit._arms import resolve_arms
@@ -147,6 +151,7 @@ def _read(out):
     "argv, expected",
     [(["--help"], "extract"), (["compare", "--help"], "--max-train"), (["summary", "-h"], "folders")],
 )
+@pytest.mark.slow
 def test_help_answers_without_importing_keras(argv, expected):
     code = (
         "import sys, keras_corrinit_cli\n"
@@ -168,6 +173,7 @@ def test_the_keras_free_options_name_what_the_suite_has():
     assert options.SUMMARY_ARMS == summary.DEFAULT_ARMS
 
 
+@pytest.mark.slow
 def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
     out = str(tmp_path)
     args = ["--seeds", "2", "--epochs", "2", "--max-train", "128", "--max-test", "64", "--out", out]
@@ -200,6 +206,7 @@ def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
     assert len(_read(out)) == 10
 
 
+@pytest.mark.slow
 def test_budgets_from_the_command_line(tmp_path):
     out = str(tmp_path)
     run(
@@ -232,6 +239,7 @@ def test_the_digits_grid_is_the_papers_algorithm_1_table():
     assert args.init == ["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
 
 
+@pytest.mark.slow
 def test_a_changed_setting_is_a_new_run_reported_separately(tmp_path):
     out = str(tmp_path)
     base = ["--init", "uncorrelated", "--seeds", "1", "--epochs", "1", "--max-train", "128", "--out", out]
@@ -242,6 +250,7 @@ def test_a_changed_setting_is_a_new_run_reported_separately(tmp_path):
     assert len({r["key"] for r in rows}) == 2 and rows[0]["final"] != rows[1]["final"]
 
 
+@pytest.mark.slow
 def test_a_store_from_another_version_is_refused(tmp_path):
     (tmp_path / "store.json").write_text(json.dumps({"format": 1, "package_version": "0.1.0", "columns": []}))
     with pytest.raises(ValueError, match="was written by keras_corrinit 0.1.0.*never mixed: pass another `out`"):
@@ -273,6 +282,7 @@ def _ordered(names):
     return sorted(names, key=lambda name: "~" in name)
 
 
+@pytest.mark.slow
 def test_every_kind_of_arm_and_the_source_trained_once(tmp_path):
     out = str(tmp_path)
     run("--init", *_ordered(PLAIN_NETWORK_ARMS), *TINY_BUDGET, "--out", out)
@@ -380,6 +390,7 @@ def test_earth_movers_distance_over_std():
     assert compare._emd_over_std(a[::-1].copy(), a, 1.0) == 0.0
 
 
+@pytest.mark.slow
 def test_tfds_datasets_with_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
@@ -446,7 +457,7 @@ def test_unknown_names_and_incompatible_arguments(capsys):
 def test_grids_are_listed_and_expand_to_their_arguments(capsys):
     with pytest.raises(SystemExit):
         compare.parse_args(["--grid", "list"])
-    assert "paper-digits: --dataset digits" in capsys.readouterr().out
+    assert "paper-digits: --epochs 10 --baseline uncorrelated --dataset digits" in capsys.readouterr().out
     args = compare.parse_args(["--grid", "alpha-digits32", "--seeds", "2"])
     assert (args.dataset, args.alpha, args.seeds, args.out) == (
         ["digits32"],
@@ -456,6 +467,7 @@ def test_grids_are_listed_and_expand_to_their_arguments(capsys):
     )
 
 
+@pytest.mark.slow
 def test_depthwise_arms_on_convmixer(tmp_path):
     out = str(tmp_path)
     common = [
@@ -495,6 +507,7 @@ def test_depthwise_arms_on_convmixer(tmp_path):
     assert np.max(np.abs(np.corrcoef(draws)[~np.eye(9, dtype=bool)])) < 5 / np.sqrt(4096)
 
 
+@pytest.mark.slow
 def test_the_paper_experiment_example_runs_on_the_public_api(tmp_path, capsys):
     example = load_example("paper_experiment")
     example.main(["--seeds", "1", "--epochs", "1", "--out", str(tmp_path)])
@@ -535,6 +548,7 @@ def test_photo_crops_never_share_a_pixel_between_train_and_test():
     assert len(held_out) == 4 * 2 + 3 * 1 and len(train_blocks) == 6 * 7 - 11
 
 
+@pytest.mark.slow
 def test_photos32_is_ten_shipped_photographs_balanced_and_spatially_correlated():
     (x, y), (x_test, y_test), classes = datasets.load("photos32")
     assert classes == 10 and x.shape == (3000, 32, 32, 3) and x_test.shape == (1000, 32, 32, 3)
@@ -543,6 +557,7 @@ def test_photos32_is_ten_shipped_photographs_balanced_and_spatially_correlated()
     assert datasets.adjacent_pixel_correlation(x) > 0.9
 
 
+@pytest.mark.slow
 def test_the_evidence_arms_set_what_they_say():
     evidence = load_example("evidence_initialize", folder="benchmarks")
     (x, y), _, classes = datasets.load("digits32")

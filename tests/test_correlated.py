@@ -98,6 +98,7 @@ def test_other_kernel_shapes_use_distance_structure(shape):
     np.testing.assert_allclose(w.var(), expected_var, rtol=Z * math.sqrt(2 / n))
 
 
+@pytest.mark.slow
 def test_layers_accept_initializer_and_depthwise_fan_in():
     init = CorrelatedHeNormal(seed=1)
     for layer, x in [

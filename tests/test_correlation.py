@@ -236,6 +236,7 @@ def test_bad_configs(config, error, message):
         SpatialCorrelation.from_config(config)
 
 
+@pytest.mark.slow
 def test_the_repair_of_a_large_kernel_is_bounded_and_still_valid(monkeypatch):
     # A 32x32 profile far from PSD: the repair may take 10 projections (one
     # eigendecomposition each, plus the final clip), not 200.

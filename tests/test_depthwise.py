@@ -155,6 +155,7 @@ def test_transfer_by_relative_depth_and_kernel_size():
     assert sample.shape == (64, 49)
 
 
+@pytest.mark.slow
 def test_convnext_tiny_reinitialized_in_one_call():
     model = keras.applications.ConvNeXtTiny(weights=None, include_top=False, input_shape=(32, 32, 3))
     pointwise_before = to_numpy(model.get_layer("convnext_tiny_stage_0_block_0_pointwise_conv_1").kernel)

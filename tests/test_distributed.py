@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from keras_corrinit import SpatialCorrelation
 
@@ -166,10 +167,12 @@ def _torch(tmp_path):
             np.testing.assert_allclose(tracked[rank][key], value, rtol=1e-4, atol=tolerance, err_msg=f"{rank} {key}")
 
 
+@pytest.mark.slow
 def test_distributed_engine_matches_one_device(tmp_path):
     {"jax": _jax, "tensorflow": _tensorflow, "torch": _torch}[keras.backend.backend()](tmp_path)
 
 
+@pytest.mark.slow
 def test_initialize_under_data_parallel_gives_the_one_device_weights(tmp_path):
     # Run in a JAX process of its own (8 forced CPU devices) whatever the suite's backend.
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}

@@ -90,6 +90,7 @@ def test_paired_difference_by_hand():
 
 
 # ------------------------------------------------------------------ compare
+@pytest.mark.slow
 def test_functional_model_on_arrays_with_controls_and_statistics():
     result = compare(
         functional, make_data(), ["correlated", "correlated_weight"], seeds=2, epochs=1, baseline="he", verbose=0
@@ -113,6 +114,7 @@ def test_functional_model_on_arrays_with_controls_and_statistics():
     assert "| correlated~var |" in text and "Correlation or scale:" in text
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_run_and_the_arms_differ_in_weights_only():
     data = make_data()
     first = compare(functional, data, ["correlated"], seeds=[4], epochs=1, controls=False, verbose=0)
@@ -120,6 +122,7 @@ def test_the_same_seed_gives_the_same_run_and_the_arms_differ_in_weights_only():
     assert run_rows(first) == run_rows(again)
 
 
+@pytest.mark.slow
 def test_layers_sharing_the_arms_initializer_get_different_weights():
     captured = {}
 
@@ -139,6 +142,7 @@ def test_layers_sharing_the_arms_initializer_get_different_weights():
     assert not np.array_equal(keras.ops.convert_to_numpy(first), keras.ops.convert_to_numpy(second))
 
 
+@pytest.mark.slow
 def test_subclassed_model_on_tf_data_with_a_users_own_arms():
     import tensorflow as tf
 
@@ -163,6 +167,7 @@ def test_subclassed_model_on_tf_data_with_a_users_own_arms():
     assert all(r["settings"] == {"data": "make_data, batches of 16"} for r in result.rows)
 
 
+@pytest.mark.slow
 def test_lsuv_arm_changes_the_model_after_it_is_built():
     result = compare(functional, make_data(), ["lsuv"], seeds=1, epochs=1, baseline="he", verbose=0)
     assert result.arms() == ["he", "lsuv"]
@@ -178,6 +183,7 @@ def _kernels(model):
     return [keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
 
 
+@pytest.mark.slow
 def test_default_arm_is_the_model_as_written_and_initialize_starts_from_it():
     # No kernel_initializer default in the builder: Keras's own (glorot_uniform), one draw per layer.
     default, initialized = resolve_arms(["default", "initialize"], "default", controls=False)
@@ -216,6 +222,7 @@ def test_anyinit_arm_redraws_the_model_as_written_and_needs_its_extra(monkeypatc
         resolve_arms(["anyinit"], "default", controls=False)
 
 
+@pytest.mark.slow
 def test_default_arm_takes_the_builders_own_default():
     def with_default(kernel_initializer="he_uniform", seed=0):
         return functional(kernel_initializer, seed)
@@ -231,6 +238,7 @@ def test_default_arm_takes_the_builders_own_default():
 
 
 # -------------------------------------------------------------------- store
+@pytest.mark.slow
 def test_a_store_resumes_and_a_changed_setting_is_a_new_run(tmp_path):
     BUILDS.clear()
     data = make_data()
@@ -272,6 +280,7 @@ class ScaledKernels:
         return {"factor": self.factor}
 
 
+@pytest.mark.slow
 def test_a_callable_objects_settings_are_part_of_its_key(tmp_path):
     data = make_data()
     run = lambda lr, factor: (
@@ -288,13 +297,14 @@ def test_a_callable_objects_settings_are_part_of_its_key(tmp_path):
     assert other_factor[1]["arm_identity"] == 'test_experiments.ScaledKernels{"factor": 0.5}'
 
 
+@pytest.mark.slow
 def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
     compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     meta = json.loads((tmp_path / "store.json").read_text())
     (tmp_path / "store.json").write_text(json.dumps({**meta, "package_version": "0.1.0"}))
     message = (
-        f"The results store {tmp_path} was written by keras_corrinit 0.1.0 (format 1); this is "
-        f"{keras_corrinit.__version__} (format 1). Results of different versions are never mixed"
+        f"The results store {tmp_path} was written by keras_corrinit 0.1.0 (format 2); this is "
+        f"{keras_corrinit.__version__} (format 2). Results of different versions are never mixed"
     )
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
@@ -336,6 +346,7 @@ def test_bad_arguments_are_named(kwargs, error, message):
         compare(**arguments, verbose=0)
 
 
+@pytest.mark.slow
 def test_a_model_without_the_metric_or_uncompiled_is_named():
     def without_metric(init, seed):
         model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
@@ -357,6 +368,7 @@ def test_a_model_without_the_metric_or_uncompiled_is_named():
 
 def test_builtin_arms_are_listed():
     assert BUILTIN_ARMS == (
+        "anyinit",
         "correlated",
         "correlated_weight",
         "default",
@@ -446,6 +458,7 @@ def test_budget_to_target_by_hand_and_its_table(tmp_path):
         Comparison(_budget_rows()[:3], baseline="default").budget_to_target("default")
 
 
+@pytest.mark.slow
 def test_budgets_train_each_budget_annealed_to_zero():
     from keras_corrinit._compare import _decay_to_zero
 
@@ -492,6 +505,7 @@ def test_budgets_refuse_what_they_cannot_anneal():
 GRID = {"arms": ["correlated"], "seeds": 2, "epochs": 1, "controls": False, "verbose": 0}
 
 
+@pytest.mark.slow
 def test_a_process_pool_and_a_dask_cluster_give_the_serial_rows(monkeypatch):
     serial = run_rows(compare(functional, make_data, **GRID))
     context = multiprocessing.get_context("spawn")
@@ -515,6 +529,7 @@ def test_a_process_pool_and_a_dask_cluster_give_the_serial_rows(monkeypatch):
     assert on_dask == serial
 
 
+@pytest.mark.slow
 def test_a_scale_control_named_explicitly_and_one_without_its_arm():
     mine = CorrelatedHeNormal(variance_mode="weight")
     result = compare(
@@ -539,6 +554,7 @@ def _store_lines(path):
     return (path / "runs.jsonl").read_text().splitlines(keepends=True)
 
 
+@pytest.mark.slow
 def test_a_half_written_last_line_is_skipped_with_a_warning_and_its_run_redone(tmp_path):
     BUILDS.clear()
     compare(counting, make_data(), ["default"], seeds=2, epochs=1, out=tmp_path, verbose=0)
@@ -559,6 +575,7 @@ def test_a_half_written_last_line_is_skipped_with_a_warning_and_its_run_redone(t
     ],
     ids=["not-json", "no-key", "a-list"],
 )
+@pytest.mark.slow
 def test_a_damaged_store_is_named(tmp_path, damage, message):
     compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     (tmp_path / "runs.jsonl").write_text(damage(_store_lines(tmp_path)))
@@ -566,6 +583,7 @@ def test_a_damaged_store_is_named(tmp_path, damage, message):
         compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
 
 
+@pytest.mark.slow
 def test_store_metadata_that_is_not_an_object_is_named(tmp_path):
     compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     (tmp_path / "store.json").write_text("[1, 2]")
@@ -590,6 +608,7 @@ def failing_on_seed_1(model, train, seed):
         raise RuntimeError("seed 1 fails")
 
 
+@pytest.mark.slow
 def test_runs_finished_beside_a_failed_one_are_kept(tmp_path):
     with pytest.raises(RuntimeError, match="seed 1 fails") as caught:
         compare(
@@ -646,6 +665,7 @@ def _keys(result):
     return {row["key"] for row in result.rows}
 
 
+@pytest.mark.slow
 def test_partials_and_lambdas_of_other_settings_never_share_a_key(tmp_path):
     import functools
 
@@ -669,6 +689,7 @@ def widened(kernel_initializer, seed):
     return sized(kernel_initializer, seed, filters=WIDTH["filters"])
 
 
+@pytest.mark.slow
 def test_a_model_widened_under_the_same_builder_is_a_new_run(tmp_path, monkeypatch):
     first = compare(widened, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     monkeypatch.setitem(WIDTH, "filters", 8)
@@ -677,6 +698,7 @@ def test_a_model_widened_under_the_same_builder_is_a_new_run(tmp_path, monkeypat
     assert first.rows[0]["builder"].split(" models:")[0] == second.rows[0]["builder"].split(" models:")[0]
 
 
+@pytest.mark.slow
 def test_data_factories_with_other_arguments_never_share_a_key():
     import functools
 
@@ -710,6 +732,7 @@ def test_what_cannot_be_identified_is_refused_with_the_fix():
 
 
 # ---------------------------------------------------------------- summary
+@pytest.mark.slow
 def test_summary_reads_a_compare_store_once_per_run_and_names_a_damaged_one(tmp_path, capsys):
     from keras_corrinit._benchmarks.summary import cells, main
 
@@ -725,6 +748,7 @@ def test_summary_reads_a_compare_store_once_per_run_and_names_a_damaged_one(tmp_
     assert "runs.jsonl: line 1 is not JSON" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_claimed_by_another_writer_is_waited_for_not_trained_twice(tmp_path):
     import shutil
     import socket
@@ -762,6 +786,7 @@ def test_a_run_claimed_by_another_writer_is_waited_for_not_trained_twice(tmp_pat
     assert not list((target / "claims").iterdir())
 
 
+@pytest.mark.slow
 def test_a_dead_writers_claim_is_taken_over(tmp_path):
     import socket
     import subprocess

@@ -59,6 +59,7 @@ def _check_recovery(estimate, planted):
     np.testing.assert_allclose(estimate.matrix, pooled, atol=Z / math.sqrt(total) + 1e-3)
 
 
+@pytest.mark.slow
 def test_correlation_from_model_recovers_planted_matrices(planted_vgg16):
     model, planted, _ = planted_vgg16
     _check_recovery(correlation_from_model(model), planted)
@@ -108,6 +109,7 @@ def test_conversions_and_json_round_trip(planted_vgg16, tmp_path):
     np.testing.assert_allclose(r_hat, estimate.matrix, atol=Z / 64)
 
 
+@pytest.mark.slow
 def test_layerwise_initialization_and_self_contained_config(planted_vgg16, tmp_path):
     source, planted, _ = planted_vgg16
     estimate = correlation_from_model(source)
@@ -159,6 +161,7 @@ def test_errors(call, error, message):
         call()
 
 
+@pytest.mark.slow
 def test_layer_filter_and_depthwise():
     model = keras.Sequential(
         [
@@ -185,6 +188,7 @@ _OFFLINE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_failed_download_says_which_file_to_place_where(tmp_path, monkeypatch):
     # a proxy on a closed local port makes the real download fail at once
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))

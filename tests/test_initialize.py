@@ -33,6 +33,7 @@ def small_cnn(first_filters=8):
     )
 
 
+@pytest.mark.slow
 def test_whitened_stem_he_rest_and_unit_variance_everywhere():
     model = small_cnn()
     report = initialize(model, IMAGES, rest="he", head="lsuv", batch_size=96, seed=0, verbose=0)
@@ -62,6 +63,7 @@ def test_more_filters_than_whitening_directions_are_he_normal():
     assert report["stem"].what == "PatchWhitening (54 of 64 filters; 10 He-normal)"
 
 
+@pytest.mark.slow
 def test_identity_rest_passes_the_input_through_where_a_convolution_can():
     model = keras.Sequential(
         [
@@ -258,6 +260,7 @@ LABELS = RNG.integers(0, 10, 64)
     ],
     ids=["softmax", "sigmoid", "logits"],
 )
+@pytest.mark.slow
 def test_output_heads_start_near_chance_and_no_kernel_is_blown_up(build, loss, chance):
     model = build()
     labels = LABELS if "Sparse" in type(loss).__name__ else (LABELS % 2).astype("float32")[:, None]
@@ -280,6 +283,7 @@ def test_output_heads_start_near_chance_and_no_kernel_is_blown_up(build, loss, c
     [(True, "zero_gamma"), (False, "zero_last"), (True, "zero_last")],
     ids=["bn", "no-bn-zero-last", "bn-zero-last"],
 )
+@pytest.mark.slow
 def test_residual_blocks_start_as_their_shortcut(batch_norm, residual):
     model = residual_block_model(batch_norm)
     report = initialize(model, IMAGES, residual=residual, seed=0, verbose=0)
@@ -321,6 +325,7 @@ def test_parallel_paths_of_equal_depth_are_not_residual_blocks():
     assert report.residual_ends == [] and report.heads == ["out"]
 
 
+@pytest.mark.slow
 def test_every_layer_kind_is_set_or_listed_as_skipped():
     inputs = keras.Input((12, 12, 3))
     x = keras.layers.Conv2D(8, 3, strides=2, dilation_rate=1, padding="same", activation="relu", name="stem")(inputs)
@@ -442,6 +447,7 @@ def test_include_and_exclude_choose_layers():
     assert [e.name for e in report] == ["stem"]
 
 
+@pytest.mark.slow
 def test_a_keras_application_as_built_starts_near_chance():
     # As its authors built it: a softmax head, batch norm, inverted residual blocks, depthwise
     # convolutions (benchmarks/initialize_applications.py measures eight Applications).
@@ -456,6 +462,7 @@ def test_a_keras_application_as_built_starts_near_chance():
     assert not report.skipped
 
 
+@pytest.mark.slow
 def test_conv3d_and_a_strided_dilated_stem():
     volumes = RNG.normal(size=(32, 6, 6, 6, 2)).astype("float32")
     model = keras.Sequential(

@@ -13,6 +13,7 @@ def built(layer, input_shape):
     return layer
 
 
+@pytest.mark.slow
 def test_every_kernel_kind():
     cases = [
         (built(keras.layers.Conv2D(4, 3), (None, 8, 8, 6)), [("kernel", "kernel_initializer", "conv")]),

@@ -73,6 +73,7 @@ def test_none_and_seed_generator_seeds_and_errors():
         layer_seeds(-1, 2)
 
 
+@pytest.mark.slow
 def test_correlated_layerwise_same_shaped_layers_are_independent_and_reproducible():
     estimate = _estimate()
     first, second = _target(), _target()

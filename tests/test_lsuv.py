@@ -51,6 +51,7 @@ def _residual():
 _output_variance = pre_activation_variance  # LSUV's output: before the layer's fused activation
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [_sequential, _residual])
 def test_every_layer_reaches_unit_variance(build):
     model = build()
@@ -483,6 +484,7 @@ def test_bad_arguments(kwargs, error, message):
         lsuv_initialize(**args)
 
 
+@pytest.mark.slow
 def test_resnet50_nested_in_a_model():
     resnet = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
     inputs = keras.Input((32, 32, 3))

@@ -72,6 +72,7 @@ def _eager_replay(model, optimizer):
     return epochs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_matches_independent_eager_reference(name):
     model = _conv_model()
@@ -224,6 +225,7 @@ _LOAD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_trained_model_saves_and_loads_in_fresh_process(tmp_path):
     model = _conv_model()
     optimizer = keras.optimizers.Adam(0.01)
@@ -279,6 +281,7 @@ def _weights_file(path):
     return found
 
 
+@pytest.mark.slow
 def test_model_saved_after_an_interrupted_fit_keeps_the_optimizer_state(tmp_path):
     model = _conv_model()
     adam = keras.optimizers.Adam(0.01)

@@ -120,6 +120,7 @@ _LOAD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_keras_round_trip_offline(tmp_path):
     model = keras.Sequential(
         [keras.Input((10, 10, 8)), keras.layers.Conv2D(4, 3, kernel_initializer=NFMInit.from_kernel(SOURCE, seed=0))]

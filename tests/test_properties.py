@@ -152,6 +152,7 @@ def _expected_failure(correlation, spatial, alpha, variance_mode):
 @given(
     data=st.data(), shape=kernel_shapes(), alpha=st.floats(0, 3), variance_mode=st.sampled_from(["filter", "weight"])
 )
+@pytest.mark.slow
 def test_correlated_weights_are_finite_or_the_documented_error(data, shape, alpha, variance_mode):
     correlation = data.draw(correlations(math.prod(shape[:-2])))
     if isinstance(correlation, dict):
@@ -181,6 +182,7 @@ def test_correlated_weights_are_finite_or_the_documented_error(data, shape, alph
     seed=seeds,
     dtype=st.sampled_from(DTYPES),
 )
+@pytest.mark.slow
 def test_enhanced_gamma_weights_are_finite(shape, base, granularity, seed, dtype):
     assert _finite_or_named_error(lambda: EnhancedGamma(base, granularity, seed=seed), shape, dtype)
 
@@ -194,6 +196,7 @@ def test_enhanced_gamma_weights_are_finite(shape, base, granularity, seed, dtype
     target_in=st.integers(1, 16),
     target_out=channels,
 )
+@pytest.mark.slow
 def test_nfm_weights_are_finite_for_full_and_spatial_transfer(data, spatial, c_in, c_out, target_in, target_out):
     source = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(*spatial, c_in, c_out))
     init = NFMInit.from_kernel(source, seed=0)
@@ -201,6 +204,7 @@ def test_nfm_weights_are_finite_for_full_and_spatial_transfer(data, spatial, c_i
     _finite(init((*spatial, target_in, target_out)), (*spatial, target_in, target_out))
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(data=st.data(), spatial=spatial_shapes, alpha=st.floats(0, 1))
 def test_random_unit_diagonal_matrices_are_used_repaired_or_refused(data, spatial, alpha):
@@ -303,6 +307,7 @@ def test_invalid_shapes_are_errors_naming_shape(shape, make):
     _assert_names(info.value, "shape")
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(matrix_spatial=spatial_shapes, kernel_spatial=spatial_shapes)
 def test_matrix_for_another_kernel_size_is_an_error_naming_correlation(matrix_spatial, kernel_spatial):
@@ -365,6 +370,7 @@ def test_filter_covariance_with_extreme_scales(spatial, dtype, seed, scale, rank
     scale=extreme,
     scaling=st.sampled_from(["kaiming", "none"]),
 )
+@pytest.mark.slow
 def test_nfm_with_extreme_kernels(spatial, c_in, c_out, target_in, dtype, seed, scale, scaling):
     kernel = np.random.default_rng(c_in).normal(size=(*spatial, c_in, c_out)) * scale
     drew = _finite_or_named_error(
@@ -381,6 +387,7 @@ def test_nfm_with_extreme_kernels(spatial, c_in, c_out, target_in, dtype, seed, 
     alpha=st.one_of(st.floats(0, 1), extreme, st.integers(0, 2).map(np.int64), st.floats(0, 1).map(np.float32)),
     rho=st.floats(0, 1),
 )
+@pytest.mark.slow
 def test_correlated_he_normal_with_any_dtype_seed_and_alpha(shape, dtype, seed, alpha, rho):
     _finite_or_named_error(
         lambda: CorrelatedHeNormal(SpatialCorrelation.exponential_decay(rho), alpha=alpha, seed=seed),

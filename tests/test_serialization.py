@@ -135,6 +135,7 @@ _LOAD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_keras_file_round_trip_in_fresh_process(tmp_path):
     model = _model()
     model.compile("sgd", "mse")
@@ -153,6 +154,7 @@ def test_keras_file_round_trip_in_fresh_process(tmp_path):
     assert configs["c1"]["config"]["alpha"] == 0.5
 
 
+@pytest.mark.slow
 def test_model_export(tmp_path):
     model = _model()
     x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype("float32")
@@ -175,6 +177,7 @@ def test_model_export(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_clone_model_reinitializes_resnet50_convs():
     base = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
 

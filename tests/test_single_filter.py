@@ -108,6 +108,7 @@ def test_table1_as_printed_disagrees_with_the_simulation_and_case_c_is_not_he():
     assert sf.derived_variances("C")[1] > 5 * sf.derived_variances("D")[1]
 
 
+@pytest.mark.slow
 def test_script_writes_the_table_and_plots(tmp_path):
     sf.main(["--out", str(tmp_path), "--seeds", "2"])
     table = (tmp_path / "table.md").read_text()

@@ -51,6 +51,7 @@ def _setup():
     return model, history, optimizer, GradientSignTracker(model.trainable_variables, per_layer=True)
 
 
+@pytest.mark.slow
 def test_custom_loop_with_the_backends_autodiff_matches_fit():
     model, history, optimizer, tracker = _setup()
     for epoch in range(EPOCHS):
