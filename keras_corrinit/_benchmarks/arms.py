@@ -23,7 +23,9 @@
 * Attention (Trockman and Kolter 2023): `mimetic` (the He-built network,
   its self-attention layers then mimetic: the control of `uncorrelated`)
   and `initialize_mimetic` (`initialize(..., attention="mimetic")`: the
-  control of `initialize`).
+  control of `initialize`); `initialize_scale` (`initialize`, then every
+  kernel's filters redrawn in random directions with the norms it chose:
+  its scale without its structure, the scale control of `initialize`).
 * `experiments.compare`'s own: `default` (the network as written: Keras's
   `glorot_uniform` kernels), `initialize` (the network as written, then
   `keras_corrinit.initialize` on the training data), `lsuv` (orthonormal,
@@ -69,6 +71,7 @@ from keras_corrinit._benchmarks.options import ARMS as ARMS  # re-exported: the 
 from keras_corrinit._benchmarks.options import BASE_ARMS, BUILTIN, DEPTHWISE, POST_BUILD
 from keras_corrinit._benchmarks.options import CONTROLS as CONTROLS
 from keras_corrinit._initialize import initialize, mimetic_attention
+from keras_corrinit._layers import kernel_slots, walk_layers
 
 IDENTITY = SpatialCorrelation.identity()
 CORRELATED = ("correlated", "correlated_weight", "correlated_learned", "correlated_layerwise")
@@ -153,6 +156,24 @@ def comparison_arms(name, ctx):
 
 
 # ------------------------------------------------------ post-build arms
+def _random_directions(model, seed):
+    """Every kernel's output filters redrawn in random directions with their norms kept (zeros stay zero).
+
+    `initialize`'s scale control: the filter norms `initialize` chose (after
+    LSUV), none of its structure (whitening, identities).
+    """
+    rng = np.random.default_rng(seed)
+    for layer in walk_layers(model):
+        for slot in kernel_slots(layer):
+            variable = getattr(layer, slot.attribute)
+            kernel = keras.ops.convert_to_numpy(variable)
+            filters = kernel.reshape(-1, kernel.shape[-1])
+            directions = rng.standard_normal(filters.shape)
+            directions /= np.linalg.norm(directions, axis=0, keepdims=True)
+            redrawn = directions * np.linalg.norm(filters, axis=0, keepdims=True)
+            variable.assign(redrawn.reshape(kernel.shape).astype(kernel.dtype))
+
+
 class _DiagonalOf(keras.initializers.Initializer):
     """Independent normal weights with the per-position variances of `reference`'s covariance."""
 
@@ -216,6 +237,10 @@ class PostBuild:
             return
         if self.arm == "initialize_mimetic":
             initialize(model, train, attention="mimetic", seed=seed, verbose=0)
+            return
+        if self.arm == "initialize_scale":
+            initialize(model, train, seed=seed, verbose=0)
+            _random_directions(model, seed)
             return
         source = load_source(self.source_path) if self.source_path else None
         if self.arm in DEPTHWISE:

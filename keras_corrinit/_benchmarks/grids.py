@@ -54,9 +54,11 @@ _MATRIX = "--dataset photos32 --max-train 1500 --budgets 1 2 4 --seeds 5 --basel
 ]
 MATRIX = {
     # keras.io's "Simple MNIST convnet" as published: softmax head, Adam 1e-3, batch 128
-    "matrix-keras_io": _MATRIX + "--network keras_io --optimizer adam --lr 0.001 --batch-size 128".split(),
+    # (with initialize's scale control, here and on VGG-8)
+    "matrix-keras_io": _MATRIX
+    + "initialize_scale --network keras_io --optimizer adam --lr 0.001 --batch-size 128".split(),
     # VGG-8 at width 0.25 without batch norm, SGD
-    "matrix-vgg8": _MATRIX + "--network vgg8 --width 0.25 --batch-norm off --lr 0.005".split(),
+    "matrix-vgg8": _MATRIX + "initialize_scale --network vgg8 --width 0.25 --batch-norm off --lr 0.005".split(),
     # the small ViT (patch 4, 4 blocks, 4 heads, 64 dimensions), Adam
     # (and mimetic attention: alone on the He-built ViT, and inside initialize)
     "matrix-vit": _MATRIX + "mimetic initialize_mimetic --network vit --optimizer adam --lr 0.001".split(),

@@ -34,7 +34,17 @@ _PLAIN = [
 DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
 # Mimetic attention (Trockman and Kolter 2023) alone on the He-built network, and with `initialize`.
 ATTENTION = ("mimetic", "initialize_mimetic")
-POST_BUILD = ("correlated_layerwise", "nfm", "nfm_kaiming", "agop", "agop_kaiming", *DEPTHWISE, *ATTENTION)
+# `initialize`'s scale control: its filter norms in random directions.
+POST_BUILD = (
+    "correlated_layerwise",
+    "nfm",
+    "nfm_kaiming",
+    "agop",
+    "agop_kaiming",
+    *DEPTHWISE,
+    *ATTENTION,
+    "initialize_scale",
+)
 # Resolved by `experiments.compare` itself: the model as written, `initialize`, LSUV, AnyInit (a peer).
 BUILTIN = ("default", "initialize", "lsuv", "anyinit")
 BASE_ARMS = sorted(set(_PLAIN) | set(POST_BUILD) | set(BUILTIN))
