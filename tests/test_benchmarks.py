@@ -55,50 +55,37 @@ def test_vgg8_parameter_count_at_half_width_without_batch_norm():
     assert model.count_params() == convs + dense
 
 
-def test_resnet10_parameter_count_with_batch_norm():
-    model = networks.build("resnet10", (32, 32, 3), 10, he, batch_norm=True, width=0.5)
-    bn = lambda c: 4 * c  # gamma, beta, moving mean and variance
-    total = 9 * 3 * 32 + bn(32)
-    c_in = 32
-    for c in [32, 64, 128, 256]:
-        total += 9 * c_in * c + bn(c) + 9 * c * c + bn(c)
-        if c != c_in:
-            total += c_in * c + bn(c)
-        c_in = c
-    total += 256 * 10 + 10
-    assert model.count_params() == total
-
-
-def _he(*_):
-    return keras.initializers.HeNormal(seed=0)
-
-
-def test_resnet20_parameter_count_with_batch_norm():
-    model = networks.build("resnet20", (32, 32, 3), 10, _he, batch_norm=True)
+@pytest.mark.parametrize(
+    "name, width, stem, stages",
+    [("resnet10", 0.5, 32, [(32, 1), (64, 1), (128, 1), (256, 1)]), ("resnet20", 1.0, 16, [(16, 3), (32, 3), (64, 3)])],
+)
+def test_resnet_parameter_counts_with_batch_norm(name, width, stem, stages):
+    model = networks.build(name, (32, 32, 3), 10, he, batch_norm=True, width=width)
     bn = lambda c: 4 * c  # noqa: E731  (gamma, beta, moving mean and variance)
-    total = 9 * 3 * 16 + bn(16)
-    c_in = 16
-    for c in (16, 32, 64):
-        for _ in range(3):
+    total = 9 * 3 * stem + bn(stem)
+    c_in = stem
+    for c, blocks in stages:
+        for _ in range(blocks):
             total += 9 * c_in * c + bn(c) + 9 * c * c + bn(c)
-            if c != c_in:
+            if c != c_in:  # a 1x1 projection shortcut
                 total += c_in * c + bn(c)
             c_in = c
-    total += 64 * 10 + 10
+    total += c_in * 10 + 10
     assert model.count_params() == total
-    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == 19 + 2  # 19 + 2 projections
+    convolutions = sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
+    assert convolutions == 1 + 2 * sum(blocks for _, blocks in stages) + len(stages) - (stem == stages[0][0])
 
 
 @pytest.mark.slow
 def test_keras_io_vit_and_mobilenet_are_built_as_documented():
-    keras_io = networks.build("keras_io", (28, 28, 1), 10, _he)
+    keras_io = networks.build("keras_io", (28, 28, 1), 10, he)
     assert keras_io.layers[-1].get_config()["activation"] == "softmax" and keras_io.count_params() == 34826
     assert "keras_io" in networks.SOFTMAX_HEADS
-    vit = networks.build("vit", (32, 32, 3), 10, _he)
+    vit = networks.build("vit", (32, 32, 3), 10, he)
     attention = [layer for layer in vit.layers if isinstance(layer, keras.layers.MultiHeadAttention)]
     assert len(attention) == 4 and vit.get_layer("patches").get_config()["strides"] == (4, 4)
     assert vit.get_layer("patches").output.shape == (None, 8, 8, 64)
-    mobile = networks.build("mobilenet", (32, 32, 3), 10, _he, width=0.5)
+    mobile = networks.build("mobilenet", (32, 32, 3), 10, he, width=0.5)
     separable = [layer for layer in mobile.layers if isinstance(layer, keras.layers.SeparableConv2D)]
     assert [layer.filters for layer in separable] == [32, 64, 64, 128]
 
@@ -127,11 +114,11 @@ def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
     def kernels(model):
         return [to_numpy(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
 
-    initialized = networks.build("keras_io", x.shape[1:], classes, _he)
+    initialized = networks.build("keras_io", x.shape[1:], classes, he)
     from keras_corrinit import initialize
 
     initialize(initialized, (x, y), seed=4, verbose=0)
-    control = networks.build("keras_io", x.shape[1:], classes, _he)
+    control = networks.build("keras_io", x.shape[1:], classes, he)
     arms.PostBuild("initialize_scale")(control, (x, y), 4)
     for reference, redrawn in zip(kernels(initialized), kernels(control)):
         norms = np.linalg.norm(reference.reshape(-1, reference.shape[-1]), axis=0)

@@ -67,7 +67,8 @@ VGG_LAYOUTS = {
     "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
 VGG_DENSE = {"vgg8": [512], "vgg16": [512, 512], "vgg19": [512, 512]}
-RESNET_BLOCKS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
+RESNET_BLOCKS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet20": [3, 3, 3]}
+RESNET_BASE = {"resnet20": 16}  # the first stage's channels (64 for the others)
 
 
 def _conv_bn_relu(x, filters, init, batch_norm, strides=1, relu=True, l2=0.0):
@@ -107,9 +108,10 @@ def vgg(name, input_shape, classes, kernel_initializer, batch_norm=True, width=1
 
 def resnet(name, input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
     inputs = keras.Input(input_shape)
-    x = _conv_bn_relu(inputs, int(64 * width), kernel_initializer, batch_norm, l2=l2)
+    base = RESNET_BASE.get(name, 64)
+    x = _conv_bn_relu(inputs, int(base * width), kernel_initializer, batch_norm, l2=l2)
     for stage, blocks in enumerate(RESNET_BLOCKS[name]):
-        filters = int(64 * 2**stage * width)
+        filters = int(base * 2**stage * width)
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
             shortcut = x
@@ -211,31 +213,6 @@ def keras_io(input_shape, classes, kernel_initializer, batch_norm=False, width=1
     return keras.Model(inputs, outputs, name="keras_io")
 
 
-def resnet20(input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
-    inputs = keras.Input(input_shape)
-    x = _conv_bn_relu(inputs, int(16 * width), kernel_initializer, batch_norm, l2=l2)
-    for stage, filters in enumerate(int(c * width) for c in (16, 32, 64)):
-        for block in range(3):
-            strides = 2 if stage and not block else 1
-            shortcut = x
-            if strides != 1 or x.shape[-1] != filters:
-                shortcut = keras.layers.Conv2D(
-                    filters,
-                    1,
-                    strides=strides,
-                    use_bias=not batch_norm,
-                    kernel_initializer=kernel_initializer(),
-                    kernel_regularizer=_l2(l2),
-                )(x)
-                shortcut = keras.layers.BatchNormalization()(shortcut) if batch_norm else shortcut
-            y = _conv_bn_relu(x, filters, kernel_initializer, batch_norm, strides=strides, l2=l2)
-            y = _conv_bn_relu(y, filters, kernel_initializer, batch_norm, relu=False, l2=l2)
-            x = keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
-    return keras.Model(inputs, outputs, name="resnet20")
-
-
 def mobilenet(input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
     def bn_relu(x):
         return keras.layers.ReLU()(keras.layers.BatchNormalization()(x) if batch_norm else x)
@@ -313,7 +290,6 @@ NETWORKS = {
     **{name: functools.partial(resnet, name) for name in RESNET_BLOCKS},
     "small_cnn": small_cnn,
     "keras_io": keras_io,
-    "resnet20": resnet20,
     "mobilenet": mobilenet,
     "vit": vit,
     **CONVMIXERS,
