@@ -207,6 +207,7 @@ def test_anyinit_arm_redraws_the_model_as_written_and_needs_its_extra(monkeypatc
     import anyinit
 
     (arm,) = [a for a in resolve_arms(["anyinit"], "anyinit", controls=False)]
+    assert arm.identity.endswith(f" anyinit {anyinit.__version__}")  # its version is part of every run's key
     as_written = _kernels(functional(arm.make_initializer(2), 2))
     model = functional(arm.make_initializer(2), 2)
     (x, _), _ = make_data()
