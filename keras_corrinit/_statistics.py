@@ -61,12 +61,7 @@ def paired_difference(values, baseline, confidence=0.95):
         interval is NaN (undefined).
     """
     seeds = sorted(set(values) & set(baseline))
-    d = np.array([values[s] - baseline[s] for s in seeds], dtype=np.float64)
-    mean = float(d.mean()) if len(d) else math.nan
-    if len(d) < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan, "n": len(d)}
-    half = t_quantile(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-    return {"mean": mean, "low": float(mean - half), "high": float(mean + half), "n": len(d)}
+    return mean_interval([values[s] - baseline[s] for s in seeds], confidence)
 
 
 def mean_interval(values, confidence=0.95):
