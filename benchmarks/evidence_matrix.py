@@ -34,12 +34,16 @@ def summary(out):
             lines.append(f"| {grid} | (not run yet) | | | | |")
             continue
         rows = list(read_runs(folder).values())
+        made_by = sorted({f"{r['backend']} {r['package_version']}" for r in rows})
+        if len(made_by) > 1:  # never one table from two versions' runs: move the older folder away, rerun
+            raise ValueError(f"{folder} holds runs of {made_by}: move one version's runs away and rerun the grid.")
+        grid_label = f"{grid} ({made_by[0]})"
         budgets = sorted({r["epochs"] for r in rows})
         arms = list(dict.fromkeys(r["arm"] for r in rows))
         seeds_per = {arm: {(r["seed"], r["epochs"]) for r in rows if r["arm"] == arm} for arm in arms}
         complete = [arm for arm in arms if len(seeds_per[arm]) == len(seeds_per.get("default", ()))]
         if "default" not in complete:
-            lines.append(f"| {grid} | (baseline incomplete) | | | | |")
+            lines.append(f"| {grid_label} | (baseline incomplete) | | | | |")
             continue
         result = Comparison([r for r in rows if r["arm"] in complete], baseline="default", budgets=budgets)
         for arm in complete:
@@ -53,7 +57,7 @@ def summary(out):
             diff = "-" if arm == "default" else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
             if arm != "default" and (d["low"] > 0 or d["high"] < 0):
                 diff += " *"
-            lines.append(f"| {grid} | {arm} | {to_target} | {diff} | {seconds:.1f} | {before_fit:.1f} |")
+            lines.append(f"| {grid_label} | {arm} | {to_target} | {diff} | {seconds:.1f} | {before_fit:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -186,6 +186,11 @@ def _branch_end(start, members, by_name, inputs):
             return BranchEnd(layer, "gamma")  # a normalization's scale, or a layer scale (ConvNeXt)
         if layer is not None and kernel_slots(layer):
             return BranchEnd(layer, "kernel")
+        # Only weightless layers (activations, dropout, reshapes) are walked through: a branch that ends in
+        # attention or an embedding ends there, and a normalization before it (a pre-norm transformer's) is
+        # its input, not its end -- a zero gamma there would silence the attention and its gradients.
+        if layer is not None and layer.weights:
+            return None
         if isinstance(layer, keras.Model) or len(inputs.get(name, [])) != 1:
             return None
         name = inputs[name][0]

@@ -749,6 +749,28 @@ def test_summary_reads_a_compare_store_once_per_run_and_names_a_damaged_one(tmp_
     assert "runs.jsonl: line 1 is not JSON" in capsys.readouterr().err
 
 
+def test_summary_never_averages_runs_of_another_version_backend_or_schedule(tmp_path, capsys):
+    from keras_corrinit._benchmarks.summary import cells, main
+
+    compare(functional, make_data(), ["correlated"], seeds=2, epochs=1, out=tmp_path, verbose=0)
+    rows = [json.loads(line) for line in _store_lines(tmp_path)]
+    changes = [("package_version", "0.0.1"), ("backend", "other"), ("schedule", "linear-to-zero")]
+    rows += [
+        {**row, field: value, "key": row["key"] + field, "final": row["final"] * (0.5 + 0.1 * row["seed"])}
+        for field, value in changes
+        for row in rows
+    ]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    found = list(cells([tmp_path]))
+    assert len(found) == 4 and all(len(cell_rows) == 6 for _, cell_rows in found)
+    assert main([str(tmp_path), "--arms", "correlated"]) == 0
+    out = capsys.readouterr().out
+    backend, version = keras.backend.backend(), keras_corrinit.__version__
+    for made_by in ("0.0.1, 1 epochs constant", f"{version}, 1 epochs linear-to-zero", f"{version}, 1 epochs constant"):
+        assert f"| {backend} {made_by} |" in out  # each cell says what made it
+    assert f"| other {version}, 1 epochs constant |" in out
+
+
 @pytest.mark.slow
 def test_a_run_claimed_by_another_writer_is_waited_for_not_trained_twice(tmp_path):
     import shutil

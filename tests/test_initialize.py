@@ -315,6 +315,30 @@ def test_branches_without_a_normalization_and_residual_keep_are_set_like_any_lay
     assert abs(report["a2"].variance_after - 1.0) < 0.1
 
 
+def test_a_pre_norm_transformer_block_keeps_its_normalizations():
+    # Add(x, attention(LayerNorm(x))): the layer norm is the branch's input, not its end. A zero gamma
+    # there (0.3.0.dev0 walked through the attention to it) silenced the attention and its gradients.
+    inputs = keras.Input((16, 32))
+    y = keras.layers.LayerNormalization(name="pre_attention")(inputs)
+    x = keras.layers.Add()([inputs, keras.layers.MultiHeadAttention(4, 8, name="attention")(y, y)])
+    y = keras.layers.LayerNormalization(name="pre_mlp")(x)
+    y = keras.layers.Dense(32, name="mlp_out")(keras.layers.Dense(64, activation="gelu", name="mlp_in")(y))
+    x = keras.layers.Add()([x, y])
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    tokens = np.random.default_rng(0).normal(size=(64, 16, 32)).astype("float32")
+    report = initialize(model, tokens, attention="mimetic", seed=0, verbose=0)
+    assert report.residual_ends == []
+    for name in ("pre_attention", "pre_mlp"):
+        np.testing.assert_array_equal(to_numpy(model.get_layer(name).gamma), 1.0)
+    attended = keras.Model(inputs, model.get_layer("attention").output)(tokens)
+    assert float(np.std(to_numpy(attended))) > 0.1  # the mimetic attention is live at the start
+    # zero_last silences the MLP branch through its last kernel (SkipInit), not the attention's normalization
+    report = initialize(model, tokens, residual="zero_last", seed=0, verbose=0)
+    assert report.residual_ends == ["mlp_out"]
+    np.testing.assert_array_equal(to_numpy(model.get_layer("pre_attention").gamma), 1.0)
+
+
 def test_parallel_paths_of_equal_depth_are_not_residual_blocks():
     inputs = keras.Input((12, 12, 3))
     a = keras.layers.Conv2D(4, 3, padding="same", name="left")(inputs)

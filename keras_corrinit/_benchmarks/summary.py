@@ -36,12 +36,20 @@ def cells(folders):
             if key in seen:
                 continue
             seen.add(key)
-            identity = {**row.get("settings", {}), "epochs": row.get("epochs"), "batch_size": row.get("batch_size")}
+            # Everything a run's key holds besides arm and seed: rows that differ in any of it (another backend,
+            # package version or schedule in the same folder) are other cells, never averaged together.
+            identity = {
+                **row.get("settings", {}),
+                **{field: row.get(field) for field in RUN_FIELDS},
+            }
             if "dataset" not in identity:  # a store of experiments.compare: the data and model identify the cell
                 identity.update(data=row.get("data"), builder=row.get("builder"))
             groups.setdefault(json.dumps(identity, sort_keys=True, default=str), []).append(row)
     for key in sorted(groups):
         yield json.loads(key), groups[key]
+
+
+RUN_FIELDS = ("epochs", "batch_size", "schedule", "metric", "monitor", "backend", "keras_version", "package_version")
 
 
 def _finals(rows, arm):
@@ -55,10 +63,14 @@ def _cell(d):
     return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]{mark}"
 
 
+def _made_by(s):
+    return f"{s.get('backend')} {s.get('package_version')}, {s.get('epochs')} epochs {s.get('schedule') or 'constant'}"
+
+
 def _row_head(s):
     if "dataset" not in s:
-        return f"| {s.get('data', '-')} | {s.get('builder', '-')} | - | - | - | "
-    return f"| {s['dataset']} | {s['network']} | {s['batch_norm']} | {s['lr']} | {s['l2']} | "
+        return f"| {s.get('data', '-')} | {s.get('builder', '-')} | - | - | - | {_made_by(s)} | "
+    return f"| {s['dataset']} | {s['network']} | {s['batch_norm']} | {s['lr']} | {s['l2']} | {_made_by(s)} | "
 
 
 AUTO_BASELINES = ("uncorrelated", "he", "default")
@@ -68,8 +80,8 @@ def versus_baseline(folders, arms, baseline=None):
     """Markdown: each arm minus the baseline, per cell (default: the first of `uncorrelated`, `he`, `default`
     that the cell has)."""
     lines = [
-        "| data | network | batch norm | lr | l2 | " + " | ".join(arms) + " |",
-        "|---|---|---|---|---|" + "---|" * len(arms),
+        "| data | network | batch norm | lr | l2 | run | " + " | ".join(arms) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(arms),
     ]
     for settings, rows in cells(folders):
         present = {r["arm"] for r in rows}
@@ -83,8 +95,8 @@ def versus_baseline(folders, arms, baseline=None):
 def comparisons(folders):
     """Markdown rows: one per cell that has both arms of a comparison; tallies; diverged runs."""
     lines = [
-        "| data | network | batch norm | lr | l2 | " + " | ".join(f"{a} - {b}" for a, b in COMPARISONS) + " |",
-        "|---|---|---|---|---|" + "---|" * len(COMPARISONS),
+        "| data | network | batch norm | lr | l2 | run | " + " | ".join(f"{a} - {b}" for a, b in COMPARISONS) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(COMPARISONS),
     ]
     tallies = {pair: [0, 0, 0] for pair in COMPARISONS}  # significantly above, below, neither
     diverged = {}
