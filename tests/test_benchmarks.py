@@ -1,4 +1,4 @@
-"""The built-in benchmarks: `keras-corrinit compare` on keras_corrinit.experiments (keras_corrinit._benchmarks)."""
+"""The built-in suite: `keras-corrinit compare` on keras_corrinit.experiments (keras_corrinit.experiments._suite)."""
 
 import itertools
 import json
@@ -13,10 +13,12 @@ import pytest
 
 import keras_corrinit_cli
 from conftest import load_example, to_numpy
-from keras_corrinit import CorrelatedHeNormal, resample_covariance
-from keras_corrinit._arms import ScaleControl
-from keras_corrinit._benchmarks import arms, compare, datasets, networks
-from keras_corrinit._comparison import _verdict
+from keras_corrinit import CorrelatedHeNormal
+from keras_corrinit.correlation import resample_covariance
+from keras_corrinit.experiments._comparison import _verdict
+from keras_corrinit.experiments._suite import arms, datasets, networks
+from keras_corrinit.experiments._suite import command as compare
+from keras_corrinit.initializers import ScaleControl
 
 # The benchmarks need the `examples` extra; without it these tests are skipped, saying so.
 pytest.importorskip("sklearn", reason="needs scikit-learn: pip install 'keras_corrinit[examples]'")
@@ -93,7 +95,7 @@ def test_keras_io_vit_and_mobilenet_are_built_as_documented():
 @pytest.mark.slow
 def test_a_transformer_built_by_compare_draws_each_attention_kernel_anew():
     """MultiHeadAttention clones its initializer per kernel: each clone must still draw its own layer seed."""
-    from keras_corrinit._arms import resolve_arms
+    from keras_corrinit.experiments._arms import resolve_arms
 
     (arm,) = resolve_arms(["he"], "he", controls=False)
     run_initializer = arm.make_initializer(0)
@@ -131,7 +133,7 @@ def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
 
 
 def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written():
-    from keras_corrinit._benchmarks.grids import MATRIX
+    from keras_corrinit.experiments._suite.grids import MATRIX
 
     for name in MATRIX:
         args = compare.parse_args(["--grid", name, "--out", "x"])
@@ -175,7 +177,7 @@ def test_help_answers_without_importing_keras(argv, expected):
 
 
 def test_the_keras_free_options_name_what_the_suite_has():
-    from keras_corrinit._benchmarks import options, summary
+    from keras_corrinit.experiments._suite import options, summary
 
     assert options.DATASETS == datasets.DATASETS
     assert options.NETWORKS == sorted(networks.NETWORKS)

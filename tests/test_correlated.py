@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_corrinit import (
-    DEFAULT_CORRELATION,
-    CorrelatedHeNormal,
-    EnhancedGamma,
-    NFMInit,
-    SpatialCorrelation,
-    matrix_profile,
-)
+from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit, SpatialCorrelation
+from keras_corrinit.correlation import matrix_profile
+from keras_corrinit.initializers import DEFAULT_CORRELATION
 
 # Sample statistics are checked at 5 standard errors: with the fixed seeds
 # below a correct implementation passes; a wrong formula is off by far more.

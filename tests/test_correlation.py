@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_corrinit import (
-    SpatialCorrelation,
+from keras_corrinit import SpatialCorrelation
+from keras_corrinit.correlation import (
     filter_covariance,
     matrix_profile,
     nearest_correlation_matrix,
@@ -240,7 +240,7 @@ def test_bad_configs(config, error, message):
 def test_the_repair_of_a_large_kernel_is_bounded_and_still_valid(monkeypatch):
     # A 32x32 profile far from PSD: the repair may take 10 projections (one
     # eigendecomposition each, plus the final clip), not 200.
-    from keras_corrinit import _correlation as correlation_module
+    from keras_corrinit.correlation import _spatial as correlation_module
 
     calls = []
     original = correlation_module._symmetric_eigh

@@ -7,17 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, weights_of
-from keras_corrinit import (
-    ConstructedFilterCovariance,
-    DepthwiseCovariance,
-    FilterCovariance,
-    apply_initializers,
-    depthwise_covariance_from_model,
-    depthwise_layerwise_initializers,
-    filter_covariance,
-    reinitialize_depthwise,
-    resample_covariance,
-)
+from keras_corrinit.correlation import filter_covariance, resample_covariance
+from keras_corrinit.extraction import DepthwiseCovariance, depthwise_covariance_from_model
+from keras_corrinit.initializers import ConstructedFilterCovariance, FilterCovariance
+from keras_corrinit.layerwise import apply_initializers, depthwise_layerwise_initializers, reinitialize_depthwise
 
 
 def to_numpy(x):

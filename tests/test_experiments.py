@@ -15,9 +15,9 @@ from scipy import stats
 import keras_corrinit
 from conftest import pre_activation_variance
 from keras_corrinit import CorrelatedHeNormal, SpatialCorrelation
-from keras_corrinit._arms import resolve_arms
-from keras_corrinit._statistics import paired_difference, t_quantile
 from keras_corrinit.experiments import BUILTIN_ARMS, Comparison, compare
+from keras_corrinit.experiments._arms import resolve_arms
+from keras_corrinit.experiments._statistics import paired_difference, t_quantile
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -461,7 +461,7 @@ def test_budget_to_target_by_hand_and_its_table(tmp_path):
 
 @pytest.mark.slow
 def test_budgets_train_each_budget_annealed_to_zero():
-    from keras_corrinit._compare import _decay_to_zero
+    from keras_corrinit.experiments._compare import _decay_to_zero
 
     result = compare(functional, make_data(), ["he"], seeds=2, budgets=[2, 1], controls=False, verbose=0)
     assert result.budgets == [1, 2]
@@ -735,7 +735,7 @@ def test_what_cannot_be_identified_is_refused_with_the_fix():
 # ---------------------------------------------------------------- summary
 @pytest.mark.slow
 def test_summary_reads_a_compare_store_once_per_run_and_names_a_damaged_one(tmp_path, capsys):
-    from keras_corrinit._benchmarks.summary import cells, main
+    from keras_corrinit.experiments._suite.summary import cells, main
 
     compare(functional, make_data(), ["correlated"], seeds=2, epochs=1, out=tmp_path, verbose=0)
     lines = _store_lines(tmp_path)
@@ -750,7 +750,7 @@ def test_summary_reads_a_compare_store_once_per_run_and_names_a_damaged_one(tmp_
 
 
 def test_summary_never_averages_runs_of_another_version_backend_or_schedule(tmp_path, capsys):
-    from keras_corrinit._benchmarks.summary import cells, main
+    from keras_corrinit.experiments._suite.summary import cells, main
 
     compare(functional, make_data(), ["correlated"], seeds=2, epochs=1, out=tmp_path, verbose=0)
     rows = [json.loads(line) for line in _store_lines(tmp_path)]

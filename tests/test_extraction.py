@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import run_in_fresh_process, to_numpy
-from keras_corrinit import (
-    CorrelatedHeNormal,
-    CorrelationEstimate,
-    SpatialCorrelation,
-    apply_initializers,
-    correlation_from_application,
-    correlation_from_kernels,
-    correlation_from_model,
-    matrix_profile,
-    spatial_kernels,
-)
+from keras_corrinit import CorrelatedHeNormal, SpatialCorrelation, correlation_from_application, correlation_from_model
+from keras_corrinit.correlation import matrix_profile
+from keras_corrinit.extraction import CorrelationEstimate, correlation_from_kernels, spatial_kernels
+from keras_corrinit.layerwise import apply_initializers
 from keras_corrinit_cli import main as cli_main
 
 Z = 5.0

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
 from keras_corrinit import initialize
-from keras_corrinit._benchmarks import networks
-from keras_corrinit._layers import walk_layers
+from keras_corrinit._core.layers import walk_layers
+from keras_corrinit.experiments._suite import networks
 
 RNG = np.random.default_rng(0)
 # Spatially correlated images: smoothed noise.
@@ -225,7 +225,7 @@ def residual_block_model(batch_norm=True, classes=10, input_shape=(12, 12, 3)):
 
 def he_scale_ratios(model):
     """Each kernel's RMS over its He-normal standard deviation (by the layer's own fan-in)."""
-    from keras_corrinit._lsuv import he_std
+    from keras_corrinit.layerwise._lsuv import he_std
 
     ratios = {}
     for layer in walk_layers(model):
@@ -525,7 +525,7 @@ def _attention_model(d=32, heads=4, cross=False):
 
 
 def test_mimetic_factors_are_the_target_exactly_or_its_best_low_rank_approximation():
-    from keras_corrinit._attention import mimetic_factors
+    from keras_corrinit.layerwise._mimetic import mimetic_factors
 
     d = 16
     left, right = mimetic_factors(d, 24, 0.7, 0.7, 1.0, np.random.default_rng(5))

@@ -1,11 +1,11 @@
-"""The layer-kind table and the walker (keras_corrinit._layers)."""
+"""The layer-kind table and the walker (keras_corrinit._core.layers)."""
 
 import keras
 import numpy as np
 import pytest
 
 from conftest import InjectedFailure, assert_weights_equal, weights_of
-from keras_corrinit._layers import frozen_layers, kernel_layers, kernel_slots, unchanged_on_error, walk_layers
+from keras_corrinit._core.layers import frozen_layers, kernel_layers, kernel_slots, unchanged_on_error, walk_layers
 
 
 def built(layer, input_shape):

@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
-from keras_corrinit import (
-    CorrelatedHeNormal,
-    apply_initializers,
-    correlation_from_kernels,
-    layer_seeds,
-    nfm_layerwise_initializers,
-    pair_layers,
-)
+from keras_corrinit import CorrelatedHeNormal
+from keras_corrinit.extraction import correlation_from_kernels
+from keras_corrinit.layerwise import apply_initializers, layer_seeds, nfm_layerwise_initializers, pair_layers
 
 Z = 5.0
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_in_fresh_process, to_numpy
 from keras_corrinit import CorrelatedHeNormal, GradientSignMonitor
-from keras_corrinit._backend import gradients
+from keras_corrinit._core.backend import gradients
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(48, 8, 8, 3)).astype("float32")

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import run_in_fresh_process, to_numpy
-from keras_corrinit import NFMInit, agop_matrix, apply_initializers, nfm_layerwise_initializers, nfm_matrix
+from keras_corrinit import NFMInit, agop_matrix
+from keras_corrinit.correlation import nfm_matrix
+from keras_corrinit.layerwise import apply_initializers, nfm_layerwise_initializers
 
 Z = 5.0
 RNG = np.random.default_rng(0)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_corrinit import CorrelatedHeNormal, PatchWhitening, correlation_from_data, patch_statistics
+from keras_corrinit import CorrelatedHeNormal, PatchWhitening, correlation_from_data
+from keras_corrinit.extraction import patch_statistics
 
 
 def ar1_field(n, size, rho, channels, seed):

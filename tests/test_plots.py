@@ -1,6 +1,6 @@
 import pytest
 
-from keras_corrinit import plot_training_curves
+from keras_corrinit.monitor import plot_training_curves
 
 pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'keras_corrinit[plot]'")
 

@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import run_in_fresh_process, to_numpy
-from keras_corrinit import (
-    ConstructedFilterCovariance,
-    CorrelatedHeNormal,
-    DepthwiseCovariance,
-    EnhancedGamma,
-    FilterCovariance,
-    NFMInit,
-    PatchWhitening,
-    SpatialCorrelation,
-    correlation_from_kernels,
-)
+from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit, PatchWhitening, SpatialCorrelation
+from keras_corrinit.extraction import DepthwiseCovariance, correlation_from_kernels
+from keras_corrinit.initializers import ConstructedFilterCovariance, FilterCovariance
 
 INITIALIZERS = {
     "correlated_default": lambda: CorrelatedHeNormal(seed=3),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_corrinit import CorrelatedHeNormal, GradientSignMonitor, GradientSignTracker
-from keras_corrinit._backend import gradients
+from keras_corrinit._core.backend import gradients
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(48, 8, 8, 3)).astype("float32")
