@@ -138,7 +138,7 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
     for name in MATRIX:
         args = compare.parse_args(["--grid", name, "--out", "x"])
         assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, ["photos32"])
-        assert args.init[:5] == ["default", "uncorrelated", "initialize", "lsuv", "anyinit"]
+        assert args.init[:5] == ["default", "he", "initialize", "lsuv", "anyinit"]
         extra = {"matrix-vit": ["mimetic", "initialize_mimetic"], "matrix-keras_io": ["initialize_scale"]}
         extra["matrix-vgg8"] = ["initialize_scale"]
         assert args.init[5:] == extra.get(name, [])
@@ -146,8 +146,8 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
 
 
 def run(*args):
-    """`keras-corrinit compare` on digits (8x8: fast) against `uncorrelated`, unless `args` say otherwise."""
-    return keras_corrinit_cli.main(["compare", "--dataset", "digits", "--baseline", "uncorrelated", *args])
+    """`keras-corrinit compare` on digits (8x8: fast) against `he`, unless `args` say otherwise."""
+    return keras_corrinit_cli.main(["compare", "--dataset", "digits", "--baseline", "he", *args])
 
 
 def run_main_job(*args):
@@ -186,13 +186,25 @@ def test_the_keras_free_options_name_what_the_suite_has():
     assert options.SUMMARY_ARMS == summary.DEFAULT_ARMS
 
 
+def test_one_name_for_untruncated_he_and_the_old_one_still_parses(capsys):
+    from keras_corrinit.experiments import BUILTIN_ARMS
+    from keras_corrinit.experiments._suite import options
+
+    # The suite's He is compare's built-in "he" (CorrelatedHeNormal with R = I), not an arm of its own.
+    assert "he" in BUILTIN_ARMS and "he" in options.BUILTIN and "he" not in arms.PLAIN
+    assert "uncorrelated" not in options.ARMS
+    args = compare.parse_args(["--init", "uncorrelated", "correlated", "--baseline", "uncorrelated", "--out", "x"])
+    assert (args.init, args.baseline) == (["he", "correlated"], "he")
+    assert "arm 'uncorrelated' is now called 'he'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
     out = str(tmp_path)
     args = ["--seeds", "2", "--epochs", "2", "--max-train", "128", "--max-test", "64", "--out", out]
     assert run_main_job(*args) == 0
     rows = _read(out)
-    main_arms = ["default", "uncorrelated", "initialize", "correlated", "correlated~var"]
+    main_arms = ["default", "he", "initialize", "correlated", "correlated~var"]
     assert [(r["arm"], r["seed"]) for r in rows] == [(a, s) for a in main_arms for s in [0, 1]]
     settings = rows[0]["settings"]
     assert (rows[0]["backend"], settings["lr"], rows[0]["epochs"], settings["max_train"], settings["batch_norm"]) == (
@@ -239,7 +251,7 @@ def test_budgets_from_the_command_line(tmp_path):
     )
     rows = _read(out)
     assert sorted({(r["arm"], r["epochs"], r["schedule"]) for r in rows}) == [
-        (arm, budget, "linear-to-zero") for arm in ("initialize", "uncorrelated") for budget in (1, 2)
+        (arm, budget, "linear-to-zero") for arm in ("initialize", "he") for budget in (1, 2)
     ]
     table = open(os.path.join(out, "results.md")).read()
     assert "Budget protocol: each run trains B epochs" in table and "| arm | B=1 | B=2 |" in table
@@ -248,14 +260,14 @@ def test_budgets_from_the_command_line(tmp_path):
 
 def test_the_digits_grid_is_the_papers_algorithm_1_table():
     args = compare.parse_args(["--grid", "digits", "--out", "x"])
-    assert (args.dataset, args.epochs, args.baseline, args.seeds) == (["digits"], 10, "uncorrelated", 5)
-    assert args.init == ["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
+    assert (args.dataset, args.epochs, args.baseline, args.seeds) == (["digits"], 10, "he", 5)
+    assert args.init == ["he", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
 
 
 @pytest.mark.slow
 def test_a_changed_setting_is_a_new_run_reported_separately(tmp_path):
     out = str(tmp_path)
-    base = ["--init", "uncorrelated", "--seeds", "1", "--epochs", "1", "--max-train", "128", "--out", out]
+    base = ["--init", "he", "--seeds", "1", "--epochs", "1", "--max-train", "128", "--out", out]
     run(*base, "--lr", "0.005")
     run(*base, "--lr", "0.1", "--momentum", "0.9")
     rows = _read(out)
@@ -267,7 +279,7 @@ def test_a_changed_setting_is_a_new_run_reported_separately(tmp_path):
 def test_a_store_from_another_version_is_refused(tmp_path):
     (tmp_path / "store.json").write_text(json.dumps({"format": 1, "package_version": "0.1.0", "columns": []}))
     with pytest.raises(ValueError, match="was written by keras_corrinit 0.1.0.*never mixed: pass another `out`"):
-        run("--out", str(tmp_path), "--seeds", "1", "--epochs", "1", "--init", "uncorrelated")
+        run("--out", str(tmp_path), "--seeds", "1", "--epochs", "1", "--init", "he")
 
 
 # One seed, one epoch, a few samples: enough to run every code path.
@@ -276,7 +288,7 @@ TINY_BUDGET = ["--seeds", "1", "--epochs", "1", "--max-train", "96", "--max-test
 # transfer, EnhancedGamma, LSUV; the built-in R's arms and controls run in the main job's test): the
 # others differ from these in a name only.
 PLAIN_NETWORK_ARMS = [
-    "uncorrelated",
+    "he",
     "he_uniform",
     "correlated_learned",
     "correlated_learned~var",
@@ -470,7 +482,7 @@ def test_unknown_names_and_incompatible_arguments(capsys):
 def test_grids_are_listed_and_expand_to_their_arguments(capsys):
     with pytest.raises(SystemExit):
         compare.parse_args(["--grid", "list"])
-    assert "paper-digits: --epochs 10 --baseline uncorrelated --dataset digits" in capsys.readouterr().out
+    assert "paper-digits: --epochs 10 --baseline he --dataset digits" in capsys.readouterr().out
     args = compare.parse_args(["--grid", "alpha-digits32", "--seeds", "2"])
     assert (args.dataset, args.alpha, args.seeds, args.out) == (
         ["digits32"],

@@ -14,13 +14,15 @@ from keras_corrinit._moved_modules import MOVED, NEW_HOME
 
 SUBPACKAGES = ("correlation", "initializers", "extraction", "layerwise", "monitor", "experiments")
 # 0.2.0's keras_corrinit.__all__ (as released), and the 0.2.0 modules that are subpackages now.
-NAMES_0_2_0 = """DEFAULT_CORRELATION DEFAULT_ENVELOPE DEFAULT_SIGMA ConstructedFilterCovariance CorrelatedHeNormal
-CorrelationEstimate DepthwiseCovariance EnhancedGamma FilterCovariance GradientSignMonitor GradientSignTracker LSUVReport
-LayerReport NFMInit SpatialCorrelation agop_matrix application_names apply_initializers correlation_from_application
-correlation_from_kernels correlation_from_model depthwise_covariance_from_model depthwise_layerwise_initializers
-filter_covariance layer_seeds lsuv_initialize matrix_profile nearest_correlation_matrix nfm_layerwise_initializers
-nfm_matrix pair_layers plot_correlation_profiles plot_training_curves position_distances psd_factor
-reinitialize_depthwise resample_covariance spatial_kernels""".split()
+NAMES_0_2_0 = """
+DEFAULT_CORRELATION DEFAULT_ENVELOPE DEFAULT_SIGMA ConstructedFilterCovariance CorrelatedHeNormal
+CorrelationEstimate DepthwiseCovariance EnhancedGamma FilterCovariance GradientSignMonitor GradientSignTracker
+LSUVReport LayerReport NFMInit SpatialCorrelation agop_matrix application_names apply_initializers
+correlation_from_application correlation_from_kernels correlation_from_model depthwise_covariance_from_model
+depthwise_layerwise_initializers filter_covariance layer_seeds lsuv_initialize matrix_profile
+nearest_correlation_matrix nfm_layerwise_initializers nfm_matrix pair_layers plot_correlation_profiles
+plot_training_curves position_distances psd_factor reinitialize_depthwise resample_covariance spatial_kernels
+""".split()
 MODULES_0_2_0 = {
     "correlation": (
         "SpatialCorrelation",

@@ -49,6 +49,7 @@ import numpy as np
 from keras_corrinit._core.apply import layer_seeds
 from keras_corrinit._core.data import take_batches
 from keras_corrinit.correlation._spatial import SpatialCorrelation
+from keras_corrinit.initializers._controls import MATCHES as CONTROL_MATCHES
 from keras_corrinit.initializers._controls import ScaleControl
 from keras_corrinit.initializers._correlated import CorrelatedHeNormal
 from keras_corrinit.initializers._gamma import EnhancedGamma
@@ -111,14 +112,16 @@ class Arm:
 
     `initializer` is a serialized Keras initializer (None: the baseline's
     He), `prepare` a picklable `callable(model, train, seed)` or None,
-    `control` `"var"`/`"sum"` for a scale control of `initializer`, and
-    `identity` a JSON-able description that changes whenever the arm does.
+    `control` `"var"`/`"sum"` for a scale control of `initializer` and
+    `base` the name of the arm it controls, and `identity` a JSON-able
+    description that changes whenever the arm does.
     """
 
     name: str
     initializer: dict = None
     prepare: object = None
     control: str = None
+    base: str = None
     identity: str = ""
 
     def make_initializer(self, seed):
@@ -267,6 +270,13 @@ def _user_arm(name, spec):
     )
 
 
+def split_control(name):
+    """`"correlated~var"` -> `("correlated", "var")`; any other name -> `(name, None)`. The one place the
+    `<arm>~var|sum` naming of scale controls is read; after it, `Arm.control` and `Arm.base` hold it."""
+    base, _, match = name.rpartition("~")
+    return (base, match) if base and match in CONTROL_MATCHES else (name, None)
+
+
 def _control_of(arm, match=None):
     """The scale control of an arm whose initializer is a CorrelatedHeNormal (None if it has none).
 
@@ -285,7 +295,9 @@ def _control_of(arm, match=None):
         except ValueError:
             pass  # an R for another kernel size: not the identity
         match = "var" if reference.variance_mode == "filter" else "sum"
-    return dataclasses.replace(arm, name=f"{arm.name}~{match}", control=match, identity=f"{arm.identity}~{match}")
+    return dataclasses.replace(
+        arm, name=f"{arm.name}~{match}", control=match, base=arm.name, identity=f"{arm.identity}~{match}"
+    )
 
 
 def _resolve(name, spec, resolved, as_written):
@@ -299,8 +311,8 @@ def _resolve(name, spec, resolved, as_written):
         if name == "anyinit":  # a peer's results depend on its version, which this package's does not fix
             arm = dataclasses.replace(arm, identity=f"{arm.identity} anyinit {importlib.metadata.version('anyinit')}")
         return dataclasses.replace(arm, prepare=_BUILTIN_PREPARE.get(name))
-    base, _, match = name.rpartition("~")
-    if match in ("var", "sum") and base in resolved:
+    base, match = split_control(name)
+    if match and base in resolved:
         control = _control_of(resolved[base], match)
         if control is None:
             raise ValueError(f"Arm {name!r}: a scale control needs {base!r} to be a CorrelatedHeNormal arm.")

@@ -663,12 +663,7 @@ def compare(
         baseline=baseline,
         metric=metric,
         budgets=None if budgets is None else [length for length, _ in lengths],
-        controls={
-            base: arm.name
-            for arm in resolved
-            for base in [arm.name.rpartition("~")[0]]
-            if arm.name.rpartition("~")[2] in ("var", "sum") and base in {a.name for a in resolved}
-        },
+        controls={arm.base: arm.name for arm in resolved if arm.control},
     )
 
 

@@ -1,6 +1,6 @@
 """The benchmark arms: each name as an arm of `keras_corrinit.experiments.compare`.
 
-* Uncorrelated baselines: `uncorrelated` (CorrelatedHeNormal with R = I:
+* Uncorrelated baselines: `he` (CorrelatedHeNormal with R = I:
   Algorithm 1's exact baseline, untruncated He-normal), Keras's
   `he_normal` (truncated), `he_uniform`, `random_normal`, `random_uniform`
   (Keras defaults, the NFM poster's "normal"/"uniform"), `orthogonal`,
@@ -21,7 +21,7 @@
   `agop`. AGOPs are of the convolutions; Dense layers get their NFM.
 * `enhanced_gamma` (`--gamma-base`, `--gamma-granularity`).
 * Attention (Trockman and Kolter 2023): `mimetic` (the He-built network,
-  its self-attention layers then mimetic: the control of `uncorrelated`)
+  its self-attention layers then mimetic: the control of `he`)
   and `initialize_mimetic` (`initialize(..., attention="mimetic")`: the
   control of `initialize`); `initialize_scale` (`initialize`, then every
   kernel's filters redrawn in random directions with the norms it chose:
@@ -61,6 +61,7 @@ from keras_corrinit import (
     correlation_from_model,
 )
 from keras_corrinit._core.layers import kernel_slots, walk_layers
+from keras_corrinit.experiments._arms import split_control as split_control
 from keras_corrinit.experiments._suite import networks
 from keras_corrinit.experiments._suite.options import ARMS as ARMS  # re-exported: the suite's arm names
 from keras_corrinit.experiments._suite.options import BASE_ARMS, BUILTIN, DEPTHWISE, POST_BUILD
@@ -81,9 +82,8 @@ LEARNED = (
     "agop_kaiming",
     "covariance_learned",
 )
-GAMMA_BASES = {"he_normal": "uncorrelated", "he_uniform": "he_uniform"}  # EnhancedGamma base -> its arm
+GAMMA_BASES = {"he_normal": "he", "he_uniform": "he_uniform"}  # EnhancedGamma base -> its arm
 PLAIN = {
-    "uncorrelated": lambda ctx: CorrelatedHeNormal(IDENTITY),
     "he_normal": lambda ctx: keras.initializers.HeNormal(),
     "he_uniform": lambda ctx: keras.initializers.HeUniform(),
     "random_normal": lambda ctx: keras.initializers.RandomNormal(),
@@ -98,12 +98,6 @@ PLAIN = {
 # The names (BASE_ARMS, CONTROLS, ARMS, DEPTHWISE, POST_BUILD) are written once, in the keras-free
 # options module that `keras-corrinit compare --help` reads; PLAIN above covers its plain arms.
 assert set(PLAIN) | set(POST_BUILD) | set(BUILTIN) == set(BASE_ARMS)
-
-
-def split_control(name):
-    """`"correlated~var"` -> `("correlated", "var")`; plain arms -> `(name, None)`."""
-    arm, _, match = name.partition("~")
-    return arm, (match or None)
 
 
 def uses_alpha(name):
@@ -287,7 +281,7 @@ def source_settings(cell, args):
         network=args.source_network or cell["network"],
         width=cell["width"],
         batch_norm=cell["batch_norm"],
-        init="uncorrelated",
+        init="he",
         optimizer="sgd",
         lr=args.source_lr,
         momentum=0.9,

@@ -4,10 +4,10 @@ Sized for 2 CPU cores (TensorFlow, seconds per run: digits 3, digits32 10,
 VGG-8 at width 0.25 on digits32 13).
 """
 
-_SCALE_ARMS = ["uncorrelated", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
+_SCALE_ARMS = ["he", "correlated", "correlated~var", "correlated_weight", "correlated_weight~sum"]
 _PAPER_ARMS = [*_SCALE_ARMS, "correlated_learned", "correlated_learned~var", "correlated_layerwise"]
 # The paper's protocol: 10 epochs at a constant rate, Algorithm 1's own baseline (He with R = I).
-_PAPER = "--epochs 10 --baseline uncorrelated".split()
+_PAPER = "--epochs 10 --baseline he".split()
 
 GRIDS = {
     # the paper's Algorithm 1 against He and its scale controls on digits, at one setting: 25 runs, ~100 s
@@ -24,10 +24,10 @@ GRIDS = {
     # Table 5: the strength factor alpha, at one setting: 45 runs
     "alpha-digits32": _PAPER
     + "--dataset digits32 --alpha 0.25 0.5 1 1.5 --seeds 5 --init".split()
-    + ["uncorrelated", "correlated", "correlated~var"],
+    + ["he", "correlated", "correlated~var"],
     # the NFM/AGOP poster's arms, EnhancedGamma and LSUV, at one setting: 55 runs
     "poster-digits": _PAPER
-    + "--dataset digits --seeds 5 --init uncorrelated he_normal he_uniform random_normal".split()
+    + "--dataset digits --seeds 5 --init he he_normal he_uniform random_normal".split()
     + "random_uniform nfm nfm_kaiming agop agop_kaiming enhanced_gamma lsuv".split(),
     # a deeper network on the spatially correlated digits: 50 runs
     "vgg8-digits32": _PAPER
@@ -47,7 +47,7 @@ GRIDS = {
 # `benchmarks/evidence_matrix.py` runs them; each writes its own store (resumable).
 _MATRIX = "--dataset photos32 --max-train 1500 --budgets 1 2 4 --seeds 5 --baseline default --init".split() + [
     "default",
-    "uncorrelated",
+    "he",
     "initialize",
     "lsuv",
     "anyinit",

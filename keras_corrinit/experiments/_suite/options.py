@@ -8,6 +8,7 @@ networks and arms the suite really has.
 """
 
 import argparse
+import sys
 
 COMPARE_DESCRIPTION = "the built-in benchmarks, on `keras_corrinit.experiments.compare`."
 SUMMARY_DESCRIPTION = "`keras-corrinit summary FOLDER...`: compact tables of finished grids, for the README."
@@ -19,7 +20,6 @@ NETWORKS = sorted(
     + [f"convmixer{d}k{k}{s}" for d in (2, 4, 6, 8) for k in (3, 5, 7, 9) for s in ("", "_frozen")]
 )
 _PLAIN = [
-    "uncorrelated",
     "he_normal",
     "he_uniform",
     "random_normal",
@@ -45,8 +45,11 @@ POST_BUILD = (
     *ATTENTION,
     "initialize_scale",
 )
-# Resolved by `experiments.compare` itself: the model as written, `initialize`, LSUV, AnyInit (a peer).
-BUILTIN = ("default", "initialize", "lsuv", "anyinit")
+# Resolved by `experiments.compare` itself: the model as written, untruncated He-normal (CorrelatedHeNormal with
+# R = I, Algorithm 1's own baseline), `initialize`, LSUV, AnyInit (a peer).
+BUILTIN = ("default", "he", "initialize", "lsuv", "anyinit")
+# Arm names of earlier versions, still accepted on the command line (with a warning).
+RENAMED = {"uncorrelated": "he"}
 BASE_ARMS = sorted(set(_PLAIN) | set(POST_BUILD) | set(BUILTIN))
 CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
     "correlated_weight~sum",
@@ -57,7 +60,7 @@ ARMS = BASE_ARMS + CONTROLS
 GAMMA_BASES = ["he_normal", "he_uniform"]
 # The main job (`keras-corrinit compare` with no arguments): the network as written, He, `initialize`,
 # Algorithm 1 and its scale control, on photos32 (natural images, offline), 5 seeds of 4 epochs.
-MAIN_ARMS = ["default", "uncorrelated", "initialize", "correlated", "correlated~var"]
+MAIN_ARMS = ["default", "he", "initialize", "correlated", "correlated~var"]
 SUMMARY_ARMS = ["correlated", "correlated~var", "correlated_weight", "correlated_weight~sum", "correlated_learned"]
 
 
@@ -70,6 +73,13 @@ def positive(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an int >= 1; received {value}")
     return value
+
+
+def arm_name(text):
+    """An argparse type: an arm's name, an earlier version's name replaced by today's (said on stderr)."""
+    if text in RENAMED:
+        print(f"keras-corrinit compare: arm {text!r} is now called {RENAMED[text]!r}.", file=sys.stderr)
+    return RENAMED.get(text, text)
 
 
 def compare_parser():
@@ -88,6 +98,7 @@ def compare_parser():
         "--init",
         nargs="+",
         default=MAIN_ARMS,
+        type=arm_name,
         choices=ARMS,
         metavar="ARM",
         help=f"arms, from {ARMS}",
@@ -95,6 +106,7 @@ def compare_parser():
     p.add_argument(
         "--baseline",
         default="default",
+        type=arm_name,
         choices=BASE_ARMS,
         metavar="ARM",
         help="arm the paired differences are taken to (trained too if not in --init); default: the network as "
@@ -145,6 +157,8 @@ def summary_parser():
     parser.add_argument("folders", nargs="+", help="results folders of `keras-corrinit compare`")
     parser.add_argument("--arms", nargs="+", default=SUMMARY_ARMS)
     parser.add_argument(
-        "--baseline", help="arm the differences are taken to (default: uncorrelated, he or default, which a cell has)"
+        "--baseline",
+        help="arm the differences are taken to (default: he, uncorrelated (its name before 0.3.0) or default, "
+        "whichever a cell has)",
     )
     return parser

@@ -3,7 +3,7 @@
 For every cell (shared settings) of each folder's results store, the paired
 difference over seeds (mean, 95% t interval, `*` when it excludes 0):
 
-1. of each arm minus `uncorrelated` (`--arms`);
+1. of each arm minus `he` (`--arms`);
 2. the comparisons behind CorrelatedHeNormal's defaults:
    `correlated_weight` minus `correlated` (variance_mode "weight" vs
    "filter") and `correlated_learned` minus `correlated` (R measured on a
@@ -73,12 +73,12 @@ def _row_head(s):
     return f"| {s['dataset']} | {s['network']} | {s['batch_norm']} | {s['lr']} | {s['l2']} | {_made_by(s)} | "
 
 
-AUTO_BASELINES = ("uncorrelated", "he", "default")
+AUTO_BASELINES = ("he", "uncorrelated", "default")  # "uncorrelated": He's name in stores before 0.3.0
 
 
 def versus_baseline(folders, arms, baseline=None):
-    """Markdown: each arm minus the baseline, per cell (default: the first of `uncorrelated`, `he`, `default`
-    that the cell has)."""
+    """Markdown: each arm minus the baseline, per cell (default: the first of `he`, `uncorrelated` (He's
+    name before 0.3.0), `default` that the cell has)."""
     lines = [
         "| data | network | batch norm | lr | l2 | run | " + " | ".join(arms) + " |",
         "|---|---|---|---|---|---|" + "---|" * len(arms),
