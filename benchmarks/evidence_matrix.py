@@ -17,8 +17,8 @@ import os
 import sys
 
 import keras_corrinit_cli
-from keras_corrinit.experiments._compare import read_runs
 from keras_corrinit.experiments._comparison import Comparison
+from keras_corrinit.experiments._store import read_runs
 from keras_corrinit.experiments._suite.grids import MATRIX
 
 

@@ -461,7 +461,7 @@ def test_budget_to_target_by_hand_and_its_table(tmp_path):
 
 @pytest.mark.slow
 def test_budgets_train_each_budget_annealed_to_zero():
-    from keras_corrinit.experiments._compare import _decay_to_zero
+    from keras_corrinit.experiments._runs import decay_to_zero
 
     result = compare(functional, make_data(), ["he"], seeds=2, budgets=[2, 1], controls=False, verbose=0)
     assert result.budgets == [1, 2]
@@ -474,7 +474,7 @@ def test_budgets_train_each_budget_annealed_to_zero():
     assert constant["schedule"] == "constant" and constant["key"] != annealed["key"]
     # The schedule itself: from the compiled rate (0.1) down to 0 at the last of 2 epochs x 2 steps.
     model = functional("he_normal", 0)
-    _decay_to_zero(model, 4)
+    decay_to_zero(model, 4)
     (x, y), _ = make_data()
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.1)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)

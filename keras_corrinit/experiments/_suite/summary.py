@@ -15,8 +15,8 @@ import json
 import math
 import sys
 
-from keras_corrinit.experiments._compare import read_runs
 from keras_corrinit.experiments._statistics import paired_difference
+from keras_corrinit.experiments._store import read_runs
 from keras_corrinit.experiments._suite import options
 
 COMPARISONS = [("correlated_weight", "correlated"), ("correlated_learned", "correlated")]
