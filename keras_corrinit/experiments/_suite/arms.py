@@ -83,6 +83,14 @@ LEARNED = (
     "covariance_learned",
 )
 GAMMA_BASES = {"he_normal": "he", "he_uniform": "he_uniform"}  # EnhancedGamma base -> its arm
+
+
+def gamma_base(name, ctx):
+    """The initializer of EnhancedGamma's base `name`: its arm's (He is compare's built-in "he", R = I)."""
+    arm = GAMMA_BASES[name]
+    return CorrelatedHeNormal(IDENTITY) if arm == "he" else PLAIN[arm](ctx)
+
+
 PLAIN = {
     "he_normal": lambda ctx: keras.initializers.HeNormal(),
     "he_uniform": lambda ctx: keras.initializers.HeUniform(),

@@ -205,7 +205,7 @@ def gamma_notes(cell, args):
     data = datasets.load(cell["dataset"], args.data_dir, args.max_train, args.max_test)
     (x_train, _), _, classes = data
     ctx = arms.Context(gamma_base=args.gamma_base, gamma_granularity=args.gamma_granularity)
-    base = arms.PLAIN[arms.GAMMA_BASES[args.gamma_base]](ctx)
+    base = arms.gamma_base(args.gamma_base, ctx)
     kernels = {}
     enhanced = arms.PLAIN["enhanced_gamma"](ctx)
     for label, init, seed in [("enhanced", enhanced, 0), ("base", base, 0), ("again", base, 1)]:

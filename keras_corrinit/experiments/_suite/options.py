@@ -3,7 +3,7 @@
 `keras_corrinit_cli` loads this file by its path to answer `compare --help`
 and `summary --help` at once (importing anything inside `keras_corrinit`
 imports the package, and so Keras and its backend). The names it offers are
-written here; `tests/test_benchmarks.py` checks them against the data sets,
+written here; `tests/experiments/suite/test_suite.py` checks them against the data sets,
 networks and arms the suite really has.
 """
 

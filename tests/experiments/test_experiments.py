@@ -518,10 +518,10 @@ def test_a_process_pool_and_a_dask_cluster_give_the_serial_rows(monkeypatch):
 
     from dask.distributed import Client, LocalCluster
 
-    # Dask's workers import this module by name, as the pool's do.
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
-    )
+    # Dask's workers import this module by name, as the pool's do (and the tests' conftest, which it imports).
+    here = os.path.dirname(__file__)
+    folders = [here, os.path.dirname(here), os.environ.get("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, folders)))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with Client(cluster) as client:
             with client.get_executor() as executor:

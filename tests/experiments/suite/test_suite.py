@@ -251,7 +251,7 @@ def test_budgets_from_the_command_line(tmp_path):
     )
     rows = _read(out)
     assert sorted({(r["arm"], r["epochs"], r["schedule"]) for r in rows}) == [
-        (arm, budget, "linear-to-zero") for arm in ("initialize", "he") for budget in (1, 2)
+        (arm, budget, "linear-to-zero") for arm in ("he", "initialize") for budget in (1, 2)
     ]
     table = open(os.path.join(out, "results.md")).read()
     assert "Budget protocol: each run trains B epochs" in table and "| arm | B=1 | B=2 |" in table
