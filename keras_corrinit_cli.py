@@ -2,11 +2,12 @@
 
 `keras-corrinit --help` (and `extract --help`, `compare --help`, `summary
 --help`) answer at once and print no backend log lines: Keras, and so the
-backend, is imported only when a command runs (`keras_corrinit.cli` for
-`extract`, the built-in benchmarks for `compare` and `summary`). The
-options of `compare` and `summary` come from
-`keras_corrinit/_benchmarks/options.py`, loaded by its path. This launcher sits outside the package because importing
-anything inside `keras_corrinit` imports the package, which imports Keras.
+backend, is imported only when a command runs (`keras_corrinit.extraction.
+_command` for `extract`, the built-in suite for `compare` and `summary`).
+The options of `compare` and `summary` come from
+`keras_corrinit/experiments/_suite/options.py`, loaded by its path. This
+launcher sits outside the package because importing anything inside
+`keras_corrinit` imports the package, which imports Keras.
 """
 
 import argparse
@@ -41,8 +42,10 @@ def parser():
 
 
 def _options():
-    """`keras_corrinit/_benchmarks/options.py` as a module, without importing the package (and Keras)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras_corrinit", "_benchmarks", "options.py")
+    """`keras_corrinit/experiments/_suite/options.py` as a module, without importing the package (and Keras)."""
+    path = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "keras_corrinit", "experiments", "_suite", "options.py"
+    )
     spec = importlib.util.spec_from_file_location("_keras_corrinit_options", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,16 +60,16 @@ def main(argv=None):
         make = options.compare_parser if args.command == "compare" else options.summary_parser
         return make().parse_args(rest)  # prints the help and exits
     if args.command == "compare":
-        from keras_corrinit._benchmarks.compare import main as compare_main
+        from keras_corrinit.experiments._suite.command import main as compare_main
 
         return compare_main(rest)
     if args.command == "summary":
-        from keras_corrinit._benchmarks.summary import main as summary_main
+        from keras_corrinit.experiments._suite.summary import main as summary_main
 
         return summary_main(rest)
     if rest:
         parser().error(f"unrecognized arguments: {' '.join(rest)}")
-    from keras_corrinit.cli import extract
+    from keras_corrinit.extraction._command import extract
 
     return extract(args)
 

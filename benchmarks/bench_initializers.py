@@ -44,13 +44,8 @@ def run(repeats):
     import keras
     import numpy as np
 
-    from keras_corrinit import (
-        ConstructedFilterCovariance,
-        CorrelatedHeNormal,
-        EnhancedGamma,
-        FilterCovariance,
-        NFMInit,
-    )
+    from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit
+    from keras_corrinit.initializers import ConstructedFilterCovariance, FilterCovariance
 
     resnet = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
     resnet_shapes = [tuple(w.shape) for w in resnet.weights if len(w.shape) >= 2]

@@ -30,13 +30,8 @@ import warnings
 import keras
 import numpy as np
 
-from keras_corrinit import (
-    ConstructedFilterCovariance,
-    CorrelatedHeNormal,
-    FilterCovariance,
-    NFMInit,
-    SpatialCorrelation,
-)
+from keras_corrinit import CorrelatedHeNormal, NFMInit, SpatialCorrelation
+from keras_corrinit.initializers import ConstructedFilterCovariance, FilterCovariance
 
 K = 32  # the bound: 32 x 32 = 1024 positions
 

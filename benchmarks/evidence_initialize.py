@@ -41,17 +41,11 @@ import sys
 import keras
 import numpy as np
 
-from keras_corrinit import (
-    CorrelatedHeNormal,
-    SpatialCorrelation,
-    apply_initializers,
-    correlation_from_data,
-    initialize,
-    layer_seeds,
-)
-from keras_corrinit._benchmarks import datasets
-from keras_corrinit._benchmarks.compare import NetworkBuilder, load_split
+from keras_corrinit import CorrelatedHeNormal, SpatialCorrelation, correlation_from_data, initialize
 from keras_corrinit.experiments import compare
+from keras_corrinit.experiments._suite import datasets
+from keras_corrinit.experiments._suite.command import NetworkBuilder, load_split
+from keras_corrinit.layerwise import apply_initializers, layer_seeds
 
 SAMPLE = 512
 

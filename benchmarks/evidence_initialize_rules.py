@@ -33,10 +33,10 @@ import keras
 import numpy as np
 
 from keras_corrinit import PatchWhitening, initialize
-from keras_corrinit._benchmarks import datasets, networks
-from keras_corrinit._benchmarks.compare import NetworkBuilder
-from keras_corrinit._patches import image_patches
+from keras_corrinit.correlation._patches import image_patches
 from keras_corrinit.experiments import compare
+from keras_corrinit.experiments._suite import datasets, networks
+from keras_corrinit.experiments._suite.command import NetworkBuilder
 
 sys.path.insert(0, os.path.dirname(__file__))
 from evidence_initialize import SUMMARY_HEAD, summary_rows  # noqa: E402

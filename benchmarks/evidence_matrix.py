@@ -1,7 +1,7 @@
 """Issue 30's evidence matrix: `python benchmarks/evidence_matrix.py [OUT] [--only GRID...]`.
 
 Runs the `matrix-*` grids of `keras-corrinit compare` (see
-`keras_corrinit/_benchmarks/grids.py`: photos32, the budget protocol with
+`keras_corrinit/experiments/_suite/grids.py`: photos32, the budget protocol with
 budgets 1, 2, 4, 5 paired seeds; arms default, uncorrelated (He), initialize,
 lsuv, anyinit) one after the other, each into `OUT/<grid>` (default
 `examples/results/matrix`), resumable: an interrupted run picks up where it
@@ -17,9 +17,9 @@ import os
 import sys
 
 import keras_corrinit_cli
-from keras_corrinit._benchmarks.grids import MATRIX
-from keras_corrinit._compare import read_runs
-from keras_corrinit._comparison import Comparison
+from keras_corrinit.experiments._comparison import Comparison
+from keras_corrinit.experiments._store import read_runs
+from keras_corrinit.experiments._suite.grids import MATRIX
 
 
 def summary(out):

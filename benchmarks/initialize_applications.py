@@ -21,9 +21,9 @@ import keras
 import numpy as np
 
 from keras_corrinit import initialize
-from keras_corrinit._benchmarks import datasets
-from keras_corrinit._layers import walk_layers
-from keras_corrinit._lsuv import he_std
+from keras_corrinit._core.layers import walk_layers
+from keras_corrinit.experiments._suite import datasets
+from keras_corrinit.layerwise._lsuv import he_std
 
 NAMES = [
     "MobileNetV2",

@@ -15,7 +15,8 @@ import itertools
 import keras
 import numpy as np
 
-from keras_corrinit import ConstructedFilterCovariance, depthwise_covariance_from_model
+from keras_corrinit.extraction import depthwise_covariance_from_model
+from keras_corrinit.initializers import ConstructedFilterCovariance
 
 GRID = np.round(np.arange(0.1, 3.01, 0.1), 2)
 

@@ -33,12 +33,8 @@ import keras
 import numpy as np
 from sklearn.datasets import load_digits
 
-from keras_corrinit import (
-    CorrelatedHeNormal,
-    SpatialCorrelation,
-    apply_initializers,
-    correlation_from_model,
-)
+from keras_corrinit import CorrelatedHeNormal, SpatialCorrelation, correlation_from_model
+from keras_corrinit.layerwise import apply_initializers
 
 keras.utils.set_random_seed(0)
 

@@ -42,7 +42,8 @@ import keras
 import numpy as np
 from sklearn.datasets import load_sample_images
 
-from keras_corrinit import PatchWhitening, correlation_from_data, initialize, patch_statistics
+from keras_corrinit import PatchWhitening, correlation_from_data, initialize
+from keras_corrinit.extraction import patch_statistics
 
 keras.utils.set_random_seed(0)
 

@@ -30,12 +30,9 @@ import keras
 import numpy as np
 from sklearn.datasets import load_digits
 
-from keras_corrinit import (
-    ConstructedFilterCovariance,
-    FilterCovariance,
-    depthwise_covariance_from_model,
-    reinitialize_depthwise,
-)
+from keras_corrinit.extraction import depthwise_covariance_from_model
+from keras_corrinit.initializers import ConstructedFilterCovariance, FilterCovariance
+from keras_corrinit.layerwise import reinitialize_depthwise
 
 keras.utils.set_random_seed(0)
 

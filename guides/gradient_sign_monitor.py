@@ -31,7 +31,8 @@ import keras
 import numpy as np
 from sklearn.datasets import load_digits
 
-from keras_corrinit import CorrelatedHeNormal, GradientSignMonitor, GradientSignTracker, plot_training_curves
+from keras_corrinit import CorrelatedHeNormal, GradientSignMonitor, GradientSignTracker
+from keras_corrinit.monitor import plot_training_curves
 
 digits = load_digits()
 x = (digits.images / 16.0).astype("float32")[..., None]

@@ -25,7 +25,9 @@ import keras
 import numpy as np
 from sklearn.datasets import load_digits
 
-from keras_corrinit import NFMInit, agop_matrix, apply_initializers, nfm_layerwise_initializers, nfm_matrix
+from keras_corrinit import NFMInit, agop_matrix
+from keras_corrinit.correlation import nfm_matrix
+from keras_corrinit.layerwise import apply_initializers, nfm_layerwise_initializers
 
 keras.utils.set_random_seed(0)
 digits = load_digits()

@@ -19,15 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import to_numpy
-from keras_corrinit import (
-    ConstructedFilterCovariance,
-    CorrelatedHeNormal,
-    EnhancedGamma,
-    FilterCovariance,
-    NFMInit,
-    SpatialCorrelation,
-    nearest_correlation_matrix,
-)
+from keras_corrinit import CorrelatedHeNormal, EnhancedGamma, NFMInit, SpatialCorrelation
+from keras_corrinit.correlation import nearest_correlation_matrix
+from keras_corrinit.initializers import ConstructedFilterCovariance, FilterCovariance
 
 PROPERTY_SETTINGS = settings(
     max_examples=25,
@@ -447,7 +441,7 @@ def test_every_seed_in_range_is_accepted_as_a_json_int(seed, kind):
 def test_any_half_written_last_line_is_skipped_and_cut(tmp_path_factory, cut, complete):
     import json
 
-    from keras_corrinit._compare import COLUMNS, STORE_FORMAT, _Store
+    from keras_corrinit.experiments._store import COLUMNS, STORE_FORMAT, Store
 
     out = tmp_path_factory.mktemp("store")
     (out / "store.json").write_text(
@@ -456,7 +450,7 @@ def test_any_half_written_last_line_is_skipped_and_cut(tmp_path_factory, cut, co
     rows = [json.dumps({"key": f"k{i}", "final": 0.5, "curve": [0.5] * 7}) + "\n" for i in range(complete + 1)]
     last = rows[-1][: 1 + cut % (len(rows[-1]) - 2)]  # any proper prefix: never a whole row
     (out / "runs.jsonl").write_text("".join(rows[:-1]) + last)
-    store = _Store(out, "x")
+    store = Store(out, "x")
     with pytest.warns(UserWarning, match=rf"line {complete + 1} is half-written"):
         finished = store.read()
     assert sorted(finished) == [f"k{i}" for i in range(complete)]

@@ -1,0 +1,361 @@
+"""The arms of a comparison: how each one initializes a user's model.
+
+An arm gives the user's `build_model` one Keras initializer (to pass to the
+layers it should initialize) and may then change the built model with the
+training data (LSUV does). Built-in arms:
+
+* `default`: the model as its builder writes it: Keras's default kernel
+  initializer (`glorot_uniform`), or the default of `build_model`'s
+  `kernel_initializer` parameter when it has one; each layer its own draw.
+* `initialize`: the model as written, then `keras_corrinit.initialize`
+  with its defaults on the training data (whitened first convolution,
+  identity later convolutions, zero heads and residual ends, LSUV's scale).
+* `anyinit`: the model as written, then AnyInit's empirical mode
+  (`anyinit.initialize(model, "empirical", batch)`, a peer library: `pip
+  install "keras_corrinit[anyinit]"`) on 256 training samples.
+* `he`: untruncated He-normal, `CorrelatedHeNormal` with R = I (the exact
+  baseline of the correlated-initialization paper's Algorithm 1);
+  `keras_he`: Keras's own (truncated) `he_normal`.
+* `correlated`: `CorrelatedHeNormal()` (the built-in R, filter-sum
+  variance kept); `correlated_weight`: the same with He's per-weight
+  variance kept.
+* `enhanced_gamma`: `EnhancedGamma()`.
+* `lsuv`: orthogonal weights, then `lsuv_initialize` on the first training
+  batch.
+
+Scale controls: a correlated arm changes both the correlation and the scale
+of the weights. `<arm>~var` draws independent He-normal weights with the
+per-weight variance the arm gives each kernel, `<arm>~sum` with its
+filter-sum variance; a filter-mode arm's informative control is `~var`, a
+weight-mode arm's `~sum` (the other one is the He baseline itself). If an
+arm beats the baseline but not its control, its gain is the scale.
+
+Every arm travels to a worker as data (a Keras config, a name, or a
+picklable callable), so a run can execute in another process or machine.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import weakref
+
+import keras
+import numpy as np
+
+from keras_corrinit._core.apply import layer_seeds
+from keras_corrinit._core.data import take_batches
+from keras_corrinit.correlation._spatial import SpatialCorrelation
+from keras_corrinit.initializers._controls import MATCHES as CONTROL_MATCHES
+from keras_corrinit.initializers._controls import ScaleControl
+from keras_corrinit.initializers._correlated import CorrelatedHeNormal
+from keras_corrinit.initializers._gamma import EnhancedGamma
+from keras_corrinit.layerwise._initialize import initialize
+from keras_corrinit.layerwise._lsuv import lsuv_initialize
+
+__all__ = ["AS_WRITTEN", "BUILTIN_ARMS", "Arm", "UnidentifiableError", "callable_name", "resolve_arms"]
+
+_IDENTITY = SpatialCorrelation.identity()
+_BUILTIN_INITIALIZERS = {
+    # "default" and "initialize" start from the model as written; `resolve_arms` puts the
+    # builder's own default here when its `kernel_initializer` parameter has one.
+    "default": lambda: keras.initializers.GlorotUniform(),
+    "initialize": lambda: keras.initializers.GlorotUniform(),
+    "anyinit": lambda: keras.initializers.GlorotUniform(),
+    "he": lambda: CorrelatedHeNormal(_IDENTITY),
+    "keras_he": lambda: keras.initializers.HeNormal(),
+    "correlated": lambda: CorrelatedHeNormal(),
+    "correlated_weight": lambda: CorrelatedHeNormal(variance_mode="weight"),
+    "enhanced_gamma": lambda: EnhancedGamma(),
+    "lsuv": lambda: keras.initializers.Orthogonal(),
+}
+BUILTIN_ARMS = tuple(sorted(_BUILTIN_INITIALIZERS))
+
+
+def _lsuv(model, train, seed):
+    """LSUV on one batch of the training data (the paper's recipe)."""
+    lsuv_initialize(model, train, seed=seed, verbose=0)
+
+
+def _initialize(model, train, seed):
+    """`keras_corrinit.initialize` with its defaults on the training data (its first 1024 samples)."""
+    initialize(model, train, seed=seed, verbose=0)
+
+
+def _anyinit(model, train, seed):
+    """AnyInit's empirical mode (a peer library) on the first 256 training samples."""
+    import anyinit
+
+    anyinit.initialize(model, "empirical", take_batches(train, 1, ANYINIT_SAMPLES)[0], seed=seed)
+
+
+ANYINIT_SAMPLES = 256
+_BUILTIN_PREPARE = {"lsuv": _lsuv, "initialize": _initialize, "anyinit": _anyinit}
+# The arms that start from the model as its builder writes it.
+AS_WRITTEN = ("default", "initialize", "anyinit")
+
+
+def _check_available(name):
+    if name == "anyinit" and importlib.util.find_spec("anyinit") is None:
+        raise ImportError(
+            "The 'anyinit' arm runs AnyInit (a peer library), which is not installed: "
+            'pip install "keras_corrinit[anyinit]".'
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm as data: what `build_model` gets and what runs after it.
+
+    `initializer` is a serialized Keras initializer (None: the baseline's
+    He), `prepare` a picklable `callable(model, train, seed)` or None,
+    `control` `"var"`/`"sum"` for a scale control of `initializer` and
+    `base` the name of the arm it controls, and `identity` a JSON-able
+    description that changes whenever the arm does.
+    """
+
+    name: str
+    initializer: dict = None
+    prepare: object = None
+    control: str = None
+    base: str = None
+    identity: str = ""
+
+    def make_initializer(self, seed):
+        """The initializer `build_model` gets: each call (each layer) draws with its own seed."""
+        return _LayerSeeded(self, seed)
+
+    def seeded(self):
+        """`seed -> the arm's initializer with that int seed`; the arm's config is read once."""
+        config = self.initializer or keras.saving.serialize_keras_object(_BUILTIN_INITIALIZERS["he"]())
+        reference = keras.saving.deserialize_keras_object(config)
+        if self.control:  # a control's reference keeps its own seed
+            return lambda seed: ScaleControl(reference, self.control, seed)
+        settings = reference.get_config()
+        if "seed" not in settings:
+            return lambda seed: reference
+        return lambda seed: type(reference).from_config({**settings, "seed": seed})
+
+
+# More layers than any network here has; layer_seeds derives them all at once.
+_MAX_LAYERS = 4096
+_TOKENS = itertools.count()
+_LIVE = weakref.WeakValueDictionary()  # token -> the live _LayerSeeded of a run
+
+
+class _LayerSeeded(keras.initializers.Initializer):
+    """An arm's initializer that gives each call its own int seed.
+
+    The k-th call (the k-th layer built) draws with the k-th of
+    `layer_seeds(seed, ...)`, as the layer-wise helpers seed layers: the
+    same seed rebuilds the same model, and same-shaped layers never share
+    a draw although they share this one object.
+    """
+
+    def __init__(self, arm, seed):
+        self.seeded, self.seeds = arm.seeded(), iter(layer_seeds(seed, _MAX_LAYERS))
+        self.token = next(_TOKENS)
+        _LIVE[self.token] = self
+
+    def __call__(self, shape, dtype=None):
+        return self.seeded(next(self.seeds))(shape, dtype=dtype)
+
+    def get_config(self):
+        return {"run_initializer": self.token}
+
+    @classmethod
+    def from_config(cls, config):
+        # Layers that clone their initializer (MultiHeadAttention, per kernel) get this same object back,
+        # so each of their kernels still draws the run's next layer seed (a fresh copy would repeat them).
+        live = _LIVE.get(config.get("run_initializer"))
+        if live is None:
+            raise ValueError(
+                "This initializer is the per-run wrapper `experiments.compare` gives `build_model`; it exists only "
+                "during its run. Rebuild the model with an initializer of its own."
+            )
+        return live
+
+
+class UnidentifiableError(TypeError):
+    """A callable whose identity (what its results depend on) cannot be written down."""
+
+
+def _stable(value):
+    """`value` as JSON-able data that is the same in every process, or raise `UnidentifiableError`."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):
+        pass
+    if hasattr(value, "get_config"):
+        return {type(value).__qualname__: _stable(value.get_config())}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {type(value).__qualname__: _stable(dataclasses.asdict(value))}
+    if isinstance(value, (list, tuple)):
+        return [_stable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in value.items()}
+    if callable(value):
+        return callable_name(value)
+    if isinstance(value, np.ndarray):
+        return f"array {value.shape} {value.dtype} sha256:{hashlib.sha256(value.tobytes()).hexdigest()[:16]}"
+    raise UnidentifiableError(type(value).__name__)
+
+
+def _code_digest(function):
+    """A digest of a function's code, constants, defaults and closure: two lambdas at one place differ by them."""
+    code = function.__code__
+    cells = [cell.cell_contents for cell in function.__closure__ or ()]
+    content = [code.co_code.hex(), repr(code.co_consts), _stable(function.__defaults__ or ()), _stable(cells)]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def callable_name(fn):
+    """`module.qualname` of a function or a callable object's class, with what its behaviour depends on.
+
+    A callable object's settings (its `get_config()`, or a dataclass's
+    fields) are part of its name, a `functools.partial`'s arguments too, and
+    a plain function's (a lambda's, a closure's) code, defaults and closure
+    are part of it as a digest; so two arms or builders that differ in any
+    of them never share a results-store key. Raises `UnidentifiableError`
+    when one of those is an object with no stable description.
+    """
+    if isinstance(fn, functools.partial):
+        arguments = {"args": _stable(list(fn.args)), "keywords": _stable(fn.keywords)}
+        return f"partial({callable_name(fn.func)}){json.dumps(arguments, sort_keys=True)}"
+    named = fn if hasattr(fn, "__qualname__") else type(fn)
+    name = f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
+    if named is fn:
+        return f"{name}#{_code_digest(fn)}" if hasattr(fn, "__code__") else name
+    if hasattr(fn, "get_config"):
+        config = fn.get_config()
+    elif dataclasses.is_dataclass(fn):
+        config = dataclasses.asdict(fn)
+    else:
+        return name
+    return f"{name}{json.dumps(config, sort_keys=True, default=repr)}"
+
+
+def _initializer_arm(name, initializer):
+    config = keras.saving.serialize_keras_object(initializer)
+    return Arm(name, initializer=config, identity=repr(config))
+
+
+def _user_arm(name, spec):
+    if isinstance(spec, str):
+        try:
+            spec = keras.initializers.get(spec)
+        except ValueError:
+            raise ValueError(
+                f"Arm {name!r}: {spec!r} is not a Keras initializer name; pass an initializer, "
+                "a name such as 'he_normal', or a callable(model, train, seed)."
+            ) from None
+    if isinstance(spec, keras.initializers.Initializer):
+        return _initializer_arm(name, spec)
+    if callable(spec):
+        try:
+            identity = callable_name(spec)
+        except UnidentifiableError as error:
+            raise TypeError(
+                f"Arm {name!r} cannot be identified for the results store: it holds a {error} with no stable "
+                "description (in its arguments or closure). Make it a module-level function or a dataclass "
+                "whose fields say what it does."
+            ) from None
+        return Arm(name, prepare=spec, identity=identity)
+    raise TypeError(
+        f"Arm {name!r} must be a Keras initializer, an initializer name or a callable(model, train, seed); "
+        f"received {type(spec).__name__}."
+    )
+
+
+def split_control(name):
+    """`"correlated~var"` -> `("correlated", "var")`; any other name -> `(name, None)`. The one place the
+    `<arm>~var|sum` naming of scale controls is read; after it, `Arm.control` and `Arm.base` hold it."""
+    base, _, match = name.rpartition("~")
+    return (base, match) if base and match in CONTROL_MATCHES else (name, None)
+
+
+def _control_of(arm, match=None):
+    """The scale control of an arm whose initializer is a CorrelatedHeNormal (None if it has none).
+
+    Without `match`, the informative one: `~var` for a filter-mode arm,
+    `~sum` for a weight-mode one; none for R = I (the arm is its own control).
+    """
+    if arm.initializer is None or arm.control:
+        return None
+    reference = keras.saving.deserialize_keras_object(arm.initializer)
+    if not isinstance(reference, CorrelatedHeNormal):
+        return None
+    if match is None:
+        try:
+            if abs(float(reference.correlation_matrix((3, 3)).sum()) - 9.0) < 1e-9:
+                return None
+        except ValueError:
+            pass  # an R for another kernel size: not the identity
+        match = "var" if reference.variance_mode == "filter" else "sum"
+    return dataclasses.replace(
+        arm, name=f"{arm.name}~{match}", control=match, base=arm.name, identity=f"{arm.identity}~{match}"
+    )
+
+
+def _resolve(name, spec, resolved, as_written):
+    """One arm from a name and its spec (None: built-in, or an explicit control `<arm>~var|sum`)."""
+    if spec is not None:
+        return _user_arm(name, spec)
+    if name in _BUILTIN_INITIALIZERS:
+        _check_available(name)
+        initializer = as_written if name in AS_WRITTEN and as_written is not None else _BUILTIN_INITIALIZERS[name]()
+        arm = _initializer_arm(name, initializer)
+        if name == "anyinit":  # a peer's results depend on its version, which this package's does not fix
+            arm = dataclasses.replace(arm, identity=f"{arm.identity} anyinit {importlib.metadata.version('anyinit')}")
+        return dataclasses.replace(arm, prepare=_BUILTIN_PREPARE.get(name))
+    base, match = split_control(name)
+    if match and base in resolved:
+        control = _control_of(resolved[base], match)
+        if control is None:
+            raise ValueError(f"Arm {name!r}: a scale control needs {base!r} to be a CorrelatedHeNormal arm.")
+        return control
+    raise ValueError(
+        f"Unknown arm {name!r}; the built-in arms are {list(BUILTIN_ARMS)}, and `<arm>~var` or `<arm>~sum` "
+        "names the scale control of an arm listed before it."
+    )
+
+
+def resolve_arms(arms, baseline, controls, as_written=None):
+    """`[Arm]` for `compare`: the baseline first, each arm then its scale control.
+
+    `as_written`: the initializer the builder gives its layers when not
+    told otherwise (None: Keras's `glorot_uniform`), for `default` and
+    `initialize`.
+    """
+    if isinstance(arms, str) or not isinstance(arms, (list, tuple, dict)):
+        raise TypeError(
+            "`arms` must be a list of built-in arm names (e.g. ['he', 'correlated']) or a dict "
+            f"{{name: initializer or callable(model, train, seed)}}; received {type(arms).__name__}."
+        )
+    items = list(arms.items()) if isinstance(arms, dict) else [(name, None) for name in arms]
+    names = [name for name, _ in items]
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Arm names must be non-empty strings; received {name!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"Arm names must be unique; received {names}.")
+    if baseline not in names:
+        if baseline not in _BUILTIN_INITIALIZERS:
+            raise ValueError(f"`baseline` {baseline!r} is neither one of the arms {names} nor a built-in arm.")
+        items.insert(0, (baseline, None))
+    resolved = {}
+    for name, spec in items:
+        resolved[name] = _resolve(name, spec, resolved, as_written)
+    ordered = sorted(resolved.values(), key=lambda arm: arm.name != baseline)
+    if not controls:
+        return ordered
+    with_controls = []
+    for arm in ordered:
+        with_controls.append(arm)
+        control = _control_of(arm) if arm.name != baseline else None
+        if control is not None and control.name not in resolved:
+            with_controls.append(control)
+    return with_controls

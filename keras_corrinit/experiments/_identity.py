@@ -1,0 +1,131 @@
+"""What identifies a run's inputs by content: the data's fingerprint, the builder's models, the settings.
+
+Every part of a run's key that is not a plain setting is described here; what has no stable
+description is refused with the fix.
+"""
+
+import hashlib
+import inspect
+import json
+
+import keras
+import numpy as np
+
+from keras_corrinit._core.layers import walk_layers
+from keras_corrinit.experiments._arms import UnidentifiableError, callable_name
+
+
+def split_data(data):
+    """`(train, test)` from the `data` argument (a factory is called)."""
+    if callable(data) and not isinstance(data, keras.utils.PyDataset):
+        data = data()
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            "`data` must be `(train, test)` (each `(x, y)` arrays, a tf.data.Dataset or a "
+            "keras.utils.PyDataset), or a function of no arguments returning it."
+        )
+    return data
+
+
+def is_arrays(part):
+    return isinstance(part, (tuple, list)) and len(part) == 2 and all(hasattr(a, "shape") for a in part)
+
+
+def fingerprint(data):
+    """What identifies the data in a run's key: a hash of arrays, else a description."""
+    prefix = ""
+    if callable(data) and not isinstance(data, keras.utils.PyDataset):
+        # A factory is called here once: the arrays it returns are what identifies it.
+        try:
+            prefix = f"factory {callable_name(data)}: "
+        except UnidentifiableError:
+            prefix = f"factory {getattr(data, '__qualname__', type(data).__qualname__)}: "
+    digest = hashlib.sha256()
+    for part in split_data(data):
+        if not is_arrays(part):
+            return f"{prefix}{type(part).__name__} (not hashed: name it in `settings`)"
+        for array in part:
+            array = np.ascontiguousarray(keras.ops.convert_to_numpy(array))
+            digest.update(f"{array.shape}{array.dtype}".encode())
+            digest.update(array.tobytes())
+    return prefix + "arrays sha256:" + digest.hexdigest()[:16]
+
+
+def normalized(value, names):
+    """A config with layer names replaced by their position; names (Keras numbers them per session:
+    `sgd_1`, `conv2d_7`) and initializers (the arm's part) left out."""
+    if isinstance(value, dict):
+        return {k: normalized(v, names) for k, v in value.items() if not k.endswith("initializer") and k != "name"}
+    if isinstance(value, (list, tuple)):
+        return [normalized(v, names) for v in value]
+    return names.get(value, value) if isinstance(value, str) else value
+
+
+def model_digest(model):
+    """What a built model is: its normalized config, every layer's, its weights' shapes and its compile config."""
+    layers = list(walk_layers(model))
+    names = {name: f"layer{i}" for i, name in enumerate(dict.fromkeys([model.name] + [x.name for x in layers]))}
+
+    def config_of(obj):
+        try:
+            return obj.get_config()
+        except Exception:  # a custom layer without a config: its class and weights say what they can
+            return None
+
+    content = {
+        "model": [type(model).__qualname__, config_of(model)],
+        "layers": [[type(x).__qualname__, config_of(x)] for x in layers],
+        "weights": [list(w.shape) for w in model.weights],
+        "compile": model.get_compile_config() if model.compiled else None,
+    }
+    text = json.dumps(normalized(content, names), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def builder_identity(build_model, baseline, seeds, settings):
+    """The builder's name (with its settings, arguments or code) and the content of the models it builds."""
+    try:
+        name = callable_name(build_model)
+    except UnidentifiableError as error:
+        if settings is None:
+            raise TypeError(
+                f"`build_model` cannot be identified for the results store: it holds a {error} with no stable "
+                "description (in its arguments or closure). Pass `settings=` naming what it builds, or make it a "
+                "module-level function or a dataclass."
+            ) from None
+        name = f"{getattr(build_model, '__qualname__', type(build_model).__qualname__)} (named by `settings`)"
+    digests = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        digests.append(model_digest(build_model(baseline.make_initializer(seed), seed)))
+    keras.backend.clear_session()
+    return f"{name} models:{hashlib.sha256(''.join(digests).encode()).hexdigest()[:16]}"
+
+
+def written_default(build_model):
+    """The default of `build_model`'s first parameter (its kernel initializer) as an initializer, or None."""
+    try:
+        parameters = list(inspect.signature(build_model).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return None
+    if not parameters or parameters[0].default in (inspect.Parameter.empty, None):
+        return None
+    default = parameters[0].default
+    try:
+        return keras.initializers.get(default)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"`build_model`'s first parameter defaults to {default!r}, which is not a Keras initializer; the "
+            "'default' arm passes that default to the builder. Give it an initializer (or name) as default, or none."
+        ) from None
+
+
+def settings_identity(settings):
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise TypeError(f"`settings` must be a dict of JSON values; received {type(settings).__name__}.")
+    try:
+        return json.loads(json.dumps(settings, sort_keys=True))
+    except (TypeError, ValueError):
+        raise TypeError("`settings` must hold JSON values only (numbers, strings, lists, dicts).") from None

@@ -1,0 +1,164 @@
+"""The options of `keras-corrinit compare` and `summary`, with no import of Keras or of this package.
+
+`keras_corrinit_cli` loads this file by its path to answer `compare --help`
+and `summary --help` at once (importing anything inside `keras_corrinit`
+imports the package, and so Keras and its backend). The names it offers are
+written here; `tests/experiments/suite/test_suite.py` checks them against the data sets,
+networks and arms the suite really has.
+"""
+
+import argparse
+import sys
+
+COMPARE_DESCRIPTION = "the built-in benchmarks, on `keras_corrinit.experiments.compare`."
+SUMMARY_DESCRIPTION = "`keras-corrinit summary FOLDER...`: compact tables of finished grids, for the README."
+
+DATASETS = ["digits", "digits32", "photos32", "cifar10", "cifar100", "svhn"]
+NETWORKS = sorted(
+    ["vgg8", "vgg16", "vgg19", "resnet10", "resnet18", "resnet34", "small_cnn", "keras_io", "resnet20", "mobilenet"]
+    + ["vit"]
+    + [f"convmixer{d}k{k}{s}" for d in (2, 4, 6, 8) for k in (3, 5, 7, 9) for s in ("", "_frozen")]
+)
+_PLAIN = [
+    "he_normal",
+    "he_uniform",
+    "random_normal",
+    "random_uniform",
+    "orthogonal",
+    "glorot_normal",
+    "correlated",
+    "correlated_weight",
+    "correlated_learned",
+    "enhanced_gamma",
+]
+DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
+# Mimetic attention (Trockman and Kolter 2023) alone on the He-built network, and with `initialize`.
+ATTENTION = ("mimetic", "initialize_mimetic")
+# `initialize`'s scale control: its filter norms in random directions.
+POST_BUILD = (
+    "correlated_layerwise",
+    "nfm",
+    "nfm_kaiming",
+    "agop",
+    "agop_kaiming",
+    *DEPTHWISE,
+    *ATTENTION,
+    "initialize_scale",
+)
+# Resolved by `experiments.compare` itself: the model as written, untruncated He-normal (CorrelatedHeNormal with
+# R = I, Algorithm 1's own baseline), `initialize`, LSUV, AnyInit (a peer).
+BUILTIN = ("default", "he", "initialize", "lsuv", "anyinit")
+# Arm names of earlier versions, still accepted on the command line (with a warning).
+RENAMED = {"uncorrelated": "he"}
+BASE_ARMS = sorted(set(_PLAIN) | set(POST_BUILD) | set(BUILTIN))
+CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
+    "correlated_weight~sum",
+    "covariance_closed_form~var",
+    "covariance_learned~var",
+]
+ARMS = BASE_ARMS + CONTROLS
+GAMMA_BASES = ["he_normal", "he_uniform"]
+# The main job (`keras-corrinit compare` with no arguments): the network as written, He, `initialize`,
+# Algorithm 1 and its scale control, on photos32 (natural images, offline), 5 seeds of 4 epochs.
+MAIN_ARMS = ["default", "he", "initialize", "correlated", "correlated~var"]
+SUMMARY_ARMS = ["correlated", "correlated~var", "correlated_weight", "correlated_weight~sum", "correlated_learned"]
+
+
+def positive(text):
+    """An argparse type: an int >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; received {value}")
+    return value
+
+
+def arm_name(text):
+    """An argparse type: an arm's name, an earlier version's name replaced by today's (said on stderr)."""
+    if text in RENAMED:
+        print(f"keras-corrinit compare: arm {text!r} is now called {RENAMED[text]!r}.", file=sys.stderr)
+    return RENAMED.get(text, text)
+
+
+def compare_parser():
+    """`keras-corrinit compare`'s options (keras-free: `--help` answers without importing Keras)."""
+    p = argparse.ArgumentParser(prog="keras-corrinit compare", description=COMPARE_DESCRIPTION)
+    p.add_argument("--grid", help="run a grid behind docs/evidence.md ('list' lists them); later arguments override")
+    p.add_argument("--dataset", nargs="+", default=["photos32"], choices=DATASETS)
+    p.add_argument(
+        "--network",
+        nargs="+",
+        default=None,
+        choices=NETWORKS,
+        help="default: small_cnn for digits, digits32 and photos32; vgg8 and resnet10 for the downloaded data sets",
+    )
+    p.add_argument(
+        "--init",
+        nargs="+",
+        default=MAIN_ARMS,
+        type=arm_name,
+        choices=ARMS,
+        metavar="ARM",
+        help=f"arms, from {ARMS}",
+    )
+    p.add_argument(
+        "--baseline",
+        default="default",
+        type=arm_name,
+        choices=BASE_ARMS,
+        metavar="ARM",
+        help="arm the paired differences are taken to (trained too if not in --init); default: the network as "
+        "written (Keras's glorot_uniform)",
+    )
+    p.add_argument("--batch-norm", nargs="+", default=["off"], choices=["off", "on"])
+    p.add_argument("--seeds", type=positive, default=5)
+    p.add_argument("--epochs", type=positive, default=4, help="epochs per run at a constant learning rate")
+    p.add_argument(
+        "--budgets",
+        type=positive,
+        nargs="+",
+        help="the budget protocol instead of --epochs: one run per budget, its learning rate decaying to 0 at "
+        "its end; epochs to target = the smallest budget whose mean reaches the baseline's at the largest",
+    )
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float, nargs="+", default=[0.005])
+    p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum")
+    p.add_argument("--l2", type=float, nargs="+", default=[0.0])
+    p.add_argument("--batch-size", type=positive, default=32)
+    p.add_argument("--width", type=float, nargs="+", default=[1.0])
+    p.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="CorrelatedHeNormal strength factor")
+    p.add_argument(
+        "--correlation",
+        help="R of correlated/correlated_weight: a JSON file from `keras-corrinit extract` (default: the built-in R)",
+    )
+    p.add_argument(
+        "--source-network",
+        choices=NETWORKS,
+        help="network the learned arms take R/NFM/AGOP from (default: the run's network)",
+    )
+    p.add_argument("--source-epochs", type=positive, default=10)
+    p.add_argument("--source-lr", type=float, default=0.02, help="SGD (momentum 0.9) rate of the source")
+    p.add_argument("--gamma-base", default="he_normal", choices=GAMMA_BASES)
+    p.add_argument("--gamma-granularity", default="filter", choices=["filter", "spatial"])
+    p.add_argument("--data-dir", help="tensorflow-datasets data directory")
+    p.add_argument("--max-train", type=positive, help="use only this many training samples")
+    p.add_argument("--max-test", type=positive, help="use only this many test samples")
+    p.add_argument("--out", help="results folder (default: runs/compare, or runs/GRID)")
+    p.add_argument("--workers", type=int, default=0, help="local worker processes (default 0: run here)")
+    p.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler to run on (needs dask.distributed)")
+    return p
+
+
+def summary_parser():
+    """`keras-corrinit summary`'s options (keras-free)."""
+    parser = argparse.ArgumentParser(prog="keras-corrinit summary", description=SUMMARY_DESCRIPTION)
+    parser.add_argument("folders", nargs="+", help="results folders of `keras-corrinit compare`")
+    parser.add_argument("--arms", nargs="+", default=SUMMARY_ARMS)
+    parser.add_argument(
+        "--baseline",
+        help="arm the differences are taken to (default: he, uncorrelated (its name before 0.3.0) or default, "
+        "whichever a cell has)",
+    )
+    return parser

@@ -1,0 +1,583 @@
+"""`initialize(model, data)`: a data-aware initialization of a whole model in one call.
+
+The recipe, on a sample of the training data streamed in batches:
+
+1. Measure the input patches of the first `whiten` Conv2D layers (in model
+   order) over the whole sample, batch by batch; each pass stops at the
+   last whitened layer.
+2. Whiten those convolutions: `PatchWhitening` filters of their measured
+   patch covariance (+/- pairs; directions in which the data does not vary,
+   such as a constant alpha channel, are left out; filters beyond twice the
+   varying directions He-normal).
+3. The model's output layer(s) (`head`): zero by default, so the model
+   starts at a uniform prediction (the loss of chance for softmax and
+   sigmoid heads), whatever its activation.
+4. Residual blocks (`residual`, read from the model's graph): each branch
+   that ends in a normalization starts with its scale (gamma) at zero, so
+   the block starts as its shortcut (Goyal et al. 2017); `"zero_last"` also
+   zeroes the last kernel of branches without one (Fixup, SkipInit).
+5. Every other kernel (`rest`): the identity where a convolution can pass
+   its input through, untruncated He-normal elsewhere (by the layer's own
+   fan-in: k*k for depthwise kernels), or as built.
+6. LSUV on the first batch (`orthogonal=False`): every layer set in 2 and 5
+   rescaled to unit pre-activation variance (the LSUV paper's convention:
+   a fused softmax, sigmoid or tanh is never saturated); a layer whose
+   factor would leave [1e-4, 100] times its He-normal scale keeps its
+   scale, with a warning.
+
+Layers are identified by object (two nested sub-models may each hold a
+"conv"); in the report a layer is named by its name, or by its path where
+the name repeats. Frozen layers (`trainable=False`, themselves or a parent)
+are left alone unless `include_frozen=True`; on any error every weight is
+as it was.
+"""
+
+import dataclasses
+import itertools
+import math
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_corrinit._core import validation as check
+from keras_corrinit._core.apply import layer_seeds
+from keras_corrinit._core.backend import attention_projections
+from keras_corrinit._core.data import batch_size_of, iter_samples
+from keras_corrinit._core.graph import has_graph, output_heads, reading_graphs, residual_branch_ends
+from keras_corrinit._core.layers import frozen_layers, kernel_slots, unchanged_on_error, walk_layers
+from keras_corrinit._core.model_pass import (
+    display_names,
+    patterns,
+    run_model,
+    run_until,
+    select_layers,
+    stop_pass,
+    watching,
+)
+from keras_corrinit.correlation._patches import PatchAccumulator, layer_patches
+from keras_corrinit.initializers._whitening import PatchWhitening
+from keras_corrinit.layerwise._lsuv import _Settings, scale_layers
+from keras_corrinit.layerwise._mimetic import mimetic_kernels
+
+__all__ = ["InitializationReport", "InitializedLayer", "initialize"]
+
+_RESTS = ("he", "identity", "keep")
+_HEADS = ("zero", "lsuv", "keep")
+_RESIDUALS = ("zero_gamma", "zero_last", "keep")
+_ATTENTIONS = ("keep", "mimetic")
+# A patch direction whose variance is below this share of the largest is
+# "constant" (a constant input channel, padding only): whitening it would
+# amplify nothing but rounding.
+_CONSTANT_DIRECTION = 1e-6
+# `eps` at least this many times the largest patch variance whitens nothing.
+_EPS_LIMIT = 100.0
+
+
+@dataclasses.dataclass
+class InitializedLayer:
+    """What `initialize` set in one layer; its pre-activation variance on the first batch before and after LSUV's scale.
+
+    "Before" is with the kernel `initialize` set (NaN for a layer LSUV does
+    not scale); "after" is 0 for a layer set to zero.
+    """
+
+    name: str
+    layer_class: str
+    what: str
+    variance_before: float
+    variance_after: float
+
+
+@dataclasses.dataclass
+class InitializationReport:
+    """`initialize`'s report.
+
+    Attributes:
+        layers: `InitializedLayer`s in model order.
+        skipped: `{layer name: reason}` of layers with weights left alone.
+        forward_pass_equivalents: The work, in forward passes of the first
+            batch, counted by the touched layers' multiply-adds: the
+            statistics passes (each up to the last whitened layer) and
+            LSUV's pass.
+        samples: The number of samples measured (patch statistics).
+        lsuv_samples: The samples LSUV's pass used (the first batch).
+        patches: `{whitened layer name: patches in its covariance}`.
+        residual_ends: Names of the layers whose scale or kernel starts a
+            residual branch at zero.
+        heads: Names of the output layers found.
+    """
+
+    layers: list
+    skipped: dict
+    forward_pass_equivalents: float
+    samples: int = 0
+    lsuv_samples: int = 0
+    patches: dict = dataclasses.field(default_factory=dict)
+    residual_ends: list = dataclasses.field(default_factory=list)
+    heads: list = dataclasses.field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __getitem__(self, name):
+        for entry in self.layers:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"No layer named {name!r} was initialized.")
+
+    def __str__(self):
+        rows = [f"| {e.name} | {e.what} | {e.variance_before:.4g} | {e.variance_after:.4g} |" for e in self.layers]
+        head = ["| layer | set | pre-activation variance before | after |", "|---|---|---|---|"]
+        patches = ", ".join(f"{name}: {count}" for name, count in self.patches.items()) or "none"
+        return (
+            "\n".join(head + rows)
+            + f"\n\n{self.samples} samples measured (patches per whitened layer: {patches}); LSUV on "
+            + f"{self.lsuv_samples}; {self.forward_pass_equivalents:.2f} forward-pass equivalents"
+        )
+
+
+def _check_arguments(model, args):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a keras.Model (Sequential, Functional or subclassed); received "
+            f"{type(model).__name__}. Wrap a layer in a model: keras.Sequential([keras.Input(shape), layer])."
+        )
+    args["whiten"] = check.integer(args["whiten"], "whiten", minimum=0)
+    for name, choices in (("rest", _RESTS), ("head", _HEADS), ("residual", _RESIDUALS), ("attention", _ATTENTIONS)):
+        if args[name] not in choices:
+            raise ValueError(f"`{name}` must be one of {list(choices)}; received {args[name]!r}.")
+    if args["eps"] is not None:
+        args["eps"] = check.real(args["eps"], "eps", low=0, low_open=True)
+    args["samples"] = check.integer(args["samples"], "samples", minimum=1)
+    args["batch_size"] = check.integer(args["batch_size"], "batch_size", minimum=1)
+    if args["max_patches_per_batch"] is not None:
+        args["max_patches_per_batch"] = check.integer(args["max_patches_per_batch"], "max_patches_per_batch", minimum=2)
+    for name in ("include_frozen", "freeze_whitened"):
+        args[name] = check.boolean(args[name], name)
+    args["seed"] = check.seed(args["seed"], "seed")
+    if args["verbose"] not in (0, 1) or isinstance(args["verbose"], bool):
+        raise ValueError(f"`verbose` must be 0 or 1; received {args['verbose']!r}.")
+    args["include"] = patterns(args["include"], "include")
+    args["exclude"] = patterns(args["exclude"], "exclude")
+    return args
+
+
+class _Statistics:
+    """The statistics passes' handler: the whitened layers' input patches; the pass ends after the last of them."""
+
+    def __init__(self, whitened, max_patches_per_batch, seed):
+        self.accumulators = {
+            id(layer): PatchAccumulator(layer.kernel_size, layer.kernel.shape[-2], max_patches_per_batch, seed)
+            for layer in whitened
+        }
+        self.waiting = set()
+
+    def __call__(self, layer, inputs, forward):
+        self.accumulators[id(layer)].add(layer_patches(layer, inputs))
+        self.waiting.discard(id(layer))
+        if not self.waiting:
+            stop_pass()  # every whitened layer has this batch's patches: the rest of the pass is not needed
+        return forward(inputs)
+
+    def run(self, model, batch):
+        self.waiting = set(self.accumulators)
+        run_until(model, batch)
+
+
+class _LastReached:
+    """A subclassed model's pass: which kernel layer the pass reaches last, and its output's shape."""
+
+    def __init__(self):
+        self.layer, self.shape = None, None
+
+    def __call__(self, layer, inputs, forward):
+        output = forward(inputs)
+        self.layer, self.shape = layer, tuple(output.shape)
+        return output
+
+
+def _subclassed_heads(model, targets, batch):
+    """A model without a readable graph: its head is the last kernel layer reached, if its output is the model's."""
+    last = _LastReached()
+    with watching(targets, last):
+        output = run_model(model, batch)
+    shapes = [tuple(o.shape) for o in keras.tree.flatten(output)]
+    return [last.layer] if last.layer is not None and shapes == [last.shape] else []
+
+
+def _he_normal(shape, seed, fan_in=None):
+    """An untruncated He-normal float32 kernel, drawn by numpy from `seed` (`fan_in` default: Keras's).
+
+    Drawn on the host: the same values on every backend, and no per-shape
+    compilation of a random kernel (on JAX that was 60% of the call).
+    `assign` casts it to the variable's dtype.
+    """
+    fan_in = math.prod(shape[:-1]) if fan_in is None else fan_in
+    kernel = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    kernel *= np.float32(math.sqrt(2.0 / fan_in))
+    return kernel
+
+
+def _whitening_kernel(layer, statistics, eps, seed):
+    """The kernel: whitening filters of the varying directions, He-normal for the other filters."""
+    whitening = PatchWhitening(statistics.covariance, statistics.kernel_size, statistics.in_channels, eps)
+    largest = float(whitening.eigenvalues[0])
+    if eps is not None and eps >= _EPS_LIMIT * largest:
+        raise ValueError(
+            f"`eps`={eps:g} is at least {_EPS_LIMIT:g} times the largest patch variance of layer "
+            f"{layer.name!r} ({largest:.4g}): every whitening filter would be nearly zero. Pass an `eps` "
+            f"well below it, or None (1e-3 x the mean eigenvalue)."
+        )
+    varying = int(np.sum(whitening.eigenvalues > _CONSTANT_DIRECTION * largest))
+    shape = tuple(layer.kernel.shape)
+    filters = shape[-1]
+    kept = min(filters, 2 * varying)
+    kernel = np.asarray(whitening.filters[:varying].T.reshape(*shape[:-1], varying))
+    paired = np.stack([kernel, -kernel], axis=-1).reshape(*shape[:-1], 2 * varying)[..., :kept]
+    what = f"PatchWhitening ({kept} filters)"
+    constant = whitening.filters.shape[0] - varying
+    if filters > kept:
+        he = _he_normal((*shape[:-1], filters - kept), seed)
+        paired = np.concatenate([paired, he], axis=-1)
+        what = f"PatchWhitening ({kept} of {filters} filters; {filters - kept} He-normal)"
+    if constant:
+        what += f"; {constant} constant patch directions left out"
+    return paired.astype("float32"), what
+
+
+def _zero_kernels(layer):
+    for slot in kernel_slots(layer):
+        variable = getattr(layer, slot.attribute)
+        variable.assign(ops.zeros(variable.shape, variable.dtype))
+
+
+def _identity_kernel(layer, seed):
+    """Dirac (centre tap = identity) on the first in_channels filters, He-normal on the rest; None if it cannot."""
+    if [slot.kind for slot in kernel_slots(layer)] != ["conv"]:
+        return None
+    shape = tuple(layer.kernel.shape)
+    spatial, in_channels, filters = shape[:-2], shape[-2], shape[-1]
+    if filters < in_channels or any(size % 2 == 0 for size in spatial):
+        return None
+    kernel = np.zeros(shape, "float32")
+    kernel[tuple(size // 2 for size in spatial)][:, :in_channels] = np.eye(in_channels)
+    if filters > in_channels:  # the other filters: He-normal with the layer's own fan-in
+        kernel[..., in_channels:] = _he_normal((*shape[:-1], filters - in_channels), seed)
+    return kernel
+
+
+def _rest_kernels(layer, rest, seed):
+    """`({attribute: kernel}, what)` for a layer that is neither whitened, a head nor a branch end."""
+    slots = kernel_slots(layer)
+    kinds = [slot.kind for slot in slots]
+    if rest == "keep" or kinds == ["einsum"]:
+        return {}, "kept" if rest == "keep" else "kept (EinsumDense: fan-in depends on the equation)"
+    if rest == "identity":
+        kernel = _identity_kernel(layer, seed)
+        if kernel is not None:
+            shape = kernel.shape
+            return {"kernel": kernel}, f"identity ({shape[-2]} of {shape[-1]} filters)"
+    kernels, seeds = {}, layer_seeds(seed, len(slots))
+    for slot, slot_seed in zip(slots, seeds):
+        variable = getattr(layer, slot.attribute)
+        shape = tuple(variable.shape)
+        fan_in = math.prod(shape[:-2]) if slot.kind == "depthwise" else None
+        kernels[slot.attribute] = _he_normal(shape, slot_seed, fan_in)
+    return kernels, "He-normal" if len(slots) == 1 else "He-normal (" + ", ".join(kernels) + ")"
+
+
+def _measure(model, first, batches, whitened, args):
+    """`({id(layer): PatchStatistics}, samples measured)`: the statistics passes over the streamed sample."""
+    if not whitened:
+        return {}, batch_size_of(first)
+    statistics = _Statistics(whitened, args["max_patches_per_batch"], args["seed"] or 0)
+    bar = keras.utils.Progbar(args["samples"], unit_name="sample") if args["verbose"] else None
+    count = 0
+    with watching(whitened, statistics):
+        for batch in itertools.chain([first], batches):
+            statistics.run(model, batch)
+            count += batch_size_of(batch)
+            if bar:
+                bar.update(count)
+    return {key: a.statistics() for key, a in statistics.accumulators.items() if a.count}, count
+
+
+def _share_up_to(lsuv, whitened):
+    """The multiply-adds of a pass up to the last whitened layer over a whole pass's (LSUV's counts)."""
+    costs, order = lsuv.layer_costs, lsuv.pass_order
+    total = sum(costs.values())
+    reached = [i for i, key in enumerate(order) if any(key == id(layer) for layer in whitened)]
+    if not total or not reached:
+        return 1.0
+    return sum(costs[key] for key in order[: reached[-1] + 1]) / total
+
+
+def _may_change(end, model, target_ids, args):
+    """Whether a residual branch's end may be set: a selected kernel layer, or a scale not frozen or excluded."""
+    if end.kind == "kernel":
+        return id(end.layer) in target_ids
+    if not args["include_frozen"] and id(end.layer) in frozen_layers(model):
+        return False
+    return not (args["exclude"] and any(p.search(end.layer.name) for p in args["exclude"]))
+
+
+def _attention_layers(model, skipped, names, args):
+    """The self-attention layers `attention="mimetic"` sets: those the selection skipped as having no rule."""
+    frozen = set() if args["include_frozen"] else frozen_layers(model)
+    chosen = []
+    for layer in walk_layers(model):
+        name = names.get(id(layer))
+        if not isinstance(layer, keras.layers.MultiHeadAttention) or name not in skipped or not layer.built:
+            continue
+        query, key, value, output = (tuple(p.kernel.shape) for p in attention_projections(layer))
+        if id(layer) in frozen:
+            skipped[name] = "frozen (trainable=False)"
+        elif not query[0] == key[0] == value[0] == output[-1]:
+            skipped[name] = (
+                f"MultiHeadAttention with query, key, value and output widths {query[0]}, {key[0]}, {value[0]}, "
+                f"{output[-1]}: mimetic initialization needs one model dimension (self-attention)"
+            )
+        else:
+            chosen.append(layer)
+    return chosen
+
+
+def _set_mimetic(layer, seed):
+    projections = attention_projections(layer)
+    shapes = [tuple(p.kernel.shape) for p in projections]
+    for projection, kernel in zip(projections, mimetic_kernels(*shapes, seed)):
+        projection.kernel.assign(ops.convert_to_tensor(kernel, projection.kernel.dtype))
+        if projection.bias is not None:
+            projection.bias.assign(ops.zeros(projection.bias.shape, projection.bias.dtype))
+    return "mimetic attention (QK ~ 0.7 Z + 0.7 I, VO ~ 0.4 Z - 0.4 I)"
+
+
+def mimetic_attention(model, seed=None):
+    """Mimetic kernels for every trainable self-attention layer of `model`, nothing else; returns them.
+
+    What `initialize(..., attention="mimetic")` does to attention, alone: the
+    control that separates it from the rest of `initialize`.
+    """
+    names = display_names(model)
+    candidates = {
+        names[id(layer)]: "" for layer in walk_layers(model) if isinstance(layer, keras.layers.MultiHeadAttention)
+    }
+    layers = _attention_layers(model, candidates, names, {"include_frozen": False})
+    with unchanged_on_error(layers):
+        for layer, layer_seed in zip(layers, layer_seeds(seed, len(layers))):
+            _set_mimetic(layer, layer_seed)
+    return layers
+
+
+def initialize(
+    model,
+    data,
+    *,
+    whiten=1,
+    rest="identity",
+    head="zero",
+    residual="zero_gamma",
+    attention="keep",
+    eps=None,
+    samples=1024,
+    batch_size=128,
+    max_patches_per_batch=4096,
+    include=None,
+    exclude=None,
+    include_frozen=False,
+    freeze_whitened=False,
+    seed=None,
+    verbose=1,
+):
+    """Initializes a model from its data: whitened first convolution, zero heads and residual ends, LSUV's scale.
+
+    What it does to each layer kind:
+
+    - the first `whiten` Conv2D layers (one group, either data format,
+      any stride or dilation): whitening filters of their input patches;
+    - the output layer(s) (`head`): zero, so the model starts at a uniform
+      prediction;
+    - residual blocks (`Add` of a branch and a shortcut, read from the
+      graph of Functional models, nested ones included): the branch's last
+      normalization scale (gamma) is zero (`residual`);
+    - Conv1D/2D/3D: the identity where it can pass its input through (one
+      group, odd kernel, filters >= input channels), else He-normal;
+      grouped convolutions, Conv*Transpose and Dense: He-normal;
+      DepthwiseConv and SeparableConv: He-normal with the depthwise
+      kernel's own fan-in (k*k), the pointwise kernel's (input channels);
+      EinsumDense: kept as built; all of these then LSUV's scale on their
+      pre-activation output;
+    - MultiHeadAttention (self-attention): mimetic with
+      `attention="mimetic"` (query-key product near a positive multiple of
+      the identity, value-output near a negative one), else kept;
+    - layers with weights no rule covers (Embedding, attention when kept),
+      frozen layers and layers the pass never calls: left alone, listed in
+      `report.skipped` with the reason.
+
+    Args:
+        model: A Keras model (Sequential, Functional, nested or
+            subclassed); built on the first batch if it is not built yet.
+        data: A sample of the training data: arrays, `(x, y)`, a batched
+            tf.data.Dataset, a PyDataset or a generator of batches.
+        whiten: How many Conv2D layers, first in model order, are whitened.
+            Default 1; 0 whitens none.
+        rest: The other kernels: `"identity"` (default), `"he"` (He-normal
+            everywhere, no identity) or `"keep"` (as built; only LSUV's
+            scale).
+        head: The output layer(s): `"zero"` (default: a uniform prediction
+            at the start), `"lsuv"` (He-normal at unit pre-activation
+            variance, LSUV's paper) or `"keep"` (as built, not rescaled).
+        residual: `"zero_gamma"` (default: a residual branch that ends in
+            a normalization starts with its scale gamma at zero; a branch
+            without one is initialized like any layer), `"zero_last"` (also
+            the last kernel of a branch without a normalization at zero:
+            Fixup's and SkipInit's choice) or `"keep"` (every branch
+            initialized like any layer). Chosen by measurement (the usage
+            notes): with batch norm, zero gammas reach the model as
+            written's accuracy in 1.2 epochs (identity branches 1.8); without
+            it, zero last kernels were not better than identity branches
+            (-2.1 points, n.s.).
+        attention: `"keep"` (default: MultiHeadAttention as built) or
+            `"mimetic"`: self-attention layers get Trockman and Kolter's
+            mimetic kernels, W_q W_k^T = 0.7 Z / sqrt(d) + 0.7 I and W_v W_o
+            = 0.4 Z / sqrt(d) - 0.4 I summed over heads (Z standard normal,
+            d the model dimension; biases zero), drawn from the layer's
+            seed; not rescaled by LSUV.
+        eps: `PatchWhitening`'s eps. Default None (1e-3 x the mean
+            eigenvalue of each layer's patch covariance).
+        samples: How many samples are measured for the patch statistics.
+            Default 1024 (see the usage notes for how the whitening depends
+            on it); fewer if `data` has fewer.
+        batch_size: Samples per batch taken from array data; LSUV's pass
+            uses the first batch. Default 128.
+        max_patches_per_batch: Patches per batch for the covariances
+            (memory D x D per whitened layer). Default 4096.
+        include: None (default: every layer), or a regular expression (or
+            a list) searched in layer names (and paths): only matching
+            layers are touched.
+        exclude: A regular expression (or list) of layer names to leave
+            alone. Default None.
+        include_frozen: Also set frozen layers. Default False.
+        freeze_whitened: Set the whitened layers `trainable=False` after
+            initializing them (a fixed whitening front end). Default False.
+        seed: An int in [0, 2**32) (per-layer seeds derived from it) or
+            None. Default None.
+        verbose: 1 (default) shows progress; 0 is silent.
+
+    Returns:
+        An `InitializationReport`: what each layer got, its pre-activation
+        variance before and after, the samples and patches used.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+        ...                           keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+        >>> x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
+        >>> report = initialize(model, x, seed=0, verbose=0)
+        >>> [entry.what for entry in report]
+        ['PatchWhitening (8 filters)', 'zero (output layer)']
+    """
+    args = _check_arguments(model, dict(locals()))
+    batches = iter_samples(data, args["samples"], args["batch_size"])
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("`data` holds no batch of samples.")
+    if not model.built:
+        run_model(model, keras.tree.map_structure(lambda a: a[:1], first))
+    targets, skipped = select_layers(model, args["include"], args["exclude"], args["include_frozen"])
+    if not targets:
+        raise ValueError(
+            "The model has no Conv or Dense kernel to initialize" + (f"; skipped: {skipped}." if skipped else ".")
+        )
+    names = display_names(model)
+    convolutions = [
+        layer for layer in targets if isinstance(layer, keras.layers.Conv2D) and kernel_slots(layer)[0].kind == "conv"
+    ]
+    if args["whiten"] and not convolutions:
+        warnings.warn("The model has no Conv2D layer to whiten: only He-normal and LSUV's scale are set.", stacklevel=2)
+    whitened = convolutions[: args["whiten"]]
+    statistics, count = _measure(model, first, batches, whitened, args)
+    for layer in whitened:
+        if id(layer) not in statistics:
+            skipped[names[id(layer)]] = "never called by the forward pass"
+
+    target_ids = {id(layer) for layer in targets}
+    with reading_graphs():
+        heads = output_heads(model) if has_graph(model) else _subclassed_heads(model, targets, first)
+        ends = residual_branch_ends(model) if args["residual"] != "keep" else []
+    if args["residual"] == "zero_gamma":
+        ends = [end for end in ends if end.kind == "gamma"]
+    heads = [layer for layer in heads if id(layer) in target_ids and id(layer) not in statistics]
+    head_ids = {id(layer) for layer in heads}
+    ends = [end for end in ends if _may_change(end, model, target_ids, args) and id(end.layer) not in head_ids]
+    ends = [end for end in ends if id(end.layer) not in statistics]
+
+    attention = _attention_layers(model, skipped, names, args) if args["attention"] == "mimetic" else []
+    # The attention layers' seeds follow the kernel layers': the kernels' draws are those of attention="keep".
+    ordered = targets + attention
+    seeds = dict(zip((id(layer) for layer in ordered), layer_seeds(args["seed"], len(ordered))))
+    what, scaled = {}, []
+    changed = ordered + [end.layer for end in ends]
+    with unchanged_on_error(changed):
+        for layer in targets:
+            key = id(layer)
+            if key in statistics:
+                kernel, what[key] = _whitening_kernel(layer, statistics[key], args["eps"], seeds[key])
+                layer.kernel.assign(kernel)
+                scaled.append(layer)
+            elif key in head_ids:
+                if args["head"] == "zero":
+                    _zero_kernels(layer)
+                    what[key] = "zero (output layer)"
+                elif args["head"] == "lsuv":
+                    kernels, kind = _rest_kernels(layer, "he", seeds[key])
+                    for attribute, kernel in kernels.items():
+                        getattr(layer, attribute).assign(kernel)
+                    what[key] = f"{kind} (output layer)"
+                    scaled.append(layer)
+                else:
+                    what[key] = "kept (output layer)"
+            elif any(end.layer is layer for end in ends):
+                _zero_kernels(layer)
+                what[key] = "zero (residual branch end)"
+            else:
+                kernels, what[key] = _rest_kernels(layer, args["rest"], seeds[key])
+                for attribute, kernel in kernels.items():
+                    getattr(layer, attribute).assign(kernel)
+                scaled.append(layer)
+        for layer in attention:
+            what[id(layer)] = _set_mimetic(layer, seeds[id(layer)])
+            del skipped[names[id(layer)]]
+        for end in ends:
+            if end.kind == "gamma":
+                end.layer.gamma.assign(ops.zeros(end.layer.gamma.shape, end.layer.gamma.dtype))
+        settings = _Settings(tol=0.1, max_iter=10, target=1.0, center_bias=False, batches=1)
+        lsuv = scale_layers(model, first, scaled, settings, verbose=args["verbose"], names=names)
+    if args["freeze_whitened"]:
+        for layer in whitened:
+            layer.trainable = False
+    entries = {entry.name: entry for entry in lsuv}
+    layers = []
+    for layer in targets:
+        if id(layer) not in what:
+            continue
+        entry = entries.get(names[id(layer)])
+        zero = what[id(layer)].startswith("zero")
+        before = entry.initial_variance if entry else math.nan
+        after = entry.final_variance if entry else (0.0 if zero else math.nan)
+        layers.append(InitializedLayer(names[id(layer)], type(layer).__name__, what[id(layer)], before, after))
+    for layer in attention:
+        layers.append(InitializedLayer(names[id(layer)], type(layer).__name__, what[id(layer)], math.nan, math.nan))
+    skipped.update(lsuv.skipped)
+    passes = (count / batch_size_of(first)) * _share_up_to(lsuv, whitened) if statistics else 0.0
+    return InitializationReport(
+        layers,
+        skipped,
+        passes + lsuv.forward_pass_equivalents,
+        samples=count,
+        lsuv_samples=batch_size_of(first),
+        patches={names[key]: s.count for key, s in statistics.items()},
+        residual_ends=[names[id(end.layer)] for end in ends],
+        heads=[names[id(layer)] for layer in heads],
+    )

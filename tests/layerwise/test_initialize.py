@@ -1,0 +1,576 @@
+"""keras_corrinit.initialize: whitened first convolution, He, LSUV's scale, in one call."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import InjectedFailure, assert_weights_equal, fail_on_nth_assign, to_numpy, weights_of
+from keras_corrinit import initialize
+from keras_corrinit._core.layers import walk_layers
+from keras_corrinit.experiments._suite import networks
+
+RNG = np.random.default_rng(0)
+# Spatially correlated images: smoothed noise.
+_noise = RNG.normal(size=(96, 12, 12, 3))
+IMAGES = ((_noise + np.roll(_noise, 1, axis=1) + np.roll(_noise, 1, axis=2)) / 3).astype("float32")
+
+
+def scale_of(model, name):
+    return float(to_numpy(model.get_layer(name).kernel)[1, 1, 0, 0])
+
+
+def small_cnn(first_filters=8):
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(first_filters, 3, activation="relu", name="stem"),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_whitened_stem_he_rest_and_unit_variance_everywhere():
+    model = small_cnn()
+    report = initialize(model, IMAGES, rest="he", head="lsuv", batch_size=96, seed=0, verbose=0)
+    assert [(e.name, e.what) for e in report] == [
+        ("stem", "PatchWhitening (8 filters)"),
+        ("conv", "He-normal"),
+        ("head", "He-normal (output layer)"),
+    ]
+    for entry in report:
+        assert abs(entry.variance_after - 1.0) <= 0.1 * 1.0 + 1e-6  # LSUV's default tolerance
+        assert np.isfinite(entry.variance_before)
+    kernel = to_numpy(model.get_layer("stem").kernel).reshape(27, 8)
+    np.testing.assert_allclose(kernel[:, 1::2], -kernel[:, 0::2], rtol=1e-6)  # +/- pairs, one LSUV scale
+    assert report.forward_pass_equivalents <= 3.0
+    assert "| stem | PatchWhitening (8 filters) |" in str(report)
+
+
+def test_the_whitened_layer_can_be_frozen():
+    model = small_cnn()
+    initialize(model, IMAGES, freeze_whitened=True, seed=0, verbose=0)
+    assert [layer.trainable for layer in model.layers] == [False, True, True, True]
+
+
+def test_more_filters_than_whitening_directions_are_he_normal():
+    model = small_cnn(first_filters=64)  # 3x3x3 patches: 27 directions, 54 whitening filters
+    report = initialize(model, IMAGES, batch_size=96, seed=0, verbose=0)
+    assert report["stem"].what == "PatchWhitening (54 of 64 filters; 10 He-normal)"
+
+
+@pytest.mark.slow
+def test_identity_rest_passes_the_input_through_where_a_convolution_can():
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem"),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="same_width"),
+            keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="wider"),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="narrower"),
+            keras.layers.Conv2D(6, 2, padding="same", activation="relu", name="even"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+    report = initialize(model, IMAGES, batch_size=96, seed=0, verbose=0)  # rest="identity" is the default
+    assert [(e.name, e.what) for e in report] == [
+        ("stem", "PatchWhitening (8 filters)"),
+        ("same_width", "identity (8 of 8 filters)"),
+        ("wider", "identity (8 of 12 filters)"),
+        ("narrower", "He-normal"),
+        ("even", "He-normal"),
+        ("head", "zero (output layer)"),
+    ]
+    for name, in_channels in (("same_width", 8), ("wider", 8)):
+        kernel = to_numpy(model.get_layer(name).kernel)
+        dirac = np.zeros((3, 3, in_channels, in_channels))
+        dirac[1, 1] = np.eye(in_channels)
+        scale = kernel[1, 1, 0, 0]  # LSUV's one factor for the whole kernel
+        assert scale > 0
+        np.testing.assert_allclose(kernel[..., :in_channels], scale * dirac, atol=1e-7)
+        assert abs(report[name].variance_after - 1.0) <= 0.1  # LSUV's default tolerance
+    assert np.all(to_numpy(model.get_layer("wider").kernel)[..., 8:] != 0)  # the extra filters: He-normal
+    # the same-width layer passes its (non-negative) input through, scaled
+    stem_out = keras.Sequential(model.layers[:1])(IMAGES)
+    both = keras.Sequential(model.layers[:2])(IMAGES)
+    np.testing.assert_allclose(to_numpy(both), scale_of(model, "same_width") * to_numpy(stem_out), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(model.get_layer("head").kernel), 0.0)
+    assert report["head"].variance_after == 0.0
+
+
+def test_frozen_layers_nested_and_subclassed_models():
+    inner = keras.Sequential([keras.Input((10, 10, 8)), keras.layers.Conv2D(8, 3, name="inner_conv")], name="inner")
+    inner.trainable = False
+    inputs = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(8, 3, name="stem")(inputs)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(inner(h)))
+    model = keras.Model(inputs, outputs)
+    frozen = weights_of(inner)
+    report = initialize(model, IMAGES[:32], seed=1, verbose=0)
+    assert_weights_equal(inner, frozen)
+    assert report.skipped == {"inner_conv": "frozen (trainable=False)"}
+    assert [e.name for e in report] == ["stem", "head"]
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.stem = keras.layers.Conv2D(6, 3, name="sub_stem")
+            self.head = keras.layers.Dense(2, name="sub_head")
+
+        def call(self, x):
+            return self.head(keras.ops.mean(self.stem(x), axis=(1, 2)))
+
+    net = Net()
+    net(IMAGES[:2])
+    report = initialize(net, IMAGES[:32], seed=1, verbose=0)
+    assert [e.what for e in report] == ["PatchWhitening (6 filters)", "zero (output layer)"]  # found in the pass
+
+
+def test_nothing_changes_when_it_fails_half_way(monkeypatch):
+    model = small_cnn()
+    before = weights_of(model)
+    # assigns: stem, conv and head set, then LSUV's rescaling of the stem (the 4th) fails
+    fail_on_nth_assign(monkeypatch, model.get_layer("stem").kernel, 4)
+    with pytest.raises(InjectedFailure):
+        initialize(model, IMAGES, seed=0, verbose=0)
+    monkeypatch.undo()
+    assert_weights_equal(model, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"rest": "glorot"}, ValueError, r"`rest` must be one of \['he', 'identity', 'keep'\]; received 'glorot'"),
+        ({"head": "softmax"}, ValueError, r"`head` must be one of \['zero', 'lsuv', 'keep'\]; received 'softmax'"),
+        (
+            {"residual": "zero"},
+            ValueError,
+            r"`residual` must be one of \['zero_gamma', 'zero_last', 'keep'\]; received 'zero'",
+        ),
+        ({"whiten": -1}, ValueError, "`whiten` must be an int >= 0; received -1"),
+        ({"eps": -1.0}, ValueError, r"`eps` must be a finite number > 0; received -1.0"),
+        ({"eps": 1e80}, ValueError, r"`eps`=1e\+80 is at least 100 times the largest patch variance of layer 'stem'"),
+        ({"freeze_whitened": "no"}, TypeError, r"`freeze_whitened` must be a bool \(True or False\); received 'no'"),
+        ({"include_frozen": 1}, TypeError, "`include_frozen` must be a bool"),
+        ({"batch_size": 0}, ValueError, "`batch_size` must be an int >= 1; received 0"),
+        ({"samples": 0}, ValueError, "`samples` must be an int >= 1; received 0"),
+        ({"max_patches_per_batch": -5}, ValueError, "`max_patches_per_batch` must be an int >= 2; received -5"),
+        ({"seed": -3}, ValueError, r"`seed` must be None or an int in \[0, 2\*\*32\); received -3"),
+        ({"seed": 2.5}, TypeError, "`seed` must be an int; received 2.5"),
+        ({"verbose": 2}, ValueError, "`verbose` must be 0 or 1; received 2"),
+        ({"include": 3}, TypeError, "`include` must be None, a regular expression or a list of them"),
+        ({"exclude": "("}, ValueError, r"`exclude` holds an invalid regular expression '\('"),
+        ({"model": keras.layers.Conv2D(4, 3)}, TypeError, r"`model` must be a keras.Model .*received Conv2D\. Wrap"),
+        ({"data": np.full((8, 12, 12, 3), np.nan, "float32")}, ValueError, "`data` contains NaN or Inf"),
+        ({"data": np.zeros((8, 12, 12, 5), "float32")}, ValueError, "`data` does not fit"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_work(kwargs, error, message):
+    model = small_cnn()
+    before = weights_of(model)
+    args = {"model": model, "data": IMAGES, "verbose": 0, **kwargs}
+    with pytest.raises(error, match=message):
+        initialize(**args)
+    assert_weights_equal(model, before)
+
+
+def test_a_model_without_a_convolution_warns_and_gets_he_and_lsuv():
+    dense = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, name="hidden"), keras.layers.Dense(3)])
+    with pytest.warns(UserWarning, match="no Conv2D layer to whiten"):
+        report = initialize(dense, RNG.normal(size=(64, 5)).astype("float32"), verbose=0)
+    assert [e.what for e in report] == ["He-normal", "zero (output layer)"]
+
+
+def test_an_unbuilt_model_is_built_on_the_data_and_unbatched_tf_data_gets_a_hint():
+    model = keras.Sequential([keras.layers.Conv2D(4, 3, name="stem"), keras.layers.Flatten(), keras.layers.Dense(2)])
+    report = initialize(model, IMAGES[:32], seed=0, verbose=0)
+    assert [e.name for e in report][0] == "stem" and model.built
+    import tensorflow as tf
+
+    unbatched = tf.data.Dataset.from_tensor_slices(IMAGES)
+    with pytest.raises(ValueError, match=r"no batch axis: batch a tf.data.Dataset with dataset.batch\(32\)"):
+        initialize(small_cnn(), unbatched, verbose=0)
+
+
+# --------------------------------------------------------------------------- models as users write them
+def keras_io_convnet(head_units=10, activation="softmax"):
+    """keras.io's "Simple MNIST convnet" as published (its head's activation changeable)."""
+    return networks.keras_io_convnet(classes=head_units, activation=activation)
+
+
+def residual_block_model(batch_norm=True, classes=10, input_shape=(12, 12, 3)):
+    """A stem, an identity block and a projection block (strided), GAP, softmax head: Keras's ResNet style."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+
+    def conv_bn(h, filters, strides, name, relu=True):
+        h = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", name=name)(h)
+        if batch_norm:
+            h = keras.layers.BatchNormalization(name=f"{name}_bn")(h)
+        return keras.layers.ReLU()(h) if relu else h
+
+    y = conv_bn(conv_bn(x, 8, 1, "a1"), 8, 1, "a2", relu=False)
+    x = keras.layers.ReLU()(keras.layers.Add(name="add_a")([x, y]))
+    shortcut = keras.layers.Conv2D(16, 1, strides=2, name="projection")(x)
+    y = conv_bn(conv_bn(x, 16, 2, "b1"), 16, 1, "b2", relu=False)
+    x = keras.layers.ReLU()(keras.layers.Add(name="add_b")([shortcut, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="predictions")(x))
+
+
+def he_scale_ratios(model):
+    """Each kernel's RMS over its He-normal standard deviation (by the layer's own fan-in)."""
+    from keras_corrinit.layerwise._lsuv import he_std
+
+    ratios = {}
+    for layer in walk_layers(model):
+        if hasattr(layer, "kernel") and len(layer.kernel.shape) >= 2:
+            kernel = to_numpy(layer.kernel)
+            ratios[layer.name] = float(np.sqrt(np.mean(kernel**2))) / he_std(layer)
+    return ratios
+
+
+def starting_loss(model, x, y, loss):
+    return float(to_numpy(loss(y, model(x, training=False))))
+
+
+DIGITS = RNG.normal(size=(64, 28, 28, 1)).astype("float32")
+LABELS = RNG.integers(0, 10, 64)
+
+
+@pytest.mark.parametrize(
+    "build, loss, chance",
+    [
+        (lambda: keras_io_convnet(), keras.losses.SparseCategoricalCrossentropy(), math.log(10)),
+        (
+            lambda: keras_io_convnet(1, "sigmoid"),
+            keras.losses.BinaryCrossentropy(),
+            math.log(2),
+        ),
+        (
+            lambda: keras_io_convnet(10, None),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            math.log(10),
+        ),
+    ],
+    ids=["softmax", "sigmoid", "logits"],
+)
+@pytest.mark.slow
+def test_output_heads_start_near_chance_and_no_kernel_is_blown_up(build, loss, chance):
+    model = build()
+    labels = LABELS if "Sparse" in type(loss).__name__ else (LABELS % 2).astype("float32")[:, None]
+    report = initialize(model, DIGITS, seed=0, verbose=0)
+    assert report.heads == [model.layers[-1].name]
+    assert report[model.layers[-1].name].what == "zero (output layer)"
+    assert starting_loss(model, DIGITS, labels, loss) == pytest.approx(chance, rel=1e-4)  # a uniform prediction
+    assert max(he_scale_ratios(model).values()) <= 100
+    if model.layers[-1].units > 1:
+        # head="lsuv": unit pre-activation variance; within 1.5x of chance for a 10-way head (a single
+        # sigmoid unit can start off-centre: LSUV sets a variance, not a mean)
+        model = build()
+        initialize(model, DIGITS, head="lsuv", seed=0, verbose=0)
+        assert starting_loss(model, DIGITS, labels, loss) < 1.5 * chance
+        assert max(he_scale_ratios(model).values()) <= 100
+
+
+@pytest.mark.parametrize(
+    "batch_norm, residual",
+    [(True, "zero_gamma"), (False, "zero_last"), (True, "zero_last")],
+    ids=["bn", "no-bn-zero-last", "bn-zero-last"],
+)
+@pytest.mark.slow
+def test_residual_blocks_start_as_their_shortcut(batch_norm, residual):
+    model = residual_block_model(batch_norm)
+    report = initialize(model, IMAGES, residual=residual, seed=0, verbose=0)
+    if batch_norm:  # each branch's last batch-norm gamma is zero; the convolutions are set as usual
+        assert report.residual_ends == ["a2_bn", "b2_bn"]
+        for name in ("a2_bn", "b2_bn"):
+            np.testing.assert_array_equal(to_numpy(model.get_layer(name).gamma), 0.0)
+        assert report["a2"].what.startswith("identity")
+    else:  # the branch's last convolution is zero
+        assert report.residual_ends == ["a2", "b2"]
+        assert report["a2"].what == "zero (residual branch end)" and report["b2"].variance_after == 0.0
+    # the projection shortcut is not a branch; each block's output is its shortcut's
+    assert report["projection"].what.startswith(("identity", "He-normal"))
+    probe = keras.Model(model.inputs, [model.get_layer("add_a").input, model.get_layer("add_a").output])
+    (shortcut, branch), added = probe(IMAGES, training=False)
+    np.testing.assert_array_equal(to_numpy(branch), 0.0)
+    np.testing.assert_allclose(to_numpy(added), to_numpy(shortcut), rtol=1e-6)
+    assert starting_loss(model, IMAGES, LABELS[:1].repeat(96), keras.losses.SparseCategoricalCrossentropy()) == (
+        pytest.approx(math.log(10), rel=1e-4)
+    )
+
+
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "no-bn"])
+def test_branches_without_a_normalization_and_residual_keep_are_set_like_any_layer(batch_norm):
+    model = residual_block_model(batch_norm)
+    report = initialize(model, IMAGES, residual="keep" if batch_norm else "zero_gamma", seed=0, verbose=0)
+    assert report.residual_ends == []
+    assert report["a2"].what == "identity (8 of 8 filters)"
+    assert abs(report["a2"].variance_after - 1.0) < 0.1
+
+
+def test_a_pre_norm_transformer_block_keeps_its_normalizations():
+    # Add(x, attention(LayerNorm(x))): the layer norm is the branch's input, not its end. A zero gamma
+    # there (0.3.0.dev0 walked through the attention to it) silenced the attention and its gradients.
+    inputs = keras.Input((16, 32))
+    y = keras.layers.LayerNormalization(name="pre_attention")(inputs)
+    x = keras.layers.Add()([inputs, keras.layers.MultiHeadAttention(4, 8, name="attention")(y, y)])
+    y = keras.layers.LayerNormalization(name="pre_mlp")(x)
+    y = keras.layers.Dense(32, name="mlp_out")(keras.layers.Dense(64, activation="gelu", name="mlp_in")(y))
+    x = keras.layers.Add()([x, y])
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    tokens = np.random.default_rng(0).normal(size=(64, 16, 32)).astype("float32")
+    report = initialize(model, tokens, attention="mimetic", seed=0, verbose=0)
+    assert report.residual_ends == []
+    for name in ("pre_attention", "pre_mlp"):
+        np.testing.assert_array_equal(to_numpy(model.get_layer(name).gamma), 1.0)
+    attended = keras.Model(inputs, model.get_layer("attention").output)(tokens)
+    assert float(np.std(to_numpy(attended))) > 0.1  # the mimetic attention is live at the start
+    # zero_last silences the MLP branch through its last kernel (SkipInit), not the attention's normalization
+    report = initialize(model, tokens, residual="zero_last", seed=0, verbose=0)
+    assert report.residual_ends == ["mlp_out"]
+    np.testing.assert_array_equal(to_numpy(model.get_layer("pre_attention").gamma), 1.0)
+
+
+def test_parallel_paths_of_equal_depth_are_not_residual_blocks():
+    inputs = keras.Input((12, 12, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="left")(inputs)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="right")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([a, b]))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    report = initialize(model, IMAGES, seed=0, verbose=0)
+    assert report.residual_ends == [] and report.heads == ["out"]
+
+
+@pytest.mark.slow
+def test_every_layer_kind_is_set_or_listed_as_skipped():
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, dilation_rate=1, padding="same", activation="relu", name="stem")(inputs)
+    x = keras.layers.SeparableConv2D(12, 3, padding="same", activation="relu", name="separable")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="depthwise")(x)
+    x = keras.layers.Conv2D(12, 3, padding="same", dilation_rate=2, groups=3, name="grouped")(x)
+    x = keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same", name="transpose")(x)
+    x = keras.layers.Reshape((144, 6))(x)
+    x = keras.layers.Conv1D(6, 3, padding="same", activation="tanh", name="conv1d")(x)
+    x = keras.layers.MultiHeadAttention(2, 4, name="attention")(x, x)
+    x = keras.layers.EinsumDense("btc,cd->btd", output_shape=(None, 8), name="einsum")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs)
+    report = initialize(model, IMAGES, seed=0, verbose=0)
+    whats = {e.name: e.what for e in report}
+    assert whats == {
+        "stem": "PatchWhitening (8 filters)",
+        "separable": "He-normal (depthwise_kernel, pointwise_kernel)",
+        "depthwise": "He-normal",
+        "grouped": "He-normal",
+        "transpose": "He-normal",
+        "conv1d": "identity (6 of 6 filters)",
+        "einsum": "kept (EinsumDense: fan-in depends on the equation)",
+        "predictions": "zero (output layer)",
+    }
+    assert report.skipped == {"attention": "MultiHeadAttention: no rule for this layer kind: left as built"}
+    for entry in report:  # LSUV's unit pre-activation variance on every layer it scales
+        if entry.name != "predictions":
+            assert abs(entry.variance_after - 1.0) < 0.1, entry
+    # the depthwise kernel drawn with its own fan-in (k * k = 9), before LSUV scaled the pointwise one
+    depthwise = to_numpy(model.get_layer("separable").depthwise_kernel)
+    n = depthwise.size
+    assert abs(depthwise.std() - math.sqrt(2 / 9)) < 5 * math.sqrt(2 / 9) / math.sqrt(2 * n)
+    assert max(he_scale_ratios(model).values()) <= 100
+
+
+def test_channels_first_is_whitened_like_channels_last():
+    def build(data_format):
+        shape = (3, 12, 12) if data_format == "channels_first" else (12, 12, 3)
+        return keras.Sequential(
+            [
+                keras.Input(shape),
+                keras.layers.Conv2D(8, 3, data_format=data_format, name="stem"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2),
+            ]
+        )
+
+    last, first = build("channels_last"), build("channels_first")
+    initialize(last, IMAGES, seed=0, verbose=0)
+    initialize(first, np.transpose(IMAGES, (0, 3, 1, 2)), seed=0, verbose=0)
+    np.testing.assert_allclose(
+        to_numpy(first.get_layer("stem").kernel), to_numpy(last.get_layer("stem").kernel), rtol=1e-4, atol=1e-6
+    )
+    out = to_numpy(first.get_layer("stem")(np.transpose(IMAGES, (0, 3, 1, 2))))
+    flat = np.transpose(out, (0, 2, 3, 1)).reshape(-1, 8)[:, 0::2]  # one filter of each +/- pair
+    correlation = np.corrcoef(flat.T)
+    assert np.abs(correlation - np.eye(4)).max() < 0.1
+
+
+def test_layers_are_identified_by_object_not_by_name():
+    def block():
+        return keras.Sequential([keras.Input((12, 12, 3)), keras.layers.Conv2D(3, 3, padding="same", name="conv")])
+
+    inputs = keras.Input((12, 12, 3))
+    x = block()(inputs)
+    x = block()(x)
+    outputs = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    report = initialize(model, IMAGES, whiten=0, rest="he", seed=0, verbose=0)
+    first, second = [layer for layer in walk_layers(model) if layer.name == "conv"]
+    assert [e.name for e in report] == [f"{model.layers[1].name}/conv", f"{model.layers[2].name}/conv", "out"]
+    a, b = to_numpy(first.kernel).ravel(), to_numpy(second.kernel).ravel()
+    assert abs(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) < 0.5  # independent draws
+    # whitening statistics too: the second "conv" is measured on what the first gives it
+    model = keras.Model(inputs, outputs)
+    report = initialize(model, IMAGES, whiten=2, seed=0, verbose=0)
+    assert set(report.patches) == {f"{model.layers[1].name}/conv", f"{model.layers[2].name}/conv"}
+
+
+def test_a_constant_input_channel_does_not_starve_the_others():
+    rgba = np.concatenate([IMAGES, np.ones_like(IMAGES[..., :1])], axis=-1)  # alpha = 1 everywhere
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 4)),
+            keras.layers.Conv2D(64, 3, name="stem"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
+    report = initialize(model, rgba, seed=0, verbose=0)
+    assert report["stem"].what == (
+        "PatchWhitening (54 of 64 filters; 10 He-normal); 9 constant patch directions left out"
+    )
+    out = to_numpy(model.get_layer("stem")(rgba)).reshape(-1, 64)
+    assert out[:, :54].var(axis=0).min() > 0.1  # every whitening filter carries signal (was 6e-4)
+
+
+def test_the_sample_is_streamed_and_its_size_reported():
+    x = np.concatenate([IMAGES] * 6)  # 576 images of 12x12: 100 patches each for a valid 3x3 convolution
+    model = small_cnn()
+    report = initialize(model, x, batch_size=100, max_patches_per_batch=None, seed=0, verbose=0)
+    assert report.samples == 576 and report.lsuv_samples == 100
+    assert report.patches == {"stem": 57600}
+    assert "576 samples measured (patches per whitened layer: stem: 57600); LSUV on 100;" in str(report)
+    report = initialize(small_cnn(), x, samples=250, batch_size=100, seed=0, verbose=0)
+    assert report.samples == 250
+    assert report.patches == {"stem": 4096 + 4096 + 4096}  # at most 4096 of each batch's 10,000, 5,000
+
+
+def test_include_and_exclude_choose_layers():
+    model = small_cnn()
+    before = to_numpy(model.get_layer("conv").kernel)
+    report = initialize(model, IMAGES, exclude="^conv$", seed=0, verbose=0)
+    assert [e.name for e in report] == ["stem", "head"]
+    np.testing.assert_array_equal(to_numpy(model.get_layer("conv").kernel), before)
+    report = initialize(small_cnn(), IMAGES, include=["stem"], seed=0, verbose=0)
+    assert [e.name for e in report] == ["stem"]
+
+
+@pytest.mark.slow
+def test_a_keras_application_as_built_starts_near_chance():
+    # As its authors built it: a softmax head, batch norm, inverted residual blocks, depthwise
+    # convolutions (benchmarks/initialize_applications.py measures eight Applications).
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, classes=10, input_shape=(32, 32, 3), alpha=0.35)
+    images = (RNG.uniform(size=(32, 32, 32, 3)) * 255).astype("float32")
+    report = initialize(model, images, seed=0, verbose=0)
+    assert report.heads == ["predictions"] and report.residual_ends
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    assert starting_loss(model, images, LABELS[:32], loss) < 1.5 * math.log(10)
+    assert max(he_scale_ratios(model).values()) <= 100
+    assert not report.skipped
+
+
+@pytest.mark.slow
+def test_conv3d_and_a_strided_dilated_stem():
+    volumes = RNG.normal(size=(32, 6, 6, 6, 2)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 6, 2)),
+            keras.layers.Conv3D(4, 3, padding="same", activation="relu", name="c3d"),
+            keras.layers.Conv3D(4, 3, padding="same", name="c3d_same"),
+            keras.layers.GlobalAveragePooling3D(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    with pytest.warns(UserWarning, match="no Conv2D layer to whiten"):
+        report = initialize(model, volumes, seed=0, verbose=0)
+    assert [e.what for e in report] == ["identity (2 of 4 filters)", "identity (4 of 4 filters)", "zero (output layer)"]
+    # a strided, dilated first Conv2D is whitened on the patches it sees
+    strided = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(6, 3, strides=2, dilation_rate=1, name="s"),
+            keras.layers.Conv2D(6, 3, dilation_rate=2, name="d"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
+    report = initialize(strided, IMAGES, whiten=2, max_patches_per_batch=None, seed=0, verbose=0)
+    assert report.patches == {"s": 96 * 5 * 5, "d": 96 * 1 * 1}
+
+
+# ------------------------------------------------------------ mimetic attention
+def _attention_model(d=32, heads=4, cross=False):
+    tokens = keras.Input((16, d))
+    other = keras.Input((16, 24)) if cross else tokens
+    x = keras.layers.MultiHeadAttention(heads, d // heads, name="attention")(tokens, other)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(x))
+    return keras.Model([tokens, other] if cross else tokens, outputs)
+
+
+def test_mimetic_factors_are_the_target_exactly_or_its_best_low_rank_approximation():
+    from keras_corrinit.layerwise._mimetic import mimetic_factors
+
+    d = 16
+    left, right = mimetic_factors(d, 24, 0.7, 0.7, 1.0, np.random.default_rng(5))
+    target = 0.7 * np.random.default_rng(5).standard_normal((d, d)) / np.sqrt(d) + 0.7 * np.eye(d)
+    assert left.shape == (16, 24) and right.shape == (24, 16)
+    np.testing.assert_allclose(left @ right, target, atol=1e-12)
+    low_left, low_right = mimetic_factors(d, 8, 0.7, 0.7, 1.0, np.random.default_rng(5))
+    s = np.linalg.svd(target, compute_uv=False)
+    # Eckart-Young: the rank-8 error's spectral norm is the 9th singular value.
+    assert np.linalg.norm(target - low_left @ low_right, 2) == pytest.approx(s[8], rel=1e-9)
+
+
+def test_mimetic_attention_products_follow_the_paper():
+    d = 32
+    model = _attention_model(d)
+    x = np.random.default_rng(0).normal(size=(64, 16, d)).astype("float32")
+    report = initialize(model, x, attention="mimetic", seed=3, verbose=0)
+    layer = model.get_layer("attention")
+    (entry,) = [e for e in report if e.name == "attention"]
+    assert entry.what.startswith("mimetic attention") and "attention" not in report.skipped
+    q, k, v, o = (to_numpy(getattr(layer, f"{n}_dense").kernel) for n in ("query", "key", "value", "output"))
+    query_key = q.reshape(d, d) @ k.reshape(d, d).T  # summed over the 4 heads
+    value_output = v.reshape(d, d) @ o.reshape(d, d)
+    off = ~np.eye(d, dtype=bool)
+    # diagonal: beta + alpha Z_ii / sqrt(d), its mean's standard error alpha / d: 0.022 and 0.0125 (tolerance 5 se)
+    assert np.diag(query_key).mean() == pytest.approx(0.7, abs=5 * 0.7 / d)
+    assert np.diag(value_output).mean() == pytest.approx(-0.4, abs=5 * 0.4 / d)
+    # off the diagonal: alpha Z / sqrt(d), std alpha / sqrt(d); 992 values estimate it within 10% (> 4 se)
+    assert query_key[off].std() == pytest.approx(0.7 / math.sqrt(d), rel=0.1)
+    assert value_output[off].std() == pytest.approx(0.4 / math.sqrt(d), rel=0.1)
+    assert all(np.all(to_numpy(getattr(layer, f"{n}_dense").bias) == 0) for n in ("query", "key", "value", "output"))
+    again = _attention_model(d)
+    initialize(again, x, attention="mimetic", seed=3, verbose=0)
+    assert np.array_equal(to_numpy(again.get_layer("attention").query_dense.kernel), q)
+
+
+def test_attention_is_kept_by_default_and_cross_attention_is_named():
+    model = _attention_model()
+    before = [to_numpy(w) for w in model.get_layer("attention").weights]
+    report = initialize(model, np.ones((8, 16, 32), "float32"), seed=0, verbose=0)
+    assert all(np.array_equal(to_numpy(w), b) for w, b in zip(model.get_layer("attention").weights, before))
+    assert report.skipped["attention"].startswith("MultiHeadAttention")
+    cross = _attention_model(cross=True)
+    data = [np.ones((8, 16, 32), "float32"), np.ones((8, 16, 24), "float32")]
+    report = initialize(cross, data, attention="mimetic", seed=0, verbose=0)
+    assert "widths 32, 24, 24, 32: mimetic initialization needs one model dimension" in report.skipped["attention"]
+    with pytest.raises(ValueError, match=r"`attention` must be one of \['keep', 'mimetic'\]; received 'yes'"):
+        initialize(model, np.ones((8, 16, 32), "float32"), attention="yes")
