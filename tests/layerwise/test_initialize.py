@@ -542,7 +542,7 @@ def test_mimetic_attention_products_follow_the_paper():
     d = 32
     model = _attention_model(d)
     x = np.random.default_rng(0).normal(size=(64, 16, d)).astype("float32")
-    report = initialize(model, x, attention="mimetic", seed=3, verbose=0)
+    report = initialize(model, x, seed=3, verbose=0)  # mimetic by default
     layer = model.get_layer("attention")
     (entry,) = [e for e in report if e.name == "attention"]
     assert entry.what.startswith("mimetic attention") and "attention" not in report.skipped
@@ -562,10 +562,10 @@ def test_mimetic_attention_products_follow_the_paper():
     assert np.array_equal(to_numpy(again.get_layer("attention").query_dense.kernel), q)
 
 
-def test_attention_is_kept_by_default_and_cross_attention_is_named():
+def test_attention_is_kept_on_request_and_cross_attention_is_named():
     model = _attention_model()
     before = [to_numpy(w) for w in model.get_layer("attention").weights]
-    report = initialize(model, np.ones((8, 16, 32), "float32"), seed=0, verbose=0)
+    report = initialize(model, np.ones((8, 16, 32), "float32"), attention="keep", seed=0, verbose=0)
     assert all(np.array_equal(to_numpy(w), b) for w, b in zip(model.get_layer("attention").weights, before))
     assert report.skipped["attention"].startswith("MultiHeadAttention")
     cross = _attention_model(cross=True)

@@ -21,9 +21,12 @@
   `agop`. AGOPs are of the convolutions; Dense layers get their NFM.
 * `enhanced_gamma` (`--gamma-base`, `--gamma-granularity`).
 * Attention (Trockman and Kolter 2023): `mimetic` (the He-built network,
-  its self-attention layers then mimetic: the control of `he`)
-  and `initialize_mimetic` (`initialize(..., attention="mimetic")`: the
-  control of `initialize`); `initialize_scale` (`initialize`, then every
+  its self-attention layers then mimetic: the control of `he`); the
+  ablations of `initialize`, each with one default changed:
+  `initialize_keep_attention` (`attention="keep"`),
+  `initialize_no_whitening` (`whiten=0`), `initialize_rest_keep`
+  (`rest="keep"`), `initialize_head_keep` (`head="keep"`);
+  `initialize_scale` (`initialize`, then every
   kernel's filters redrawn in random directions with the norms it chose:
   its scale without its structure, the scale control of `initialize`).
 * `experiments.compare`'s own: `default` (the network as written: Keras's
@@ -64,7 +67,7 @@ from keras_corrinit._core.layers import kernel_slots, walk_layers
 from keras_corrinit.experiments._arms import split_control as split_control
 from keras_corrinit.experiments._suite import networks
 from keras_corrinit.experiments._suite.options import ARMS as ARMS  # re-exported: the suite's arm names
-from keras_corrinit.experiments._suite.options import BASE_ARMS, BUILTIN, DEPTHWISE, POST_BUILD
+from keras_corrinit.experiments._suite.options import BASE_ARMS, BUILTIN, DEPTHWISE, INITIALIZE_VARIANTS, POST_BUILD
 from keras_corrinit.experiments._suite.options import CONTROLS as CONTROLS
 from keras_corrinit.extraction import depthwise_covariance_from_model, spatial_kernels
 from keras_corrinit.initializers import ScaleControl
@@ -234,8 +237,8 @@ class PostBuild:
         if self.arm == "mimetic":
             mimetic_attention(model, seed=seed)
             return
-        if self.arm == "initialize_mimetic":
-            initialize(model, train, attention="mimetic", seed=seed, verbose=0)
+        if self.arm in INITIALIZE_VARIANTS:
+            initialize(model, train, seed=seed, verbose=0, **INITIALIZE_VARIANTS[self.arm])
             return
         if self.arm == "initialize_scale":
             initialize(model, train, seed=seed, verbose=0)

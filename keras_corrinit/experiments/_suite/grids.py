@@ -60,8 +60,10 @@ MATRIX = {
     # VGG-8 at width 0.25 without batch norm, SGD
     "matrix-vgg8": _MATRIX + "initialize_scale --network vgg8 --width 0.25 --batch-norm off --lr 0.005".split(),
     # the small ViT (patch 4, 4 blocks, 4 heads, 64 dimensions), Adam
-    # (and mimetic attention: alone on the He-built ViT, and inside initialize)
-    "matrix-vit": _MATRIX + "mimetic initialize_mimetic --network vit --optimizer adam --lr 0.001".split(),
+    # (mimetic attention alone on the He-built ViT, and initialize with each of its choices undone)
+    "matrix-vit": _MATRIX
+    + ["mimetic", "initialize_keep_attention", "initialize_no_whitening", "initialize_rest_keep"]
+    + "initialize_head_keep --network vit --optimizer adam --lr 0.001".split(),
     # MobileNet-like separable network at width 0.5 with batch norm, Adam
     "matrix-mobilenet": _MATRIX + "--network mobilenet --width 0.5 --batch-norm on --optimizer adam --lr 0.001".split(),
     # ResNet-20 with batch norm, Adam and SGD

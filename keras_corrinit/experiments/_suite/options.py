@@ -32,8 +32,15 @@ _PLAIN = [
     "enhanced_gamma",
 ]
 DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
-# Mimetic attention (Trockman and Kolter 2023) alone on the He-built network, and with `initialize`.
-ATTENTION = ("mimetic", "initialize_mimetic")
+# Mimetic attention (Trockman and Kolter 2023) alone on the He-built network; `initialize` with one of its
+# choices changed (the ablations that chose its defaults on the ViT): its `initialize(...)` arguments.
+ATTENTION = ("mimetic",)
+INITIALIZE_VARIANTS = {
+    "initialize_keep_attention": {"attention": "keep"},
+    "initialize_no_whitening": {"whiten": 0},
+    "initialize_rest_keep": {"rest": "keep"},
+    "initialize_head_keep": {"head": "keep"},
+}
 # `initialize`'s scale control: its filter norms in random directions.
 POST_BUILD = (
     "correlated_layerwise",
@@ -43,6 +50,7 @@ POST_BUILD = (
     "agop_kaiming",
     *DEPTHWISE,
     *ATTENTION,
+    *INITIALIZE_VARIANTS,
     "initialize_scale",
 )
 # Resolved by `experiments.compare` itself: the model as written, untruncated He-normal (CorrelatedHeNormal with

@@ -139,7 +139,8 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
         args = compare.parse_args(["--grid", name, "--out", "x"])
         assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, ["photos32"])
         assert args.init[:5] == ["default", "he", "initialize", "lsuv", "anyinit"]
-        extra = {"matrix-vit": ["mimetic", "initialize_mimetic"], "matrix-keras_io": ["initialize_scale"]}
+        extra = {"matrix-keras_io": ["initialize_scale"], "matrix-vit": ["mimetic", "initialize_keep_attention"]}
+        extra["matrix-vit"] += ["initialize_no_whitening", "initialize_rest_keep", "initialize_head_keep"]
         extra["matrix-vgg8"] = ["initialize_scale"]
         assert args.init[5:] == extra.get(name, [])
     assert compare.parse_args(["--grid", "matrix-keras_io", "--out", "x"]).batch_size == 128
