@@ -19,28 +19,10 @@ matmul; Keras's default `HeNormal` (truncated) is listed too. The goal is a
 ratio <= 1.3 for every correlated initializer.
 """
 
-import argparse
-import os
-import statistics
-import subprocess
-import sys
-import time
+import _harness
 
 
-def _median_seconds(fns, repeats):
-    """Median time of each function, timed in rotation so drift hits all alike."""
-    for fn in fns.values():
-        fn()  # warm-up: compilation and caches
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def run(repeats):
+def run(args):
     import keras
     import numpy as np
 
@@ -64,36 +46,18 @@ def run(repeats):
         "FilterCovariance": FilterCovariance(np.eye(9) / 9 + 0.01, seed=1),
         "ConstructedFilterCovariance": ConstructedFilterCovariance(seed=1),
     }
-    backend = keras.backend.backend()
-    print(f"backend={backend} keras={keras.__version__} repeats={repeats}")
-    print(f"{'workload':<18} {'initializer':<28} {'median ms':>10} {'ratio':>7}")
+    rows = []
     for workload, shapes in workloads.items():
         timed = {**initializers, **(three_by_three if workload == "3x3x512x512" else {})}
         calls = {
             name: (lambda init=init: [keras.ops.convert_to_numpy(init(s)) for s in shapes])
             for name, init in timed.items()
         }
-        seconds = _median_seconds(calls, repeats)
-        reference = seconds["untruncated He"]
-        for name, value in seconds.items():
-            print(f"{workload:<18} {name:<28} {value * 1e3:>10.1f} {value / reference:>7.2f}")
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--all-backends", action="store_true")
-    args = parser.parse_args()
-    if not args.all_backends:
-        run(args.repeats)
-        return
-    for backend in ("tensorflow", "jax", "torch"):
-        subprocess.run(
-            [sys.executable, __file__, "--repeats", str(args.repeats)],
-            env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            check=True,
-        )
+        seconds = _harness.time_interleaved(calls, args.repeats)
+        columns, table = _harness.ratio_table(seconds, "untruncated He", label="initializer")
+        rows += [[workload, *row] for row in table]
+    return ["workload", *columns], rows
 
 
 if __name__ == "__main__":
-    main()
+    _harness.main(run, __doc__, repeats=15)

@@ -1,6 +1,6 @@
 """Time to load the most expensive `.keras` file a config can ask for, within the bound.
 
-    KERAS_BACKEND=tensorflow python benchmarks/bench_loading.py
+    KERAS_BACKEND=tensorflow python benchmarks/bench_loading.py [--repeats 3]
 
 Loading a model builds its layers, which calls their initializers (the
 saved weights then overwrite the draw), so an initializer's config decides
@@ -17,26 +17,25 @@ within that bound are
 
 The file holds three layers of the first kind and one of each other kind,
 1 channel each (a file of a few kilobytes). Printed: the median load time
-over 3 loads with `safe_mode=True`, and the same model with Keras's
-`HeNormal` in every layer, loaded in the same process.
+with `safe_mode=True`, and that of the same model with Keras's `HeNormal`
+in every layer, loaded in the same process, interleaved.
 """
 
 import os
-import statistics
 import tempfile
-import time
 import warnings
 
-import keras
-import numpy as np
-
-from keras_corrinit import CorrelatedHeNormal, NFMInit, SpatialCorrelation
-from keras_corrinit.initializers import ConstructedFilterCovariance, FilterCovariance
+import _harness
 
 K = 32  # the bound: 32 x 32 = 1024 positions
 
 
 def _initializers():
+    import numpy as np
+
+    from keras_corrinit import CorrelatedHeNormal, NFMInit, SpatialCorrelation
+    from keras_corrinit.initializers import ConstructedFilterCovariance, FilterCovariance
+
     # Correlation 0.95 at distance 1 and -0.9 at distance 3: far from PSD.
     profile = SpatialCorrelation.from_profile([1, 2, 3], [0.95, 0.2, -0.9])
     source = np.random.default_rng(0).normal(size=(K, K, 2, 2))
@@ -51,34 +50,37 @@ def _initializers():
 
 
 def _model(initializers):
+    import keras
+
     inputs = keras.Input((K, K, 1))
     outputs = [keras.layers.Conv2D(1, K, kernel_initializer=init)(inputs) for init in initializers]
     return keras.Model(inputs, keras.layers.Concatenate()(outputs))
 
 
-def _median_load(path, repeats=3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the non-PSD repair warns, as documented
-            keras.saving.load_model(path, safe_mode=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _load(path):
+    import keras
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the non-PSD repair warns, as documented
+        keras.saving.load_model(path, safe_mode=True)
 
 
-def main():
+def run(args):
+    import keras
+
     folder = tempfile.mkdtemp()
     worst, plain = os.path.join(folder, "worst.keras"), os.path.join(folder, "plain.keras")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _model(_initializers()).save(worst)
     _model([keras.initializers.HeNormal(seed=i) for i in range(6)]).save(plain)
-    worst_time, plain_time = _median_load(worst), _median_load(plain)
-    print(f"backend {keras.backend.backend()}: file of {os.path.getsize(worst) / 1024:.0f} KiB")
-    print(f"  worst file within the bound: {worst_time:.2f} s to load (median of 3)")
-    print(f"  the same model with HeNormal: {plain_time:.2f} s")
+    print(f"file of {os.path.getsize(worst) / 1024:.0f} KiB")
+    seconds = _harness.time_interleaved(
+        {"HeNormal in every layer": lambda: _load(plain), "worst file within the bound": lambda: _load(worst)},
+        args.repeats,
+    )
+    return _harness.ratio_table(seconds, "HeNormal in every layer", label="file", unit=1, unit_name="s")
 
 
 if __name__ == "__main__":
-    main()
+    _harness.main(run, __doc__, repeats=3)

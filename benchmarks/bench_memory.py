@@ -2,9 +2,10 @@
 
 Usage:
 
-    python benchmarks/bench_memory.py [--shape 7 7 2048 2048] [--backends tensorflow jax torch]
+    KERAS_BACKEND=jax python benchmarks/bench_memory.py [--shape 7 7 2048 2048]
+    python benchmarks/bench_memory.py --all-backends
 
-Each (backend, initializer) pair runs in a fresh process, since allocators
+Each initializer runs in a fresh process, since allocators
 keep freed memory. The process warms the initializer up on a small kernel
 (compilation, caches), resets the kernel's peak-RSS counter
 (`/proc/self/clear_refs`, Linux), draws the large kernel, waits for it to be
@@ -19,6 +20,8 @@ import math
 import os
 import subprocess
 import sys
+
+import _harness
 
 INITIALIZERS = {
     "keras HeNormal": "keras.initializers.HeNormal(seed=1)",
@@ -61,31 +64,32 @@ def measure(shape, expression):
     print(json.dumps({"extra_gib": (peak - before) / 2**20, "ratio": (peak - before) / kernel_kib}))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs="+", default=[7, 7, 2048, 2048])
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def run(args):
     shape = tuple(args.shape)
     if args.child:
         measure(shape, INITIALIZERS[args.child])
-        return
-    gib = math.prod(shape) * 4 / 2**30
-    print(f"kernel {shape}, float32: {gib:.3f} GiB")
-    print(f"{'backend':<11} {'initializer':<22} {'extra peak GiB':>14} {'x kernel':>9}")
-    for backend in args.backends:
-        for name in INITIALIZERS:
-            result = subprocess.run(
-                [sys.executable, __file__, "--child", name, "--shape", *map(str, shape)],
-                env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            row = json.loads(result.stdout.strip().splitlines()[-1])
-            print(f"{backend:<11} {name:<22} {row['extra_gib']:>14.2f} {row['ratio']:>9.2f}", flush=True)
+        return None
+    import keras
+
+    print(f"kernel {shape}, float32: {math.prod(shape) * 4 / 2**30:.3f} GiB")
+    rows = []
+    for name in INITIALIZERS:
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", name, "--shape", *map(str, shape)],
+            env={**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        rows.append([name, f"{row['extra_gib']:.2f}", f"{row['ratio']:.2f}"])
+    return ["initializer", "extra peak GiB", "x kernel"], rows
+
+
+def add_arguments(parser):
+    parser.add_argument("--shape", type=int, nargs="+", default=[7, 7, 2048, 2048])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
 
 
 if __name__ == "__main__":
-    main()
+    _harness.main(run, __doc__, add_arguments)

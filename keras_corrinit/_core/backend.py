@@ -201,6 +201,20 @@ def optimizer_swapped(model):
         record()
 
 
+def reuses_compiled_steps():
+    """Whether a callback may keep a model's compiled train functions and give them back in a later `fit`.
+
+    On TensorFlow each train function is its own `tf.function`: keeping one
+    and setting it back skips a retrace (the GradientSignMonitor's main cost
+    per `fit` there). Not on JAX: its jit cache is keyed by the trainer's
+    bound `train_step`, so while any old train function is alive a
+    recompiled model (another loss) silently reuses the old trace (Keras
+    3.15); the monitor keeps none there. PyTorch runs its steps eagerly by
+    default: there is nothing to keep.
+    """
+    return keras.backend.backend() == "tensorflow"
+
+
 def stored_dtype(dtype):
     """The dtype arrays requested as `dtype` (a standardized name) really have."""
     if dtype == "float64" and keras.backend.backend() == "jax":

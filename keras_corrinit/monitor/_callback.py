@@ -22,8 +22,14 @@ the user's (as `keras.optimizers.LossScaleOptimizer` wraps another one):
   compiled step carries them on every backend, including JAX's stateless
   one, where optimizer variables travel in the jitted step's state.
 * The train function is re-made after the swap so that compiled steps see
-  the wrapper, and again after the swap back at `on_train_end`, so that later
-  `fit` calls without the monitor do not.
+  the wrapper; at `on_train_end` the model gets back the train function it
+  had before (so later `fit` calls without the monitor do not see the
+  wrapper), and the monitor keeps the wrapper and its compiled train
+  function: on TensorFlow the next `fit` of the same model, optimizer,
+  trainable variables and compilation reuses both, its state set back to
+  zero, instead of tracing and compiling the step again (that retracing was
+  most of the monitor's cost per `fit` there). JAX and PyTorch re-make the
+  train function at both ends (see `_core.backend.reuses_compiled_steps`).
 * After training, `model.optimizer` is the user's optimizer again: saving
   the model saves the user's optimizer, nothing of the monitor.
 * If `fit` ends with an exception (KeyboardInterrupt, out of memory), Keras
@@ -55,6 +61,7 @@ from keras_corrinit._core.backend import (
     HiddenFromSaving,
     optimizer_swapped,
     replica_sum,
+    reuses_compiled_steps,
     strategy_scope,
     sync_training_state,
 )
@@ -112,6 +119,14 @@ class _SignRecordingOptimizer(HiddenFromSaving, keras.optimizers.Optimizer):
     @property
     def variables(self):
         return self._variables + self.inner_optimizer.variables
+
+    def reset_state(self):
+        """The tracker's state (and any accumulated gradient) back to zero: no predecessor, all sums 0."""
+        own = [v for value in self.state.values() for v in (value if isinstance(value, list) else [value])]
+        if self.accumulation_steps > 1:
+            own += [*self.accumulated, self.micro_steps]
+        for variable in own:
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     # What trainers, schedules and callbacks read is the user's optimizer's.
     @property
@@ -187,6 +202,11 @@ class _SignRecordingOptimizer(HiddenFromSaving, keras.optimizers.Optimizer):
         self.inner_optimizer.load_own_variables(store)
 
 
+def _same(a, b):
+    """Whether two (model, optimizer, variable ids, train function) identities are of the same compiled step."""
+    return a[0] is b[0] and a[1] is b[1] and a[2] == b[2] and a[3] is b[3]
+
+
 class GradientSignMonitor(keras.callbacks.Callback):
     """Logs gradient sign changes and magnitude during `fit`, on every backend.
 
@@ -238,6 +258,9 @@ class GradientSignMonitor(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
         self.step_history = []
         self._wrapper = None
+        # The last fit's (model, its optimizer and trainable variables, wrapper, tracker, monitored train
+        # function): reused by the next fit of the same model, which then compiles nothing again.
+        self._compiled = None
 
     # ------------------------------------------------------------ swapping
     def on_train_begin(self, logs=None):
@@ -263,21 +286,44 @@ class GradientSignMonitor(keras.callbacks.Callback):
                 "gradients to monitor. Unfreeze some layers or remove the callback."
             )
         self._user_optimizer = model.optimizer
-        self._tracker = GradientSignTracker(model.trainable_variables, per_layer=self.per_layer)
-        with strategy_scope(model):
-            wrapper = _SignRecordingOptimizer(model.optimizer, self._tracker, self)
-            wrapper.build(model.trainable_variables)
-        self._wrapper = wrapper
-        model.optimizer = wrapper
-        optimizer_swapped(model)
-        model.make_train_function(force=True)
+        keep = reuses_compiled_steps()
+        self._plain_train_function = model.train_function if keep else None
+        # What the compiled step depends on: the model, its optimizer, the variables it trains and its
+        # compilation. `compile` drops the train function, so a recompile (another loss, jit_compile)
+        # shows as a train function other than the one this monitor gave back at the end of the last fit.
+        identity = (model, model.optimizer, [id(v) for v in model.trainable_variables], model.train_function)
+        compiled = self._compiled
+        if keep and compiled is not None and _same(compiled[0], identity):
+            _, self._wrapper, self._tracker, train_function = compiled
+            self._wrapper.reset_state()  # each fit starts afresh
+            model.optimizer = self._wrapper
+            optimizer_swapped(model)
+            model.train_function = train_function
+        else:
+            self._tracker = GradientSignTracker(model.trainable_variables, per_layer=self.per_layer)
+            with strategy_scope(model):
+                wrapper = _SignRecordingOptimizer(model.optimizer, self._tracker, self)
+                wrapper.build(model.trainable_variables)
+            self._wrapper = wrapper
+            model.optimizer = wrapper
+            optimizer_swapped(model)
+            model.make_train_function(force=True)
+            self._compiled = (identity, wrapper, self._tracker, None) if keep else None
         self._global_step = 0
         self._snapshot = None
 
     def on_train_end(self, logs=None):
-        self.model.optimizer = self._user_optimizer
-        optimizer_swapped(self.model)
-        self.model.make_train_function(force=True)
+        model = self.model
+        monitored_train_function = model.train_function
+        model.optimizer = self._user_optimizer
+        optimizer_swapped(model)
+        if self._plain_train_function is not None:
+            model.train_function = self._plain_train_function  # compiled for the user's optimizer
+        else:
+            model.make_train_function(force=True)
+        if self._compiled is not None:
+            identity, wrapper, tracker, _ = self._compiled
+            self._compiled = ((*identity[:3], model.train_function), wrapper, tracker, monitored_train_function)
 
     # ------------------------------------------------------------- reading
     def _read(self):

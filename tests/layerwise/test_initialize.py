@@ -474,7 +474,7 @@ def test_include_and_exclude_choose_layers():
 @pytest.mark.slow
 def test_a_keras_application_as_built_starts_near_chance():
     # As its authors built it: a softmax head, batch norm, inverted residual blocks, depthwise
-    # convolutions (benchmarks/initialize_applications.py measures eight Applications).
+    # convolutions (evidence/initialize_applications.py measures eight Applications).
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, classes=10, input_shape=(32, 32, 3), alpha=0.35)
     images = (RNG.uniform(size=(32, 32, 32, 3)) * 255).astype("float32")

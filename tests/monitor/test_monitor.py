@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_in_fresh_process, to_numpy
 from keras_corrinit import CorrelatedHeNormal, GradientSignMonitor
-from keras_corrinit._core.backend import gradients
+from keras_corrinit._core.backend import gradients, reuses_compiled_steps
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(48, 8, 8, 3)).astype("float32")
@@ -193,6 +193,38 @@ def test_several_fits_restore_user_optimizer_and_start_afresh():
     assert history.history["grad_sign_change"] == [1.0]
     plain = model.fit(x, np.zeros(4), batch_size=1, shuffle=False, verbose=0)
     assert "grad_sign_change" not in plain.history and int(optimizer.iterations) == 12
+
+
+def test_later_fits_reuse_the_compiled_step_but_start_afresh_and_a_recompile_compiles_anew():
+    model = _linear_model()
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer, _mean_output)
+    x = np.concatenate([ONES, ONES, ONES, -ONES])  # + + + -: the last step's sign differs from the first's
+    steps = []  # ids only: holding a JAX train function would itself keep a stale trace alive (see backend.py)
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            steps.append((id(self.model.optimizer), id(self.model.train_function)))
+
+    monitor = GradientSignMonitor()
+
+    def fit(callbacks):
+        return model.fit(x, np.zeros(4), batch_size=1, shuffle=False, verbose=0, callbacks=callbacks).history
+
+    first = fit([monitor, Steps()])
+    plain = fit([Steps()])
+    second = fit([monitor, Steps()])
+    wrapper, monitored_step = steps[0]
+    if reuses_compiled_steps():  # TensorFlow: no new wrapper, no new trace: the first fit's compiled step
+        assert steps[8] == (wrapper, monitored_step)
+    assert steps[4][0] == id(optimizer) and steps[4][1] != monitored_step  # the plain fit never sees the wrapper
+    # each fit starts afresh: 1 flip in 3 transitions, not the 2 in 4 a carried-over last sign (-) would give
+    assert first["grad_sign_change"] == second["grad_sign_change"] == [pytest.approx(1 / 3)]
+    assert "grad_sign_change" not in plain and model.optimizer is optimizer and int(optimizer.iterations) == 12
+    model.compile(optimizer, lambda y_true, y_pred: 2.0 * keras.ops.mean(y_pred))  # another loss
+    third = fit([monitor, Steps()])
+    assert steps[12][0] != wrapper
+    assert third["grad_magnitude"] == [pytest.approx(2.0)]  # the new loss's gradients, so the new step
 
 
 def test_csv_logger_gets_the_values(tmp_path):

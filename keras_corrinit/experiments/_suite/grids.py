@@ -44,7 +44,7 @@ GRIDS = {
 # Issue 30's evidence matrix: time to accuracy under the budget protocol (each run annealed to a zero
 # learning rate at its budget), the network as written as the baseline, peers in the same run; CPU-sized
 # (photos32 cut to 1,500 training crops, budgets 1, 2, 4). One grid per architecture family, in the order
-# `benchmarks/evidence_matrix.py` runs them; each writes its own store (resumable).
+# `evidence/evidence_matrix.py` runs them; each writes its own store (resumable).
 _MATRIX = "--dataset photos32 --max-train 1500 --budgets 1 2 4 --seeds 5 --baseline default --init".split() + [
     "default",
     "he",

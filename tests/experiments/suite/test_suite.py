@@ -585,7 +585,7 @@ def test_photos32_is_ten_shipped_photographs_balanced_and_spatially_correlated()
 
 @pytest.mark.slow
 def test_the_evidence_arms_set_what_they_say():
-    evidence = load_example("evidence_initialize", folder="benchmarks")
+    evidence = load_example("evidence_initialize", folder="evidence")
     (x, y), _, classes = datasets.load("digits32")
     builder = compare.NetworkBuilder("small_cnn", (32, 32, 1), classes, False, 0.5, 0.0, "sgd", 0.005, 0.8)
 

@@ -1,4 +1,4 @@
-"""Issue 30's evidence matrix: `python benchmarks/evidence_matrix.py [OUT] [--only GRID...]`.
+"""Issue 30's evidence matrix: `python evidence/evidence_matrix.py [OUT] [--only GRID...]`.
 
 Runs the `matrix-*` grids of `keras-corrinit compare` (see
 `keras_corrinit/experiments/_suite/grids.py`: photos32, the budget protocol with

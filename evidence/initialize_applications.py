@@ -1,6 +1,6 @@
 """`initialize` on Keras Applications as their authors built them: the starting loss and the kernels' scale.
 
-    KERAS_BACKEND=tensorflow python benchmarks/initialize_applications.py [Name ...]
+    KERAS_BACKEND=tensorflow python evidence/initialize_applications.py [Name ...]
 
 Each Application with `weights=None, classes=10` (softmax heads, batch norm,
 residual adds, depthwise and separable convolutions as built) at 32x32
