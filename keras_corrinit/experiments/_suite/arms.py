@@ -54,25 +54,23 @@ import os
 import keras
 import numpy as np
 
-from keras_corrinit import (
-    CorrelatedHeNormal,
-    EnhancedGamma,
-    GradientSignMonitor,
-    NFMInit,
-    SpatialCorrelation,
-    agop_matrix,
-    correlation_from_model,
-)
 from keras_corrinit._core.layers import kernel_slots, walk_layers
+from keras_corrinit.correlation import SpatialCorrelation
 from keras_corrinit.experiments._arms import split_control as split_control
 from keras_corrinit.experiments._suite import networks
 from keras_corrinit.experiments._suite.options import ARMS as ARMS  # re-exported: the suite's arm names
 from keras_corrinit.experiments._suite.options import BASE_ARMS, BUILTIN, DEPTHWISE, INITIALIZE_VARIANTS, POST_BUILD
 from keras_corrinit.experiments._suite.options import CONTROLS as CONTROLS
-from keras_corrinit.extraction import depthwise_covariance_from_model, spatial_kernels
-from keras_corrinit.initializers import ScaleControl
+from keras_corrinit.extraction import (
+    agop_matrix,
+    correlation_from_model,
+    depthwise_covariance_from_model,
+    spatial_kernels,
+)
+from keras_corrinit.initializers import CorrelatedHeNormal, EnhancedGamma, NFMInit, ScaleControl
 from keras_corrinit.layerwise import apply_initializers, depthwise_layerwise_initializers, layer_seeds
 from keras_corrinit.layerwise._initialize import initialize, mimetic_attention
+from keras_corrinit.monitor import GradientSignMonitor
 
 IDENTITY = SpatialCorrelation.identity()
 CORRELATED = ("correlated", "correlated_weight", "correlated_learned", "correlated_layerwise")
