@@ -118,6 +118,14 @@ def to_correlation(covariance):
     return m
 
 
+def pooled_correlation(covariances, counts):
+    """One correlation matrix from several layers' `(P, P)` covariances: each divided by its mean position
+    variance (so no layer counts by its scale), weighted by its count of filters or patches."""
+    total = sum(counts[name] for name in covariances)
+    pooled = sum(counts[name] * c / np.mean(np.diag(c)) for name, c in covariances.items())
+    return to_correlation(pooled / total)
+
+
 def _validated_matrix(matrix, name="matrix"):
     """A square, finite, symmetric matrix with a positive diagonal, as a correlation matrix."""
     m = check.float_matrix(matrix, name)

@@ -33,7 +33,7 @@ from keras_corrinit._core.config import JsonFile
 from keras_corrinit._core.figures import plot_correlation_profiles
 from keras_corrinit._core.layers import CONV_KINDS, depthwise_kernels, kernel_layers
 from keras_corrinit.correlation._covariance import filter_covariance, resampled, validated_covariance
-from keras_corrinit.correlation._spatial import SpatialCorrelation, matrix_profile, to_correlation
+from keras_corrinit.correlation._spatial import SpatialCorrelation, matrix_profile, pooled_correlation, to_correlation
 from keras_corrinit.initializers._correlated import CorrelatedHeNormal
 from keras_corrinit.initializers._depthwise import FilterCovariance
 
@@ -345,7 +345,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
         )
     kernel_size = checked_kernel_size(shapes.pop())
     bar = keras.utils.Progbar(len(arrays), unit_name="layer") if verbose else None
-    matrices, counts, pooled, total = {}, {}, 0.0, 0
+    matrices, covariances, counts = {}, {}, {}
     for name, kernel in arrays.items():
         n = kernel.shape[-2] * kernel.shape[-1]
         cov = filter_covariance(kernel)[0] if n >= 2 else np.zeros((1, 1))
@@ -355,9 +355,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
                 stacklevel=2,
             )
             continue
-        matrices[name], counts[name] = to_correlation(cov), n
-        pooled = pooled + cov / np.diag(cov).mean() * n
-        total += n
+        matrices[name], covariances[name], counts[name] = to_correlation(cov), cov, n
         if bar:
             bar.add(1)
     if not matrices:
@@ -367,7 +365,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
         layer_names=list(matrices),
         layer_matrices=matrices,
         counts=counts,
-        matrix=to_correlation(pooled / total),
+        matrix=pooled_correlation(covariances, counts),
         source=source,
     )
 

@@ -15,14 +15,13 @@ premise, measured instead of assumed) initializes a network the same way:
 import warnings
 
 import keras
-import numpy as np
 
 from keras_corrinit._core import validation as check
 from keras_corrinit._core.data import take_batches
 from keras_corrinit._core.layers import kernel_slots
 from keras_corrinit._core.model_pass import display_names, patterns, run_model, select_layers, watching
 from keras_corrinit.correlation._patches import PatchAccumulator, layer_patches
-from keras_corrinit.correlation._spatial import to_correlation
+from keras_corrinit.correlation._spatial import pooled_correlation
 from keras_corrinit.extraction._estimates import CorrelationEstimate
 
 __all__ = ["correlation_from_data", "patch_statistics"]
@@ -143,13 +142,12 @@ def correlation_from_data(model, data, kernel_size=(3, 3), **measurement):
         raise ValueError(f"No measured Conv2D layer has kernel size {kernel_size}.")
     covariances = {name: s.spatial_covariance() for name, s in stats.items()}
     counts = {name: s.count for name, s in stats.items()}
-    pooled = sum(counts[n] * c / np.mean(np.diag(c)) for n, c in covariances.items()) / sum(counts.values())
     matrices = {name: s.correlation() for name, s in stats.items()}
     return CorrelationEstimate(
         spatial_shape=kernel_size,
         layer_names=list(stats),
         layer_matrices=matrices,
         counts=counts,
-        matrix=to_correlation(pooled),
+        matrix=pooled_correlation(covariances, counts),
         source="data patches",
     )
