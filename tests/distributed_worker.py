@@ -38,26 +38,16 @@ Y = DATA_RNG.integers(0, 4, 64)
 
 def small_cnn():
     """Every initializer of the package, each with an int seed."""
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(
-        16, 3, padding="same", activation="relu", name="c1", kernel_initializer=kc.CorrelatedHeNormal(seed=1)
-    )(inputs)
-    x = keras.layers.Conv2D(
-        16,
-        3,
-        padding="same",
-        activation="relu",
-        name="c2",
-        kernel_initializer=kc.EnhancedGamma(granularity="spatial", seed=2),
-    )(x)
-    x = keras.layers.Conv2D(
-        32,
-        3,
-        padding="same",
-        activation="relu",
-        name="c3",
-        kernel_initializer=kc.NFMInit.from_kernel(NFM_SOURCE, seed=3),
-    )(x)
+    inputs = x = keras.Input((8, 8, 3))
+    convolutions = [
+        ("c1", 16, kc.CorrelatedHeNormal(seed=1)),
+        ("c2", 16, kc.EnhancedGamma(granularity="spatial", seed=2)),
+        ("c3", 32, kc.NFMInit.from_kernel(NFM_SOURCE, seed=3)),
+    ]
+    for name, filters, initializer in convolutions:
+        x = keras.layers.Conv2D(
+            filters, 3, padding="same", activation="relu", name=name, kernel_initializer=initializer
+        )(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(4, name="head", kernel_initializer=kc.CorrelatedHeNormal(seed=4))(x)
     return keras.Model(inputs, outputs)

@@ -120,6 +120,18 @@ class CorrelationEstimate(JsonFile):
     source: str = ""
     cached: bool = False
 
+    @classmethod
+    def pooled(cls, spatial_shape, layer_matrices, covariances, counts, source):
+        """The estimate of several layers: their matrices, and one pooled from their covariances."""
+        return cls(
+            spatial_shape=spatial_shape,
+            layer_names=list(layer_matrices),
+            layer_matrices=layer_matrices,
+            counts=counts,
+            matrix=pooled_correlation(covariances, counts),
+            source=source,
+        )
+
     @property
     def per_layer(self):
         """Deprecated since 0.3.0: `layer_matrices` (`per_layer` is the monitor's flag)."""
@@ -360,14 +372,7 @@ def correlation_from_kernels(kernels, source="", verbose=0):
             bar.add(1)
     if not matrices:
         raise ValueError(f"No usable kernel with spatial shape {kernel_size} in {source or 'the input'}.")
-    return CorrelationEstimate(
-        spatial_shape=kernel_size,
-        layer_names=list(matrices),
-        layer_matrices=matrices,
-        counts=counts,
-        matrix=pooled_correlation(covariances, counts),
-        source=source,
-    )
+    return CorrelationEstimate.pooled(kernel_size, matrices, covariances, counts, source)
 
 
 @dataclasses.dataclass

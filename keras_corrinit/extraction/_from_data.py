@@ -21,7 +21,6 @@ from keras_corrinit._core.data import take_batches
 from keras_corrinit._core.layers import kernel_slots
 from keras_corrinit._core.model_pass import display_names, patterns, run_model, select_layers, watching
 from keras_corrinit.correlation._patches import PatchAccumulator, layer_patches
-from keras_corrinit.correlation._spatial import pooled_correlation
 from keras_corrinit.extraction._estimates import CorrelationEstimate
 
 __all__ = ["correlation_from_data", "patch_statistics"]
@@ -143,11 +142,4 @@ def correlation_from_data(model, data, kernel_size=(3, 3), **measurement):
     covariances = {name: s.spatial_covariance() for name, s in stats.items()}
     counts = {name: s.count for name, s in stats.items()}
     matrices = {name: s.correlation() for name, s in stats.items()}
-    return CorrelationEstimate(
-        spatial_shape=kernel_size,
-        layer_names=list(stats),
-        layer_matrices=matrices,
-        counts=counts,
-        matrix=pooled_correlation(covariances, counts),
-        source="data patches",
-    )
+    return CorrelationEstimate.pooled(kernel_size, matrices, covariances, counts, "data patches")

@@ -58,7 +58,7 @@ from keras_corrinit._core.model_pass import (
 )
 from keras_corrinit.correlation._patches import PatchAccumulator, layer_patches
 from keras_corrinit.initializers._whitening import PatchWhitening
-from keras_corrinit.layerwise._lsuv import _Settings, scale_layers
+from keras_corrinit.layerwise._lsuv import LayerEntries, _Settings, scale_layers
 from keras_corrinit.layerwise._mimetic import mimetic_kernels
 
 __all__ = ["InitializationReport", "InitializedLayer", "initialize"]
@@ -91,7 +91,7 @@ class InitializedLayer:
 
 
 @dataclasses.dataclass
-class InitializationReport:
+class InitializationReport(LayerEntries):
     """`initialize`'s report.
 
     Attributes:
@@ -117,15 +117,6 @@ class InitializationReport:
     patches: dict = dataclasses.field(default_factory=dict)
     residual_ends: list = dataclasses.field(default_factory=list)
     heads: list = dataclasses.field(default_factory=list)
-
-    def __iter__(self):
-        return iter(self.layers)
-
-    def __getitem__(self, name):
-        for entry in self.layers:
-            if entry.name == name:
-                return entry
-        raise KeyError(f"No layer named {name!r} was initialized.")
 
     def __str__(self):
         rows = [f"| {e.name} | {e.what} | {e.variance_before:.4g} | {e.variance_after:.4g} |" for e in self.layers]

@@ -82,8 +82,26 @@ class LayerReport:
     converged: bool
 
 
+class LayerEntries:
+    """A report's per-layer entries (`self.layers`): iterated, counted and looked up by layer name."""
+
+    _done = "initialized"
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, name):
+        for entry in self.layers:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"No layer named {name!r} was {self._done}.")
+
+
 @dataclasses.dataclass
-class LSUVReport:
+class LSUVReport(LayerEntries):
     """Per-layer results in the order the forward pass reached the layers.
 
     Attributes:
@@ -104,17 +122,7 @@ class LSUVReport:
     layer_calls: int = 0
     forward_pass_equivalents: float = 1.0
 
-    def __iter__(self):
-        return iter(self.layers)
-
-    def __len__(self):
-        return len(self.layers)
-
-    def __getitem__(self, name):
-        for entry in self.layers:
-            if entry.name == name:
-                return entry
-        raise KeyError(f"No layer named {name!r} was initialized by LSUV.")
+    _done = "initialized by LSUV"
 
 
 def _kernels(layer):

@@ -61,6 +61,11 @@ def _l2(l2):
     return keras.regularizers.L2(l2) if l2 else None
 
 
+def _weights(kernel_initializer, l2):
+    """A kernel layer's initializer (a fresh one from the factory) and its L2 penalty, as layer arguments."""
+    return {"kernel_initializer": kernel_initializer(), "kernel_regularizer": _l2(l2)}
+
+
 VGG_LAYOUTS = {
     "vgg8": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M"],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
@@ -78,8 +83,7 @@ def _conv_bn_relu(x, filters, init, batch_norm, strides=1, relu=True, l2=0.0):
         strides=strides,
         padding="same",
         use_bias=not batch_norm,
-        kernel_initializer=init(),
-        kernel_regularizer=_l2(l2),
+        **_weights(init, l2),
     )(x)
     if batch_norm:
         x = keras.layers.BatchNormalization()(x)
@@ -99,10 +103,9 @@ def vgg(name, input_shape, classes, kernel_initializer, batch_norm=True, width=1
         x = keras.layers.Dense(
             max(1, int(units * width)),
             activation="relu",
-            kernel_initializer=kernel_initializer(),
-            kernel_regularizer=_l2(l2),
+            **_weights(kernel_initializer, l2),
         )(x)
-    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    outputs = keras.layers.Dense(classes, **_weights(kernel_initializer, l2))(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -121,8 +124,7 @@ def resnet(name, input_shape, classes, kernel_initializer, batch_norm=True, widt
                     1,
                     strides=strides,
                     use_bias=not batch_norm,
-                    kernel_initializer=kernel_initializer(),
-                    kernel_regularizer=_l2(l2),
+                    **_weights(kernel_initializer, l2),
                 )(x)
                 if batch_norm:
                     shortcut = keras.layers.BatchNormalization()(shortcut)
@@ -130,7 +132,7 @@ def resnet(name, input_shape, classes, kernel_initializer, batch_norm=True, widt
             y = _conv_bn_relu(y, filters, kernel_initializer, batch_norm, relu=False, l2=l2)
             x = keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    outputs = keras.layers.Dense(classes, **_weights(kernel_initializer, l2))(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -158,7 +160,7 @@ def small_cnn(input_shape, classes, kernel_initializer, batch_norm=False, width=
     x = keras.layers.MaxPooling2D()(x)
     x = _conv_bn_relu(x, int(64 * width), kernel_initializer, batch_norm, l2=l2)
     x = keras.layers.Flatten()(x)
-    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    outputs = keras.layers.Dense(classes, **_weights(kernel_initializer, l2))(x)
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
@@ -182,19 +184,15 @@ def convmixer(
         return keras.layers.BatchNormalization(momentum=0.9)(x) if batch_norm else x
 
     inputs = keras.Input(input_shape)
-    x = gelu_bn(
-        keras.layers.Conv2D(
-            dim, patch_size, strides=patch_size, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2)
-        )(inputs)
-    )
+    x = gelu_bn(keras.layers.Conv2D(dim, patch_size, strides=patch_size, **_weights(kernel_initializer, l2))(inputs))
     for i in range(depth):
         y = keras.layers.DepthwiseConv2D(
             kernel_size, padding="same", name=f"depthwise_{i}", trainable=not frozen, depthwise_regularizer=_l2(l2)
         )(x)
         x = keras.layers.Add()([x, gelu_bn(y)])
-        x = gelu_bn(keras.layers.Conv2D(dim, 1, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x))
+        x = gelu_bn(keras.layers.Conv2D(dim, 1, **_weights(kernel_initializer, l2))(x))
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    outputs = keras.layers.Dense(classes, **_weights(kernel_initializer, l2))(x)
     return keras.Model(inputs, outputs, name=f"convmixer{depth}k{kernel_size}{'_frozen' if frozen else ''}")
 
 
@@ -232,7 +230,7 @@ def mobilenet(input_shape, classes, kernel_initializer, batch_norm=True, width=1
         )(x)
         x = bn_relu(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    outputs = keras.layers.Dense(classes, **_weights(kernel_initializer, l2))(x)
     return keras.Model(inputs, outputs, name="mobilenet")
 
 
@@ -252,17 +250,14 @@ class PositionEmbedding(keras.layers.Layer):
 def vit(input_shape, classes, kernel_initializer, batch_norm=False, width=1.0, l2=0.0, patch=4, depth=4, heads=4):
     dim = max(heads, int(64 * width) // heads * heads)
     inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(
-        dim, patch, strides=patch, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2), name="patches"
-    )(inputs)
+    x = keras.layers.Conv2D(dim, patch, strides=patch, **_weights(kernel_initializer, l2), name="patches")(inputs)
     x = PositionEmbedding()(keras.layers.Reshape((-1, dim))(x))
     for i in range(depth):
         y = keras.layers.LayerNormalization(epsilon=1e-6)(x)
         y = keras.layers.MultiHeadAttention(
             heads,
             dim // heads,
-            kernel_initializer=kernel_initializer(),
-            kernel_regularizer=_l2(l2),
+            **_weights(kernel_initializer, l2),
             name=f"attention_{i}",
         )(y, y)
         x = keras.layers.Add()([x, y])
@@ -271,7 +266,7 @@ def vit(input_shape, classes, kernel_initializer, batch_norm=False, width=1.0, l
         y = keras.layers.Dense(dim, kernel_initializer=kernel_initializer())(y)
         x = keras.layers.Add()([x, y])
     x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization(epsilon=1e-6)(x))
-    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer(), kernel_regularizer=_l2(l2))(x)
+    outputs = keras.layers.Dense(classes, **_weights(kernel_initializer, l2))(x)
     return keras.Model(inputs, outputs, name="vit")
 
 
