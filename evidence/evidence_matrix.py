@@ -33,7 +33,8 @@ def summary(out):
         if not os.path.exists(os.path.join(folder, "runs.jsonl")):
             lines.append(f"| {grid} | (not run yet) | | | | |")
             continue
-        rows = list(read_runs(folder).values())
+        # He's arm was called "uncorrelated" before 0.3.0: one name in the table
+        rows = [{**r, "arm": "he" if r["arm"] == "uncorrelated" else r["arm"]} for r in read_runs(folder).values()]
         made_by = sorted({f"{r['backend']} {r['package_version']}" for r in rows})
         if len(made_by) > 1:  # never one table from two versions' runs: move the older folder away, rerun
             raise ValueError(f"{folder} holds runs of {made_by}: move one version's runs away and rerun the grid.")

@@ -71,4 +71,8 @@ MATRIX = {
     "matrix-resnet20-sgd": _MATRIX
     + "--network resnet20 --batch-norm on --optimizer sgd --lr 0.05 --momentum 0.9".split(),
 }
+# The second data set, digits32 (handwritten digits at 32x32, 1,347 training images), for the two fastest
+# families: the keras.io convnet was written for digits.
+for _family in ("keras_io", "vgg8"):
+    MATRIX[f"matrix-{_family}-digits32"] = MATRIX[f"matrix-{_family}"] + ["--dataset", "digits32"]
 GRIDS.update(MATRIX)

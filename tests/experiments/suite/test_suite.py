@@ -137,7 +137,9 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
 
     for name in MATRIX:
         args = compare.parse_args(["--grid", name, "--out", "x"])
-        assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, ["photos32"])
+        data = ["digits32"] if name.endswith("-digits32") else ["photos32"]
+        assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, data)
+        name = name.removesuffix("-digits32")
         assert args.init[:5] == ["default", "he", "initialize", "lsuv", "anyinit"]
         extra = {"matrix-keras_io": ["initialize_scale"], "matrix-vit": ["mimetic", "initialize_keep_attention"]}
         extra["matrix-vit"] += ["initialize_no_whitening", "initialize_rest_keep", "initialize_head_keep"]
