@@ -1,9 +1,10 @@
 """Issue 30's evidence matrix: `python evidence/evidence_matrix.py [OUT] [--only GRID...]`.
 
 Runs the `matrix-*` grids of `keras-corrinit compare` (see
-`keras_corrinit/experiments/_suite/grids.py`: photos32, the budget protocol with
-budgets 1, 2, 4, 5 paired seeds; arms default, uncorrelated (He), initialize,
-lsuv, anyinit) one after the other, each into `OUT/<grid>` (default
+`keras_corrinit/experiments/_suite/grids.py`: photos32, and digits32 for two
+families; the budget protocol with budgets 1, 2, 4, 5 paired seeds; arms
+default, he, initialize, lsuv, anyinit and each family's controls) one
+after the other, each into `OUT/<grid>` (default
 `examples/results/matrix`), resumable: an interrupted run picks up where it
 stopped. Then writes `OUT/summary.md`: per grid, each arm's epochs to the
 default's accuracy at the largest budget (the fraction of that budget), its
