@@ -34,6 +34,7 @@ import re
 import keras
 import numpy as np
 
+from keras_corrinit._core.layers import walk_layers
 from keras_corrinit.experiments import compare
 from keras_corrinit.experiments._suite import arms, datasets, networks, options
 from keras_corrinit.experiments._suite.grids import GRIDS
@@ -54,6 +55,7 @@ class NetworkBuilder:
     optimizer: str
     lr: float
     momentum: float
+    bn_momentum: float = 0.99  # Keras's BatchNormalization default
 
     def __call__(self, kernel_initializer, seed):
         model = networks.build(
@@ -65,6 +67,9 @@ class NetworkBuilder:
             width=self.width,
             l2=self.l2,
         )
+        for layer in walk_layers(model):  # read when the layer trains, so set after building
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = self.bn_momentum
         optimizer = (
             keras.optimizers.SGD(self.lr, momentum=self.momentum)
             if self.optimizer == "sgd"
@@ -137,6 +142,7 @@ def run_cell(cell, args, executor):
         args.optimizer,
         cell["lr"],
         args.momentum if args.optimizer == "sgd" else 0.0,
+        args.bn_momentum,
     )
     settings = {
         **cell,
@@ -144,6 +150,7 @@ def run_cell(cell, args, executor):
         "max_test": args.max_test,
         "optimizer": args.optimizer,
         "momentum": builder.momentum,
+        "bn_momentum": builder.bn_momentum,
         "correlation": correlation_id(args.correlation),
         "gamma": f"{args.gamma_base}/{args.gamma_granularity}",
         "source": os.path.basename(source_path) if source_path else None,

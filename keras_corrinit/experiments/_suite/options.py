@@ -133,6 +133,12 @@ def compare_parser():
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, nargs="+", default=[0.005])
     p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum")
+    p.add_argument(
+        "--bn-momentum",
+        type=float,
+        default=0.99,
+        help="momentum of every BatchNormalization's moving averages (default 0.99, Keras's)",
+    )
     p.add_argument("--l2", type=float, nargs="+", default=[0.0])
     p.add_argument("--batch-size", type=positive, default=32)
     p.add_argument("--width", type=float, nargs="+", default=[1.0])

@@ -139,7 +139,8 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
         args = compare.parse_args(["--grid", name, "--out", "x"])
         data = ["digits32"] if name.endswith("-digits32") else ["photos32"]
         assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, data)
-        name = name.removesuffix("-digits32")
+        assert args.bn_momentum == (0.9 if name.endswith("-bn09") else 0.99)
+        name = name.removesuffix("-digits32").removesuffix("-bn09")
         assert args.init[:5] == ["default", "he", "initialize", "lsuv", "anyinit"]
         extra = {"matrix-keras_io": ["initialize_scale"], "matrix-vit": ["mimetic", "initialize_keep_attention"]}
         extra["matrix-vit"] += ["initialize_no_whitening", "initialize_rest_keep", "initialize_head_keep"]
@@ -616,3 +617,16 @@ def test_compare_counts_must_be_positive(option, capsys):
     with pytest.raises(SystemExit):
         compare.parser().parse_args([option, "0"])
     assert f"argument {option}: must be an int >= 1; received 0" in capsys.readouterr().err
+
+
+def test_the_batch_norm_momentum_reaches_every_normalization_and_the_model_digest():
+    from keras_corrinit.experiments._identity import model_digest
+
+    def built(bn_momentum):
+        builder = compare.NetworkBuilder("mobilenet", (32, 32, 3), 10, True, 0.25, 0.0, "adam", 0.001, 0.0, bn_momentum)
+        return builder(keras.initializers.HeNormal(seed=0), 0)
+
+    settled, keras_default = built(0.9), built(0.99)
+    norms = [layer for layer in settled.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.get_config()["momentum"] == 0.9 for layer in norms)
+    assert model_digest(settled) != model_digest(keras_default)  # part of a run's identity
