@@ -65,8 +65,7 @@ from keras_corrinit._core.backend import (
     strategy_scope,
     sync_training_state,
 )
-from keras_corrinit.monitor._state import SUM_KEYS, read_state, write_state
-from keras_corrinit.monitor._tracker import GradientSignTracker
+from keras_corrinit.monitor._tracker import SUM_KEYS, GradientSignTracker, read_state, write_state
 
 __all__ = ["GradientSignMonitor"]
 
