@@ -749,6 +749,7 @@ def test_summary_reads_a_compare_store_once_per_run_and_names_a_damaged_one(tmp_
     assert "runs.jsonl: line 1 is not JSON" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_summary_never_averages_runs_of_another_version_backend_or_schedule(tmp_path, capsys):
     from keras_corrinit.experiments._suite.summary import cells, main
 

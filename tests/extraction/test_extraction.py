@@ -58,6 +58,7 @@ def test_correlation_from_model_recovers_planted_matrices(planted_vgg16):
     _check_recovery(correlation_from_model(model), planted)
 
 
+@pytest.mark.slow
 def test_application_from_weights_file_and_cache(planted_vgg16, tmp_path, monkeypatch):
     _, planted, path = planted_vgg16
     cache = tmp_path / "cache"

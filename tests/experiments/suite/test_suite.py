@@ -61,6 +61,7 @@ def test_vgg8_parameter_count_at_half_width_without_batch_norm():
     "name, width, stem, stages",
     [("resnet10", 0.5, 32, [(32, 1), (64, 1), (128, 1), (256, 1)]), ("resnet20", 1.0, 16, [(16, 3), (32, 3), (64, 3)])],
 )
+@pytest.mark.slow
 def test_resnet_parameter_counts_with_batch_norm(name, width, stem, stages):
     model = networks.build(name, (32, 32, 3), 10, he, batch_norm=True, width=width)
     bn = lambda c: 4 * c  # noqa: E731  (gamma, beta, moving mean and variance)
@@ -328,6 +329,7 @@ def test_every_kind_of_arm_and_the_source_trained_once(tmp_path):
     assert len(os.listdir(os.path.join(out, "sources"))) == 2  # .keras and .json of one source
 
 
+@pytest.mark.slow
 def test_learned_arms_use_the_source(tmp_path):
     seeds = iter(range(100))
     source_model = networks.build(
