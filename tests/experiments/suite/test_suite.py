@@ -138,6 +138,9 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
 
     for name in MATRIX:
         args = compare.parse_args(["--grid", name, "--out", "x"])
+        if name.startswith("ablation-head-"):
+            assert args.init == ["default", "initialize", "initialize_head_keep"] and args.budgets == [1, 2, 4]
+            continue
         data = ["digits32"] if name.endswith("-digits32") else ["photos32"]
         assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, data)
         assert args.bn_momentum == (0.9 if name.endswith("-bn09") else 0.99)
