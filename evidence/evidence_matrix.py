@@ -1,8 +1,8 @@
 """Issue 30's evidence matrix: `python evidence/evidence_matrix.py [OUT] [--only GRID...]`.
 
 Runs the `matrix-*` grids of `keras-corrinit compare` (see
-`keras_corrinit/experiments/_suite/grids.py`: photos32, and digits32 for two
-families; the budget protocol with budgets 1, 2, 4, 5 paired seeds; arms
+`keras_corrinit/experiments/_suite/grids.py`: photos32, and digits32 for the
+keras.io convnet; the budget protocol with budgets 1, 2, 4, 5 paired seeds; arms
 default, he, initialize, lsuv, anyinit and each family's controls) one
 after the other, each into `OUT/<grid>` (default
 `examples/results/matrix`), resumable: an interrupted run picks up where it
