@@ -17,6 +17,10 @@ whose output is the model's output).
   first layer with a scale weight `gamma` (batch, layer or group
   normalization, a layer scale as in ConvNeXt) or, before one, at the first
   kernel layer. Two sides with as many kernel layers each are not a residual block.
+* Normalized kernels: kernel layers whose only consumer is a batch, layer or
+  group normalization, with nothing but a linear or ReLU activation between
+  (both positively homogeneous): the normalization cancels the kernel's
+  scale, so the scale only sets how far an optimizer's step turns it.
 """
 
 import contextlib
@@ -26,7 +30,7 @@ import keras
 
 from keras_corrinit._core.layers import kernel_slots
 
-__all__ = ["BranchEnd", "has_graph", "output_heads", "reading_graphs", "residual_branch_ends"]
+__all__ = ["BranchEnd", "has_graph", "normalized_kernels", "output_heads", "reading_graphs", "residual_branch_ends"]
 
 # Layers between a head and the model's output that do not change what the
 # head's output means.
@@ -42,6 +46,13 @@ _PASS_THROUGH = (
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalAveragePooling3D,
+)
+
+
+_NORMALIZATIONS = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
 )
 
 
@@ -239,3 +250,41 @@ def residual_branch_ends(model):
             if end is not None and all(end.layer is not e.layer for e in ends):
                 ends.append(end)
     return ends
+
+
+def _scale_free_activation(layer):
+    activation = getattr(layer, "activation", None)
+    return activation is None or activation in (keras.activations.linear, keras.activations.relu)
+
+
+def normalized_kernels(model):
+    """Kernel layers of a Sequential or Functional model (nested ones followed) whose one consumer is a normalization.
+
+    A kernel layer inside a nested model whose output leaves that model is
+    not followed across the boundary (not found, so treated like any other).
+    """
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.Model):
+            found += normalized_kernels(layer)
+    if isinstance(model, keras.Sequential):
+        pairs = zip(model.layers, model.layers[1:])
+        return found + [
+            a for a, b in pairs if kernel_slots(a) and isinstance(b, _NORMALIZATIONS) and _scale_free_activation(a)
+        ]
+    graph = _functional_graph(model)
+    if graph is None:
+        return found
+    order, inputs, _, outputs = graph
+    by_name = _layers_by_name(model)
+    consumers = {}
+    for name in order:
+        for source in inputs.get(name, []):
+            consumers.setdefault(source, []).append(name)
+    for name in order:
+        layer, after = by_name.get(name), consumers.get(name, [])
+        if layer is None or not kernel_slots(layer) or name in outputs or len(after) != 1:
+            continue
+        if isinstance(by_name.get(after[0]), _NORMALIZATIONS) and _scale_free_activation(layer):
+            found.append(layer)
+    return found

@@ -45,7 +45,13 @@ from keras_corrinit._core import validation as check
 from keras_corrinit._core.apply import layer_seeds
 from keras_corrinit._core.backend import attention_projections
 from keras_corrinit._core.data import batch_size_of, iter_samples
-from keras_corrinit._core.graph import has_graph, output_heads, reading_graphs, residual_branch_ends
+from keras_corrinit._core.graph import (
+    has_graph,
+    normalized_kernels,
+    output_heads,
+    reading_graphs,
+    residual_branch_ends,
+)
 from keras_corrinit._core.layers import frozen_layers, kernel_slots, unchanged_on_error, walk_layers
 from keras_corrinit._core.model_pass import (
     display_names,
@@ -67,6 +73,7 @@ _RESTS = ("he", "identity", "keep")
 _HEADS = ("zero", "lsuv", "keep")
 _RESIDUALS = ("zero_gamma", "zero_last", "keep")
 _ATTENTIONS = ("keep", "mimetic")
+_NORMALIZED = ("norm", "keep", "lsuv")
 # A patch direction whose variance is below this share of the largest is
 # "constant" (a constant input channel, padding only): whitening it would
 # amplify nothing but rounding.
@@ -136,7 +143,13 @@ def _check_arguments(model, args):
             f"{type(model).__name__}. Wrap a layer in a model: keras.Sequential([keras.Input(shape), layer])."
         )
     args["whiten"] = check.integer(args["whiten"], "whiten", minimum=0)
-    for name, choices in (("rest", _RESTS), ("head", _HEADS), ("residual", _RESIDUALS), ("attention", _ATTENTIONS)):
+    for name, choices in (
+        ("rest", _RESTS),
+        ("head", _HEADS),
+        ("residual", _RESIDUALS),
+        ("attention", _ATTENTIONS),
+        ("normalized", _NORMALIZED),
+    ):
         if args[name] not in choices:
             raise ValueError(f"`{name}` must be one of {list(choices)}; received {args[name]!r}.")
     if args["eps"] is not None:
@@ -279,6 +292,12 @@ def _rest_kernels(layer, rest, seed):
     return kernels, "He-normal" if len(slots) == 1 else "He-normal (" + ", ".join(kernels) + ")"
 
 
+def _at_norm(kernel, norm):
+    """`kernel` rescaled to the Frobenius norm `norm` (a zero kernel stays zero)."""
+    current = float(np.linalg.norm(kernel))
+    return kernel if current == 0.0 else (kernel * np.float32(norm / current)).astype("float32")
+
+
 def _measure(model, first, batches, whitened, args):
     """`({id(layer): PatchStatistics}, samples measured)`: the statistics passes over the streamed sample."""
     if not whitened:
@@ -368,9 +387,10 @@ def initialize(
     *,
     whiten=1,
     rest="identity",
-    head="zero",
+    head="keep",
     residual="zero_gamma",
     attention="mimetic",
+    normalized="norm",
     eps=None,
     samples=1024,
     batch_size=128,
@@ -500,12 +520,15 @@ def initialize(
     with reading_graphs():
         heads = output_heads(model) if has_graph(model) else _subclassed_heads(model, targets, first)
         ends = residual_branch_ends(model) if args["residual"] != "keep" else []
+        normalized = normalized_kernels(model) if args["normalized"] != "lsuv" and has_graph(model) else []
     if args["residual"] == "zero_gamma":
         ends = [end for end in ends if end.kind == "gamma"]
     heads = [layer for layer in heads if id(layer) in target_ids and id(layer) not in statistics]
     head_ids = {id(layer) for layer in heads}
     ends = [end for end in ends if _may_change(end, model, target_ids, args) and id(end.layer) not in head_ids]
     ends = [end for end in ends if id(end.layer) not in statistics]
+    end_ids = {id(end.layer) for end in ends}
+    normalized_ids = {id(layer) for layer in normalized if id(layer) not in head_ids | end_ids}
 
     attention = _attention_layers(model, skipped, names, args) if args["attention"] == "mimetic" else []
     # The attention layers' seeds follow the kernel layers': the kernels' draws do not depend on `attention`.
@@ -518,8 +541,12 @@ def initialize(
             key = id(layer)
             if key in statistics:
                 kernel, what[key] = _whitening_kernel(layer, statistics[key], args["eps"], seeds[key])
+                if key in normalized_ids:
+                    kernel = _at_norm(kernel, float(np.linalg.norm(ops.convert_to_numpy(layer.kernel))))
+                    what[key] += "; at its built norm (before a normalization)"
+                else:
+                    scaled.append(layer)
                 layer.kernel.assign(kernel)
-                scaled.append(layer)
             elif key in head_ids:
                 if args["head"] == "zero":
                     _zero_kernels(layer)
@@ -535,11 +562,21 @@ def initialize(
             elif any(end.layer is layer for end in ends):
                 _zero_kernels(layer)
                 what[key] = "zero (residual branch end)"
+            elif key in normalized_ids and args["normalized"] == "keep":
+                what[key] = "kept (before a normalization)"
             else:
                 kernels, what[key] = _rest_kernels(layer, args["rest"], seeds[key])
                 for attribute, kernel in kernels.items():
-                    getattr(layer, attribute).assign(kernel)
-                scaled.append(layer)
+                    variable = getattr(layer, attribute)
+                    if key in normalized_ids:
+                        kernel = _at_norm(kernel, float(np.linalg.norm(ops.convert_to_numpy(variable))))
+                    variable.assign(kernel)
+                if key not in normalized_ids:
+                    scaled.append(layer)
+                elif kernels:
+                    what[key] += "; at its built norm (before a normalization)"
+                else:
+                    what[key] += " (before a normalization: not rescaled)"
         for layer in attention:
             what[id(layer)] = _set_mimetic(layer, seeds[id(layer)])
             del skipped[names[id(layer)]]

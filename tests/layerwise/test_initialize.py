@@ -84,7 +84,7 @@ def test_identity_rest_passes_the_input_through_where_a_convolution_can():
         ("wider", "identity (8 of 12 filters)"),
         ("narrower", "He-normal"),
         ("even", "He-normal"),
-        ("head", "zero (output layer)"),
+        ("head", "kept (output layer)"),
     ]
     for name, in_channels in (("same_width", 8), ("wider", 8)):
         kernel = to_numpy(model.get_layer(name).kernel)
@@ -99,8 +99,7 @@ def test_identity_rest_passes_the_input_through_where_a_convolution_can():
     stem_out = keras.Sequential(model.layers[:1])(IMAGES)
     both = keras.Sequential(model.layers[:2])(IMAGES)
     np.testing.assert_allclose(to_numpy(both), scale_of(model, "same_width") * to_numpy(stem_out), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(to_numpy(model.get_layer("head").kernel), 0.0)
-    assert report["head"].variance_after == 0.0
+    assert math.isnan(report["head"].variance_after)  # kept as built: LSUV does not scale it
 
 
 def test_frozen_layers_nested_and_subclassed_models():
@@ -128,7 +127,7 @@ def test_frozen_layers_nested_and_subclassed_models():
     net = Net()
     net(IMAGES[:2])
     report = initialize(net, IMAGES[:32], seed=1, verbose=0)
-    assert [e.what for e in report] == ["PatchWhitening (6 filters)", "zero (output layer)"]  # found in the pass
+    assert [e.what for e in report] == ["PatchWhitening (6 filters)", "kept (output layer)"]  # found in the pass
 
 
 def test_nothing_changes_when_it_fails_half_way(monkeypatch):
@@ -151,6 +150,11 @@ def test_nothing_changes_when_it_fails_half_way(monkeypatch):
             {"residual": "zero"},
             ValueError,
             r"`residual` must be one of \['zero_gamma', 'zero_last', 'keep'\]; received 'zero'",
+        ),
+        (
+            {"normalized": "he"},
+            ValueError,
+            r"`normalized` must be one of \['norm', 'keep', 'lsuv'\]; received 'he'",
         ),
         ({"whiten": -1}, ValueError, "`whiten` must be an int >= 0; received -1"),
         ({"eps": -1.0}, ValueError, r"`eps` must be a finite number > 0; received -1.0"),
@@ -183,7 +187,7 @@ def test_a_model_without_a_convolution_warns_and_gets_he_and_lsuv():
     dense = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, name="hidden"), keras.layers.Dense(3)])
     with pytest.warns(UserWarning, match="no Conv2D layer to whiten"):
         report = initialize(dense, RNG.normal(size=(64, 5)).astype("float32"), verbose=0)
-    assert [e.what for e in report] == ["He-normal", "zero (output layer)"]
+    assert [e.what for e in report] == ["He-normal", "kept (output layer)"]
 
 
 def test_an_unbuilt_model_is_built_on_the_data_and_unbatched_tf_data_gets_a_hint():
@@ -263,9 +267,14 @@ LABELS = RNG.integers(0, 10, 64)
 @pytest.mark.slow
 def test_output_heads_start_near_chance_and_no_kernel_is_blown_up(build, loss, chance):
     model = build()
+    built = to_numpy(model.layers[-1].kernel)
     labels = LABELS if "Sparse" in type(loss).__name__ else (LABELS % 2).astype("float32")[:, None]
-    report = initialize(model, DIGITS, seed=0, verbose=0)
+    report = initialize(model, DIGITS, seed=0, verbose=0)  # head="keep", the default: as built, not rescaled
     assert report.heads == [model.layers[-1].name]
+    assert report[model.layers[-1].name].what == "kept (output layer)"
+    np.testing.assert_array_equal(to_numpy(model.layers[-1].kernel), built)
+    model = build()
+    report = initialize(model, DIGITS, head="zero", seed=0, verbose=0)
     assert report[model.layers[-1].name].what == "zero (output layer)"
     assert starting_loss(model, DIGITS, labels, loss) == pytest.approx(chance, rel=1e-4)  # a uniform prediction
     assert max(he_scale_ratios(model).values()) <= 100
@@ -286,7 +295,7 @@ def test_output_heads_start_near_chance_and_no_kernel_is_blown_up(build, loss, c
 @pytest.mark.slow
 def test_residual_blocks_start_as_their_shortcut(batch_norm, residual):
     model = residual_block_model(batch_norm)
-    report = initialize(model, IMAGES, residual=residual, seed=0, verbose=0)
+    report = initialize(model, IMAGES, residual=residual, head="zero", seed=0, verbose=0)
     if batch_norm:  # each branch's last batch-norm gamma is zero; the convolutions are set as usual
         assert report.residual_ends == ["a2_bn", "b2_bn"]
         for name in ("a2_bn", "b2_bn"):
@@ -309,7 +318,10 @@ def test_residual_blocks_start_as_their_shortcut(batch_norm, residual):
 @pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "no-bn"])
 def test_branches_without_a_normalization_and_residual_keep_are_set_like_any_layer(batch_norm):
     model = residual_block_model(batch_norm)
-    report = initialize(model, IMAGES, residual="keep" if batch_norm else "zero_gamma", seed=0, verbose=0)
+    # normalized="lsuv": the kernels in front of batch norm scaled like any other (the rule before 0.3.1)
+    report = initialize(
+        model, IMAGES, residual="keep" if batch_norm else "zero_gamma", normalized="lsuv", seed=0, verbose=0
+    )
     assert report.residual_ends == []
     assert report["a2"].what == "identity (8 of 8 filters)"
     assert abs(report["a2"].variance_after - 1.0) < 0.1
@@ -374,7 +386,7 @@ def test_every_layer_kind_is_set_or_listed_as_skipped():
         "transpose": "He-normal",
         "conv1d": "identity (6 of 6 filters)",
         "einsum": "kept (EinsumDense: fan-in depends on the equation)",
-        "predictions": "zero (output layer)",
+        "predictions": "kept (output layer)",
         "attention": "mimetic attention (QK ~ 0.7 Z + 0.7 I, VO ~ 0.4 Z - 0.4 I)",  # by default
     }
     assert report.skipped == {}
@@ -501,7 +513,7 @@ def test_conv3d_and_a_strided_dilated_stem():
     )
     with pytest.warns(UserWarning, match="no Conv2D layer to whiten"):
         report = initialize(model, volumes, seed=0, verbose=0)
-    assert [e.what for e in report] == ["identity (2 of 4 filters)", "identity (4 of 4 filters)", "zero (output layer)"]
+    assert [e.what for e in report] == ["identity (2 of 4 filters)", "identity (4 of 4 filters)", "kept (output layer)"]
     # a strided, dilated first Conv2D is whitened on the patches it sees
     strided = keras.Sequential(
         [
@@ -575,3 +587,70 @@ def test_attention_is_kept_on_request_and_cross_attention_is_named():
     assert "widths 32, 24, 24, 32: mimetic initialization needs one model dimension" in report.skipped["attention"]
     with pytest.raises(ValueError, match=r"`attention` must be one of \['keep', 'mimetic'\]; received 'yes'"):
         initialize(model, np.ones((8, 16, 32), "float32"), attention="yes")
+
+
+def normalized_cnn(data_format="channels_last"):
+    """Conv -> BN -> ReLU twice (the second a separable convolution), a Conv with a ReLU before BN, one whose output
+    also feeds a shortcut (two consumers), and one with a sigmoid before BN: Keras users' conv-BN blocks."""
+    axis = -1 if data_format == "channels_last" else 1
+    shape = (12, 12, 3) if data_format == "channels_last" else (3, 12, 12)
+    conv = dict(padding="same", data_format=data_format)
+    inputs = keras.Input(shape)
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="stem", **conv)(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(axis=axis, name="stem_bn")(x))
+    x = keras.layers.SeparableConv2D(8, 3, use_bias=False, name="separable", **conv)(x)
+    x = keras.layers.BatchNormalization(axis=axis)(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="relu_then_bn", **conv)(x)
+    x = keras.layers.BatchNormalization(axis=axis)(x)
+    forked = keras.layers.Conv2D(8, 3, name="forked", **conv)(x)
+    x = keras.layers.Add()([forked, keras.layers.BatchNormalization(axis=axis)(forked)])
+    x = keras.layers.Conv2D(8, 3, activation="sigmoid", name="sigmoid_then_bn", **conv)(x)
+    x = keras.layers.BatchNormalization(axis=axis)(x)
+    x = keras.layers.GlobalAveragePooling2D(data_format=data_format)(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="predictions")(x))
+
+
+def kernel_norms(model, names):
+    return {
+        name: [float(np.linalg.norm(to_numpy(w))) for w in model.get_layer(name).weights if len(w.shape) > 1]
+        for name in names
+    }
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_kernels_in_front_of_a_normalization_keep_their_built_norm(data_format):
+    images = IMAGES if data_format == "channels_last" else np.transpose(IMAGES, (0, 3, 1, 2))
+    model = normalized_cnn(data_format)
+    normalized = ["stem", "separable", "relu_then_bn"]
+    built = kernel_norms(model, normalized)
+    report = initialize(model, images, seed=0, verbose=0)  # normalized="norm", the default
+    # the rule's direction (whitening, identity, He) at the norm the layer was built with; LSUV does not scale them
+    assert report["stem"].what == "PatchWhitening (8 filters); at its built norm (before a normalization)"
+    assert (
+        report["separable"].what
+        == "He-normal (depthwise_kernel, pointwise_kernel); at its built norm (before a normalization)"
+    )
+    assert report["relu_then_bn"].what == "identity (8 of 8 filters); at its built norm (before a normalization)"
+    for name in normalized:
+        np.testing.assert_allclose(kernel_norms(model, [name])[name], built[name], rtol=1e-5)
+        assert math.isnan(report[name].variance_before)
+    # two consumers, or an activation that is not positively homogeneous: set like any other layer
+    for name in ("forked", "sigmoid_then_bn"):
+        assert report[name].what == "identity (8 of 8 filters)"
+        assert abs(report[name].variance_after - 1.0) <= 0.1
+
+
+def test_normalized_keep_leaves_them_as_built_and_lsuv_scales_them():
+    model = normalized_cnn()
+    before = {name: to_numpy(model.get_layer(name).kernel) for name in ("relu_then_bn", "forked")}
+    stem_norm = kernel_norms(model, ["stem"])["stem"]
+    report = initialize(model, IMAGES, normalized="keep", seed=0, verbose=0)
+    np.testing.assert_array_equal(to_numpy(model.get_layer("relu_then_bn").kernel), before["relu_then_bn"])
+    assert report["relu_then_bn"].what == "kept (before a normalization)"
+    assert report["separable"].what == "kept (before a normalization)"
+    # a whitened layer is whitened whatever `normalized` says, at its built norm
+    np.testing.assert_allclose(kernel_norms(model, ["stem"])["stem"], stem_norm, rtol=1e-5)
+    assert not np.array_equal(to_numpy(model.get_layer("forked").kernel), before["forked"])
+    report = initialize(normalized_cnn(), IMAGES, normalized="lsuv", seed=0, verbose=0)
+    assert report["relu_then_bn"].what == "identity (8 of 8 filters)"
+    assert abs(report["relu_then_bn"].variance_after - 1.0) <= 0.1

@@ -40,6 +40,9 @@ INITIALIZE_VARIANTS = {
     "initialize_no_whitening": {"whiten": 0},
     "initialize_rest_keep": {"rest": "keep"},
     "initialize_head_keep": {"head": "keep"},
+    "initialize_head_zero": {"head": "zero"},
+    "initialize_normalized_keep": {"normalized": "keep"},
+    "initialize_normalized_lsuv": {"normalized": "lsuv"},
 }
 # `initialize`'s scale control: its filter norms in random directions.
 POST_BUILD = (

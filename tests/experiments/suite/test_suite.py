@@ -136,20 +136,24 @@ def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
 def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written():
     from keras_corrinit.experiments._suite.grids import MATRIX
 
+    extra = {
+        "matrix-mobilenet-bn09": ["lsuv", "initialize_normalized_lsuv"],
+        "matrix-keras_io": ["lsuv", "initialize_scale", "initialize_head_zero"],
+        "matrix-vit": ["lsuv", "initialize_head_zero"],
+        "matrix-resnet20-adam-bn09": ["initialize_normalized_lsuv"],
+        "matrix-vgg8": ["initialize_scale"],
+        "matrix-keras_io-digits32": ["lsuv", "initialize_scale", "initialize_head_zero"],
+    }
     for name in MATRIX:
         args = compare.parse_args(["--grid", name, "--out", "x"])
-        if name.startswith("ablation-head-"):
-            assert args.init == ["default", "initialize", "initialize_head_keep"] and args.budgets == [1, 2, 4]
-            continue
         data = ["digits32"] if name.endswith("-digits32") else ["photos32"]
         assert (args.budgets, args.baseline, args.seeds, args.dataset) == ([1, 2, 4], "default", 5, data)
         assert args.bn_momentum == (0.9 if name.endswith("-bn09") else 0.99)
-        name = name.removesuffix("-digits32").removesuffix("-bn09")
-        assert args.init[:5] == ["default", "he", "initialize", "lsuv", "anyinit"]
-        extra = {"matrix-keras_io": ["initialize_scale"], "matrix-vit": ["mimetic", "initialize_keep_attention"]}
-        extra["matrix-vit"] += ["initialize_no_whitening", "initialize_rest_keep", "initialize_head_keep"]
-        extra["matrix-vgg8"] = ["initialize_scale"]
-        assert args.init[5:] == extra.get(name, [])
+        assert args.init[:4] == ["default", "he", "initialize", "anyinit"]
+        assert args.init[4:] == extra.get(name, [])
+    assert (
+        sum("lsuv" in compare.parse_args(["--grid", name, "--out", "x"]).init for name in MATRIX) == 4
+    )  # three families, keras.io on both data sets
     assert compare.parse_args(["--grid", "matrix-keras_io", "--out", "x"]).batch_size == 128
 
 
