@@ -201,18 +201,38 @@ def optimizer_swapped(model):
         record()
 
 
-def reuses_compiled_steps():
-    """Whether a callback may keep a model's compiled train functions and give them back in a later `fit`.
+def keeps_plain_train_function():
+    """Whether a callback may hold a model's own (plain) train function and set it back after its `fit`.
 
-    On TensorFlow each train function is its own `tf.function`: keeping one
-    and setting it back skips a retrace (the GradientSignMonitor's main cost
-    per `fit` there). Not on JAX: its jit cache is keyed by the trainer's
-    bound `train_step`, so while any old train function is alive a
-    recompiled model (another loss) silently reuses the old trace (Keras
-    3.15); the monitor keeps none there. PyTorch runs its steps eagerly by
+    On TensorFlow each train function is its own `tf.function`: setting the
+    plain one back spares the next plain `fit` a retrace. Not on JAX: Keras
+    jits the bound `model.train_step`, and JAX's trace cache is keyed by that
+    function (bound methods of one model compare equal), so while an old
+    plain train function is alive, a model recompiled with another loss
+    silently reuses the old trace (Keras 3.15). PyTorch runs steps eagerly by
     default: there is nothing to keep.
     """
     return keras.backend.backend() == "tensorflow"
+
+
+def make_own_train_function(model):
+    """`model.make_train_function(force=True)`, its compiled step shared with no other train function.
+
+    On JAX the step is jitted from a function object of its own (a closure
+    over the bound `train_step`) instead of the bound method: its trace cache
+    is its own, so keeping it alive across fits (the GradientSignMonitor
+    does) never lends its trace to another train function of the same model,
+    and no other can lend it a stale one. Elsewhere a plain re-make.
+    """
+    if keras.backend.backend() != "jax":
+        model.make_train_function(force=True)
+        return
+    step = model.train_step
+    object.__setattr__(model, "train_step", lambda state, data: step(state, data))
+    try:
+        model.make_train_function(force=True)
+    finally:
+        object.__delattr__(model, "train_step")
 
 
 def stored_dtype(dtype):

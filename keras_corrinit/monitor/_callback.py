@@ -22,14 +22,16 @@ the user's (as `keras.optimizers.LossScaleOptimizer` wraps another one):
   compiled step carries them on every backend, including JAX's stateless
   one, where optimizer variables travel in the jitted step's state.
 * The train function is re-made after the swap so that compiled steps see
-  the wrapper; at `on_train_end` the model gets back the train function it
-  had before (so later `fit` calls without the monitor do not see the
+  the wrapper; at `on_train_end` the model gets back a train function for
+  its own optimizer (so later `fit` calls without the monitor do not see the
   wrapper), and the monitor keeps the wrapper and its compiled train
-  function: on TensorFlow the next `fit` of the same model, optimizer,
-  trainable variables and compilation reuses both, its state set back to
-  zero, instead of tracing and compiling the step again (that retracing was
-  most of the monitor's cost per `fit` there). JAX and PyTorch re-make the
-  train function at both ends (see `_core.backend.reuses_compiled_steps`).
+  function: the next `fit` of the same model, optimizer, trainable variables
+  and compilation reuses both, its state set back to zero, instead of
+  tracing and compiling the step again (that was most of the monitor's cost
+  per `fit`). On JAX the monitored step is jitted from a function of its
+  own, so keeping it can lend no stale trace to another train function
+  (`_core.backend.make_own_train_function`); the plain train function is
+  kept and set back on TensorFlow only (`keeps_plain_train_function`).
 * After training, `model.optimizer` is the user's optimizer again: saving
   the model saves the user's optimizer, nothing of the monitor.
 * If `fit` ends with an exception (KeyboardInterrupt, out of memory), Keras
@@ -59,9 +61,10 @@ from keras import ops
 
 from keras_corrinit._core.backend import (
     HiddenFromSaving,
+    keeps_plain_train_function,
+    make_own_train_function,
     optimizer_swapped,
     replica_sum,
-    reuses_compiled_steps,
     strategy_scope,
     sync_training_state,
 )
@@ -285,14 +288,13 @@ class GradientSignMonitor(keras.callbacks.Callback):
                 "gradients to monitor. Unfreeze some layers or remove the callback."
             )
         self._user_optimizer = model.optimizer
-        keep = reuses_compiled_steps()
-        self._plain_train_function = model.train_function if keep else None
+        self._plain_train_function = model.train_function if keeps_plain_train_function() else None
         # What the compiled step depends on: the model, its optimizer, the variables it trains and its
         # compilation. `compile` drops the train function, so a recompile (another loss, jit_compile)
         # shows as a train function other than the one this monitor gave back at the end of the last fit.
         identity = (model, model.optimizer, [id(v) for v in model.trainable_variables], model.train_function)
         compiled = self._compiled
-        if keep and compiled is not None and _same(compiled[0], identity):
+        if compiled is not None and _same(compiled[0], identity):
             _, self._wrapper, self._tracker, train_function = compiled
             self._wrapper.reset_state()  # each fit starts afresh
             model.optimizer = self._wrapper
@@ -306,8 +308,9 @@ class GradientSignMonitor(keras.callbacks.Callback):
             self._wrapper = wrapper
             model.optimizer = wrapper
             optimizer_swapped(model)
-            model.make_train_function(force=True)
-            self._compiled = (identity, wrapper, self._tracker, None) if keep else None
+            self._compiled = None  # the last fit's step is not reused: let it go before making the new one
+            make_own_train_function(model)
+            self._compiled = (identity, wrapper, self._tracker, None)
         self._global_step = 0
         self._snapshot = None
 

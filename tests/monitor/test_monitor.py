@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_in_fresh_process, to_numpy
 from keras_corrinit import CorrelatedHeNormal, GradientSignMonitor
-from keras_corrinit._core.backend import gradients, reuses_compiled_steps
+from keras_corrinit._core.backend import gradients
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(48, 8, 8, 3)).astype("float32")
@@ -215,8 +215,7 @@ def test_later_fits_reuse_the_compiled_step_but_start_afresh_and_a_recompile_com
     plain = fit([Steps()])
     second = fit([monitor, Steps()])
     wrapper, monitored_step = steps[0]
-    if reuses_compiled_steps():  # TensorFlow: no new wrapper, no new trace: the first fit's compiled step
-        assert steps[8] == (wrapper, monitored_step)
+    assert steps[8] == (wrapper, monitored_step)  # no new wrapper, no new trace: the first fit's compiled step
     assert steps[4][0] == id(optimizer) and steps[4][1] != monitored_step  # the plain fit never sees the wrapper
     # each fit starts afresh: 1 flip in 3 transitions, not the 2 in 4 a carried-over last sign (-) would give
     assert first["grad_sign_change"] == second["grad_sign_change"] == [pytest.approx(1 / 3)]
@@ -225,6 +224,30 @@ def test_later_fits_reuse_the_compiled_step_but_start_afresh_and_a_recompile_com
     third = fit([monitor, Steps()])
     assert steps[12][0] != wrapper
     assert third["grad_magnitude"] == [pytest.approx(2.0)]  # the new loss's gradients, so the new step
+
+
+def test_a_kept_step_lends_no_stale_trace_to_a_recompiled_model():
+    # On JAX, Keras jits the bound train_step and JAX caches traces by that function: a monitor that kept a
+    # step jitted the same way would hand the old loss's trace to another monitor's, or a plain, fit after a
+    # recompile with another loss. Each loss's gradient magnitude shows which step ran.
+    model = _linear_model()
+    optimizer = keras.optimizers.SGD(0.1)
+    x = np.concatenate([ONES, ONES, ONES, -ONES])
+
+    def fit(callbacks):
+        return model.fit(x, np.zeros(4), batch_size=1, shuffle=False, verbose=0, callbacks=callbacks).history
+
+    model.compile(optimizer, _mean_output)
+    first_monitor = GradientSignMonitor()
+    assert fit([first_monitor])["grad_magnitude"] == [pytest.approx(1.0)]
+    model.compile(optimizer, lambda y_true, y_pred: 3.0 * keras.ops.mean(y_pred))
+    assert fit([GradientSignMonitor()])["grad_magnitude"] == [pytest.approx(3.0)]  # first_monitor still alive
+    before = to_numpy(model.weights[0])
+    fit([])  # plain, after monitored fits: SGD(0.1) moves each weight by 0.1 * 3 * input per step
+    np.testing.assert_allclose(to_numpy(model.weights[0]) - before, -0.3 * np.sum(x, axis=0)[:, None], atol=1e-5)
+    assert fit([first_monitor])["grad_magnitude"] == [
+        pytest.approx(3.0)
+    ]  # its kept step is not reused: another compilation
 
 
 def test_csv_logger_gets_the_values(tmp_path):
