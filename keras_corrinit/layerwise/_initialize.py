@@ -9,9 +9,8 @@ The recipe, on a sample of the training data streamed in batches:
    patch covariance (+/- pairs; directions in which the data does not vary,
    such as a constant alpha channel, are left out; filters beyond twice the
    varying directions He-normal).
-3. The model's output layer(s) (`head`): zero by default, so the model
-   starts at a uniform prediction (the loss of chance for softmax and
-   sigmoid heads), whatever its activation.
+3. The model's output layer(s) (`head`): kept as built by default (zero,
+   a uniform prediction at the start, with `head="zero"`).
 4. Residual blocks (`residual`, read from the model's graph): each branch
    that ends in a normalization starts with its scale (gamma) at zero, so
    the block starts as its shortcut (Goyal et al. 2017); `"zero_last"` also
@@ -19,10 +18,15 @@ The recipe, on a sample of the training data streamed in batches:
 5. Every other kernel (`rest`): the identity where a convolution can pass
    its input through, untruncated He-normal elsewhere (by the layer's own
    fan-in: k*k for depthwise kernels), or as built.
-6. LSUV on the first batch (`orthogonal=False`): every layer set in 2 and 5
-   rescaled to unit pre-activation variance (the LSUV paper's convention:
-   a fused softmax, sigmoid or tanh is never saturated); a layer whose
-   factor would leave [1e-4, 100] times its He-normal scale keeps its
+6. Kernels whose one consumer is a batch, layer or group normalization
+   (`normalized`, read from the graph): the normalization cancels their
+   scale, which then only sets how far an optimizer's step turns them; by
+   default they get the direction of 2 or 5 at the norm they were built
+   with, and LSUV leaves them alone.
+7. LSUV on the first batch (`orthogonal=False`): every other layer set in 2
+   and 5 rescaled to unit pre-activation variance (the LSUV paper's
+   convention: a fused softmax, sigmoid or tanh is never saturated); a layer
+   whose factor would leave [1e-4, 100] times its He-normal scale keeps its
    scale, with a warning.
 
 Layers are identified by object (two nested sub-models may each hold a
@@ -402,14 +406,14 @@ def initialize(
     seed=None,
     verbose=1,
 ):
-    """Initializes a model from its data: whitened first convolution, zero heads and residual ends, LSUV's scale.
+    """Initializes a model from its data: whitened first convolution, identity convolutions, LSUV's scale.
 
     What it does to each layer kind:
 
     - the first `whiten` Conv2D layers (one group, either data format,
       any stride or dilation): whitening filters of their input patches;
-    - the output layer(s) (`head`): zero, so the model starts at a uniform
-      prediction;
+    - the output layer(s) (`head`): kept as built (or zero: a uniform
+      prediction at the start);
     - residual blocks (`Add` of a branch and a shortcut, read from the
       graph of Functional models, nested ones included): the branch's last
       normalization scale (gamma) is zero (`residual`);
@@ -419,7 +423,8 @@ def initialize(
       DepthwiseConv and SeparableConv: He-normal with the depthwise
       kernel's own fan-in (k*k), the pointwise kernel's (input channels);
       EinsumDense: kept as built; all of these then LSUV's scale on their
-      pre-activation output;
+      pre-activation output, except kernels in front of a normalization
+      (`normalized`): they keep the norm they were built with;
     - MultiHeadAttention (self-attention): mimetic (query-key product near
       a positive multiple of the identity, value-output near a negative
       one), or kept with `attention="keep"`;
@@ -437,9 +442,14 @@ def initialize(
         rest: The other kernels: `"identity"` (default), `"he"` (He-normal
             everywhere, no identity) or `"keep"` (as built; only LSUV's
             scale).
-        head: The output layer(s): `"zero"` (default: a uniform prediction
-            at the start), `"lsuv"` (He-normal at unit pre-activation
-            variance, LSUV's paper) or `"keep"` (as built, not rescaled).
+        head: The output layer(s): `"keep"` (default: as built, not
+            rescaled), `"zero"` (a uniform prediction at the start; the
+            default before 0.3.1) or `"lsuv"` (He-normal at unit
+            pre-activation variance, LSUV's paper). Chosen by measurement
+            (docs/evidence.md): kept heads end 5-13 points above zero heads
+            at 4 epochs on four of five families (a zero head passes no
+            gradient to the body until it has grown); on keras.io's
+            convnet zero was 5 points better.
         residual: `"zero_gamma"` (default: a residual branch that ends in
             a normalization starts with its scale gamma at zero; a branch
             without one is initialized like any layer), `"zero_last"` (also
@@ -459,6 +469,20 @@ def initialize(
             (docs/evidence.md): on a small ViT, 4 epochs, 5 seeds,
             `initialize` ends +7.5 points [+2.2, +12.8] above the model as
             written with mimetic attention, +1.8 (n.s.) with it kept.
+        normalized: Kernels whose only consumer is a batch, layer or
+            group normalization (with a linear or ReLU activation between;
+            found in Sequential and Functional graphs, nested ones
+            included; not in subclassed models): `"norm"` (default: the
+            rule's direction, whitening, identity or He-normal, at the
+            Frobenius norm the kernel was built with; not rescaled by LSUV),
+            `"keep"` (as built; a whitened layer is still whitened, at its
+            built norm) or `"lsuv"` (like any other kernel: the rule before
+            0.3.1). Chosen by measurement (docs/evidence.md): with LSUV's
+            unit-variance scale in front of batch norm, MobileNet with
+            settled batch norm ended 10 points below the model as written
+            (Adam's step on a scale-invariant kernel turns it by about
+            lr / its norm, and He-normal depthwise kernels are several times
+            the norm of Keras's default).
         eps: `PatchWhitening`'s eps. Default None (1e-3 x the mean
             eigenvalue of each layer's patch covariance).
         samples: How many samples are measured for the patch statistics.
@@ -490,7 +514,7 @@ def initialize(
         >>> x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
         >>> report = initialize(model, x, seed=0, verbose=0)
         >>> [entry.what for entry in report]
-        ['PatchWhitening (8 filters)', 'zero (output layer)']
+        ['PatchWhitening (8 filters)', 'kept (output layer)']
     """
     args = _check_arguments(model, dict(locals()))
     batches = iter_samples(data, args["samples"], args["batch_size"])
