@@ -150,11 +150,11 @@ import functools
 from keras_corrinit import initialize
 
 
-def initialize_with(model, train, seed, whiten=1, head="zero"):
+def initialize_with(model, train, seed, whiten=1, head="keep"):
     initialize(model, train, whiten=whiten, head=head, seed=seed, verbose=0)
 
 
-arms = {"initialize": None, "keep_head": functools.partial(initialize_with, head="keep")}
+arms = {"initialize": None, "zero_head": functools.partial(initialize_with, head="zero")}
 print(compare(build_model, load_data(), arms, seeds=2, budgets=[2], out=out, verbose=0).to_markdown())
 
 """

@@ -9,7 +9,8 @@ training data (LSUV does). Built-in arms:
   `kernel_initializer` parameter when it has one; each layer its own draw.
 * `initialize`: the model as written, then `keras_corrinit.initialize`
   with its defaults on the training data (whitened first convolution,
-  identity later convolutions, zero heads and residual ends, LSUV's scale).
+  identity later convolutions, zero residual ends, LSUV's scale; the head
+  and kernels in front of a normalization at their built scale).
 * `anyinit`: the model as written, then AnyInit's empirical mode
   (`anyinit.initialize(model, "empirical", batch)`, a peer library: `pip
   install "keras_corrinit[anyinit]"`) on 256 training samples.

@@ -654,3 +654,26 @@ def test_normalized_keep_leaves_them_as_built_and_lsuv_scales_them():
     report = initialize(normalized_cnn(), IMAGES, normalized="lsuv", seed=0, verbose=0)
     assert report["relu_then_bn"].what == "identity (8 of 8 filters)"
     assert abs(report["relu_then_bn"].variance_after - 1.0) <= 0.1
+
+
+def test_nested_blocks_with_repeated_names_each_keep_their_built_norm():
+    def block(name):
+        layers = [keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")]
+        layers += [keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU()]
+        return keras.Sequential([keras.Input((12, 12, 8)), *layers], name=name)
+
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = block("block_2")(block("block_1")(x))
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    built = {
+        name: float(np.linalg.norm(to_numpy(model.get_layer(name).get_layer("conv").kernel)))
+        for name in ("block_1", "block_2")
+    }
+    report = initialize(model, IMAGES, seed=0, verbose=0)
+    for name in ("block_1", "block_2"):
+        assert report[f"{name}/conv"].what == "identity (8 of 8 filters); at its built norm (before a normalization)"
+        kernel = to_numpy(model.get_layer(name).get_layer("conv").kernel)
+        assert float(np.linalg.norm(kernel)) == pytest.approx(built[name], rel=1e-5)
+    assert abs(report["stem"].variance_after - 1.0) <= 0.1  # no normalization after it: LSUV's scale
