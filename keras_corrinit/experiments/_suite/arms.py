@@ -25,7 +25,11 @@
   ablations of `initialize`, each with one default changed:
   `initialize_keep_attention` (`attention="keep"`),
   `initialize_no_whitening` (`whiten=0`), `initialize_rest_keep`
-  (`rest="keep"`), `initialize_head_keep` (`head="keep"`);
+  (`rest="keep"`), `initialize_head_keep` (`head="keep"`, the default
+  since 0.3.1), `initialize_head_zero` (`head="zero"`, 0.3.0's),
+  `initialize_normalized_keep` and `initialize_normalized_lsuv`
+  (`normalized="keep"`, `"lsuv"`: 0.3.0's rule for kernels in front of a
+  normalization);
   `initialize_scale` (`initialize`, then every
   kernel's filters redrawn in random directions with the norms it chose:
   its scale without its structure, the scale control of `initialize`).
