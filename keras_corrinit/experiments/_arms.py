@@ -244,7 +244,29 @@ def _initializer_arm(name, initializer):
     return Arm(name, initializer=config, identity=repr(config))
 
 
-def _user_arm(name, spec):
+def _started_arm(name, spec, as_written):
+    """`(start, callable)`: the model built with `start` ("default": as written), then the callable."""
+    start, prepare = spec
+    if not callable(prepare) or isinstance(prepare, keras.initializers.Initializer):
+        raise TypeError(
+            f"Arm {name!r}: in a pair (start, callable) the second item must be a callable(model, train, seed); "
+            f"received {type(prepare).__name__}."
+        )
+    if isinstance(start, str) and start == "default":
+        start = as_written if as_written is not None else _BUILTIN_INITIALIZERS["default"]()
+    first = _user_arm(name, start, as_written)
+    if first.initializer is None:
+        raise TypeError(
+            f"Arm {name!r}: in a pair (start, callable) the first item must be 'default' (the model as written), a "
+            f"Keras initializer or its name; received {type(start).__name__}."
+        )
+    then = _user_arm(name, prepare, as_written)
+    return Arm(name, initializer=first.initializer, prepare=prepare, identity=f"{first.identity} then {then.identity}")
+
+
+def _user_arm(name, spec, as_written=None):
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return _started_arm(name, spec, as_written)
     if isinstance(spec, str):
         try:
             spec = keras.initializers.get(spec)
@@ -304,7 +326,7 @@ def _control_of(arm, match=None):
 def _resolve(name, spec, resolved, as_written):
     """One arm from a name and its spec (None: built-in, or an explicit control `<arm>~var|sum`)."""
     if spec is not None:
-        return _user_arm(name, spec)
+        return _user_arm(name, spec, as_written)
     if name in _BUILTIN_INITIALIZERS:
         _check_available(name)
         initializer = as_written if name in AS_WRITTEN and as_written is not None else _BUILTIN_INITIALIZERS[name]()

@@ -116,8 +116,11 @@ def compare(
             data need not travel). Arrays are fingerprinted into each run's
             key; other data are not, so name them in `settings`.
         arms: Built-in arm names or a dict `{name: initializer,
-            initializer name or callable(model, train, seed)}` (a callable
-            gets the model built with He-normal and changes it in place);
+            initializer name, callable(model, train, seed) or pair
+            (start, callable)}`: a callable gets the model built with
+            He-normal and changes it in place; a pair builds it with
+            `start` (`"default"`: the model as written, as `"initialize"`
+            does; or an initializer or its name), then calls the callable;
             in a dict, None is the built-in arm of that name, and
             `"<arm>~var": None` or `"<arm>~sum": None` the scale control of
             a `CorrelatedHeNormal` arm listed before it. Built in:

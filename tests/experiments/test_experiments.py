@@ -202,6 +202,34 @@ def test_default_arm_is_the_model_as_written_and_initialize_starts_from_it():
     assert np.array_equal(after[-1], kernels[-1]) and not np.array_equal(after[0], kernels[0])
 
 
+def _zero_first_kernel(model, train, seed):
+    model.layers[1].kernel.assign(keras.ops.zeros(model.layers[1].kernel.shape))
+
+
+def test_a_pair_arm_starts_from_what_it_names_then_calls_its_callable():
+    default, paired, from_he, plain = resolve_arms(
+        {
+            "default": None,
+            "paired": ("default", _zero_first_kernel),
+            "from_he": ("he_normal", _zero_first_kernel),
+            "plain": _zero_first_kernel,
+        },
+        "default",
+        controls=False,
+    )
+    # ("default", f): the model as written (as `initialize` starts), then f; its identity names both
+    assert paired.initializer == default.initializer and paired.prepare is _zero_first_kernel
+    assert paired.identity == f"{default.identity} then {plain.identity}"
+    assert from_he.initializer["class_name"] == "HeNormal" and from_he.identity.endswith(f" then {plain.identity}")
+    assert plain.initializer is None  # a bare callable: the He-built model, as before
+    builder_default = resolve_arms({"paired": ("default", _zero_first_kernel)}, "paired", False, as_written="ones")
+    assert builder_default[0].initializer == keras.saving.serialize_keras_object(keras.initializers.get("ones"))
+    with pytest.raises(TypeError, match=r"Arm 'bad': in a pair \(start, callable\) the second item must be a callable"):
+        resolve_arms({"bad": ("default", "he_normal")}, "bad", controls=False)
+    with pytest.raises(TypeError, match=r"Arm 'bad': in a pair \(start, callable\) the first item must be 'default'"):
+        resolve_arms({"bad": (_zero_first_kernel, _zero_first_kernel)}, "bad", controls=False)
+
+
 def test_anyinit_arm_redraws_the_model_as_written_and_needs_its_extra(monkeypatch):
     import importlib.util
 

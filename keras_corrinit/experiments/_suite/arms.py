@@ -156,7 +156,10 @@ def comparison_arms(name, ctx):
         return None
     if arm in PLAIN:
         return None if match else PLAIN[arm](ctx)
-    return PostBuild(arm, match, ctx.alpha, ctx.source_path)
+    post_build = PostBuild(arm, match, ctx.alpha, ctx.source_path)
+    if arm in INITIALIZE_VARIANTS or arm == "initialize_scale":
+        return ("default", post_build)  # from the network as written, as `initialize` starts: one thing changed
+    return post_build
 
 
 # ------------------------------------------------------ post-build arms

@@ -132,6 +132,14 @@ def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
     assert np.abs(cosines).mean() < 0.3
 
 
+def test_initializes_ablations_start_from_the_network_as_written_other_post_build_arms_from_he():
+    ctx = arms.Context()
+    for name in ("initialize_head_zero", "initialize_normalized_lsuv", "initialize_scale"):
+        start, post_build = arms.comparison_arms(name, ctx)
+        assert start == "default" and post_build.arm == name
+    assert isinstance(arms.comparison_arms("mimetic", ctx), arms.PostBuild)  # the control of `he`
+
+
 def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written():
     from keras_corrinit.experiments._suite.grids import MATRIX
 
