@@ -143,6 +143,9 @@ built model in place. Give it arguments with `functools.partial` of a
 module-level function (or a dataclass): the arguments are part of the
 arm's identity in the store, and a process pool can send it to its
 workers. A lambda works in-process, identified by its code and closure.
+A bare callable gets the model built with He-normal; a pair `("default",
+callable)` gets the model as written, the start of the built-in
+`"initialize"` arm, so that the comparison below changes one thing only.
 """
 
 import functools
@@ -154,7 +157,7 @@ def initialize_with(model, train, seed, whiten=1, head="keep"):
     initialize(model, train, whiten=whiten, head=head, seed=seed, verbose=0)
 
 
-arms = {"initialize": None, "zero_head": functools.partial(initialize_with, head="zero")}
+arms = {"initialize": None, "zero_head": ("default", functools.partial(initialize_with, head="zero"))}
 print(compare(build_model, load_data(), arms, seeds=2, budgets=[2], out=out, verbose=0).to_markdown())
 
 """
