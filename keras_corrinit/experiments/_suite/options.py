@@ -39,6 +39,8 @@ INITIALIZE_VARIANTS = {
     "initialize_keep_attention": {"attention": "keep"},
     "initialize_no_whitening": {"whiten": 0},
     "initialize_rest_keep": {"rest": "keep"},
+    "initialize_rest_he": {"rest": "he"},
+    "initialize_residual_keep": {"residual": "keep"},
     "initialize_head_keep": {"head": "keep"},
     "initialize_head_zero": {"head": "zero"},
     "initialize_normalized_keep": {"normalized": "keep"},
