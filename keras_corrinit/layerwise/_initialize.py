@@ -296,10 +296,10 @@ def _rest_kernels(layer, rest, seed):
     return kernels, "He-normal" if len(slots) == 1 else "He-normal (" + ", ".join(kernels) + ")"
 
 
-def _at_norm(kernel, norm):
-    """`kernel` rescaled to the Frobenius norm `norm` (a zero kernel stays zero)."""
-    current = float(np.linalg.norm(kernel))
-    return kernel if current == 0.0 else (kernel * np.float32(norm / current)).astype("float32")
+def _at_built_norm(kernel, variable):
+    """`kernel` rescaled to the Frobenius norm `variable` holds now, as built (a zero kernel stays zero)."""
+    built, current = float(np.linalg.norm(ops.convert_to_numpy(variable))), float(np.linalg.norm(kernel))
+    return kernel if current == 0.0 else (kernel * np.float32(built / current)).astype("float32")
 
 
 def _measure(model, first, batches, whitened, args):
@@ -552,7 +552,7 @@ def initialize(
     ends = [end for end in ends if _may_change(end, model, target_ids, args) and id(end.layer) not in head_ids]
     ends = [end for end in ends if id(end.layer) not in statistics]
     end_ids = {id(end.layer) for end in ends}
-    normalized_ids = {id(layer) for layer in normalized if id(layer) not in head_ids | end_ids}
+    normalized_ids = {id(layer) for layer in normalized} - head_ids - end_ids
 
     attention = _attention_layers(model, skipped, names, args) if args["attention"] == "mimetic" else []
     # The attention layers' seeds follow the kernel layers': the kernels' draws do not depend on `attention`.
@@ -566,7 +566,7 @@ def initialize(
             if key in statistics:
                 kernel, what[key] = _whitening_kernel(layer, statistics[key], args["eps"], seeds[key])
                 if key in normalized_ids:
-                    kernel = _at_norm(kernel, float(np.linalg.norm(ops.convert_to_numpy(layer.kernel))))
+                    kernel = _at_built_norm(kernel, layer.kernel)
                     what[key] += "; at its built norm (before a normalization)"
                 else:
                     scaled.append(layer)
@@ -593,7 +593,7 @@ def initialize(
                 for attribute, kernel in kernels.items():
                     variable = getattr(layer, attribute)
                     if key in normalized_ids:
-                        kernel = _at_norm(kernel, float(np.linalg.norm(ops.convert_to_numpy(variable))))
+                        kernel = _at_built_norm(kernel, variable)
                     variable.assign(kernel)
                 if key not in normalized_ids:
                     scaled.append(layer)
