@@ -84,10 +84,12 @@ MATRIX = {
     "matrix-resnet20-sgd": _MATRIX
     + "--network resnet20 --batch-norm on --optimizer sgd --lr 0.05 --momentum 0.9".split(),
 }
-# Not run yet (the next question of the 0.3.1 matrix): which of `initialize`'s choices puts it below
-# ResNet-20 as written with settled batch norm and Adam -- the zero residual gammas, the identity
-# directions, or the whitened stem.
+# Which of `initialize`'s choices puts it below ResNet-20 as written with settled batch norm and Adam: the
+# zero residual gammas, the identity directions, the whitened stem, or touching the kernels in front of
+# batch norm at all (`initialize_normalized_keep`). Its default and initialize arms are the matrix grid's
+# runs (same settings, same keys: copy that grid's runs.jsonl into the output folder to reuse them).
 GRIDS["ablation-resnet20-adam-bn09"] = MATRIX["matrix-resnet20-adam-bn09"] + (
     "--init default initialize initialize_residual_keep initialize_rest_he initialize_no_whitening".split()
+    + ["initialize_normalized_keep"]
 )
 GRIDS.update(MATRIX)
