@@ -109,7 +109,7 @@ class InitializationReport(LayerEntries):
         layers: `InitializedLayer`s in model order.
         skipped: `{layer name: reason}` of layers with weights left alone.
         forward_pass_equivalents: The work, in forward passes of the first
-            batch, counted by the touched layers' multiply-adds: the
+            batch, counted by the kernel layers' multiply-adds: the
             statistics passes (each up to the last whitened layer) and
             LSUV's pass.
         samples: The number of samples measured (patch statistics).
@@ -319,7 +319,7 @@ def _measure(model, first, batches, whitened, args):
 
 
 def _share_up_to(lsuv, whitened):
-    """The multiply-adds of a pass up to the last whitened layer over a whole pass's (LSUV's counts)."""
+    """The multiply-adds of a pass up to the last whitened layer over a whole pass's (counted in LSUV's pass)."""
     costs, order = lsuv.layer_costs, lsuv.pass_order
     total = sum(costs.values())
     reached = [i for i, key in enumerate(order) if any(key == id(layer) for layer in whitened)]
@@ -608,7 +608,9 @@ def initialize(
             if end.kind == "gamma":
                 end.layer.gamma.assign(ops.zeros(end.layer.gamma.shape, end.layer.gamma.dtype))
         settings = _Settings(tol=0.1, max_iter=10, target=1.0, center_bias=False, batches=1)
-        lsuv = scale_layers(model, first, scaled, settings, verbose=args["verbose"], names=names)
+        # The layers not scaled are counted too: the statistics pass's share is measured against them all.
+        counted = [layer for layer in walk_layers(model) if kernel_slots(layer)]
+        lsuv = scale_layers(model, first, scaled, settings, verbose=args["verbose"], names=names, counted=counted)
     if args["freeze_whitened"]:
         for layer in whitened:
             layer.trainable = False

@@ -200,14 +200,22 @@ class _Rescaler:
     used (the paper's "next mini-batch"), iterate with host reads.
     """
 
-    def __init__(self, layers, starts, settings, report, progress, names):
+    def __init__(self, layers, starts, settings, report, progress, names, counted=()):
         self.layers, self.starts, self.settings = layers, starts, settings
+        self.counted = {id(layer) for layer in counted} - {id(layer) for layer in layers}
         self.report, self.progress, self.names = report, progress, names
         self.done, self.reached, self.costs, self.extra, self.pending = set(), [], {}, 0.0, []
         self.homogeneous = {key: settings.center_bias or zero for key, zero in _zero_bias(layers).items()}
         self.start_rms = _start_rms(layers, starts)
 
     def __call__(self, layer, inputs, forward):
+        if id(layer) in self.counted:
+            # Not scaled, only counted: its multiply-adds are part of the pass the work is measured in.
+            output = forward(inputs)
+            self.costs.setdefault(id(layer), multiply_adds(layer, output))
+            if id(layer) not in self.reached:
+                self.reached.append(id(layer))
+            return output
         if id(layer) in self.done:
             # A shared layer: rescaled at its first call, used as is after.
             return forward(inputs)
@@ -390,19 +398,21 @@ def _check_arguments(model, tol, max_iter, target_variance, batches, batch_size,
     check.boolean(include_frozen, "include_frozen")
 
 
-def scale_layers(model, x, layers, settings, starts=None, verbose=0, names=None, skipped=None):
+def scale_layers(model, x, layers, settings, starts=None, verbose=0, names=None, skipped=None, counted=()):
     """LSUV's pass over `layers` (objects) on the input `x`: an `LSUVReport`.
 
-    Changes the layers in place: call it inside `unchanged_on_error`.
+    `counted`: other kernel layers, left alone, whose multiply-adds count in
+    the pass the work is measured in (`initialize`'s whitened and normalized
+    kernels). Changes the layers in place: call it inside `unchanged_on_error`.
     """
     names = names or display_names(model)
     report = LSUVReport(layers=[], skipped=dict(skipped or {}))
-    rescaler = _Rescaler(layers, starts or {}, settings, report, _progress(layers, verbose), names)
-    with watching(layers, rescaler):
+    rescaler = _Rescaler(layers, starts or {}, settings, report, _progress(layers, verbose), names, counted)
+    with watching([*layers, *(layer for layer in counted if id(layer) in rescaler.counted)], rescaler):
         run_model(model, x)
     rescaler.flush()
     # In the order the pass reached the layers (device-side steps are reported after the pass).
-    position = {names[key]: i for i, key in enumerate(rescaler.reached)}
+    position = {names[key]: i for i, key in enumerate(rescaler.reached) if key not in rescaler.counted}
     report.layers.sort(key=lambda entry: position[entry.name])
     report.forward_pass_equivalents = 1.0 + rescaler.extra_work()
     report.layer_costs, report.pass_order = rescaler.costs, rescaler.reached  # for initialize's accounting

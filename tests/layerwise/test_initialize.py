@@ -640,6 +640,28 @@ def test_kernels_in_front_of_a_normalization_keep_their_built_norm(data_format):
         assert abs(report[name].variance_after - 1.0) <= 0.1
 
 
+def test_the_work_counts_the_statistics_pass_up_to_a_stem_in_front_of_batch_norm():
+    # A whitened stem in front of batch norm is not scaled by LSUV; the statistics pass still costs only its
+    # share of a forward pass (it stops there), measured against every kernel layer's multiply-adds.
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(8, 3, use_bias=False, name="stem"),  # 10x10x8 outputs of 27 each
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv"),  # 8x8x16 outputs of 72 each
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, name="head"),  # 4 outputs of 16 each
+        ]
+    )
+    report = initialize(model, IMAGES[:32], batch_size=32, seed=0, verbose=0)
+    assert report["stem"].what.endswith("at its built norm (before a normalization)")
+    per_sample = {"stem": 10 * 10 * 8 * 27, "conv": 8 * 8 * 16 * 72, "head": 4 * 16}
+    share = per_sample["stem"] / sum(per_sample.values())
+    # one statistics pass (32 samples, one batch) up to the stem, LSUV's one pass (no extra calls: no bias)
+    assert report.forward_pass_equivalents == pytest.approx(share + 1.0, rel=1e-9)
+
+
 def test_normalized_keep_leaves_them_as_built_and_lsuv_scales_them():
     model = normalized_cnn()
     before = {name: to_numpy(model.get_layer(name).kernel) for name in ("relu_then_bn", "forked")}
