@@ -92,4 +92,6 @@ GRIDS["ablation-resnet20-adam-bn09"] = MATRIX["matrix-resnet20-adam-bn09"] + (
     "--init default initialize initialize_residual_keep initialize_rest_he initialize_no_whitening".split()
     + ["initialize_normalized_keep"]
 )
+# The same choice with SGD (batch norm at Keras's momentum), from that matrix grid's runs likewise.
+GRIDS["ablation-resnet20-sgd"] = MATRIX["matrix-resnet20-sgd"] + "--init default initialize initialize_residual_keep".split()
 GRIDS.update(MATRIX)
