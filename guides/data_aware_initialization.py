@@ -23,10 +23,10 @@ that combines them:
   paper's premise, measured instead of assumed);
 * `PatchWhitening`: a serializable initializer whose filters whiten a patch
   covariance, in +/- pairs;
-* `initialize(model, data)`: whitened first convolution, output layers and
-  residual branches starting at zero, the identity for every later
-  convolution that can pass its input through (He-normal elsewhere), and
-  LSUV's data-driven scale for every layer, all or nothing, with a report.
+* `initialize(model, data)`: whitened first convolution, the identity for
+  every later convolution that can pass its input through (He-normal
+  elsewhere), LSUV's data-driven scale for every layer not in front of a
+  normalization, output layers as built, all or nothing, with a report.
 
 What it buys, measured (the "Does it help?" page): on 32x32 crops of
 photographs, the recipe reaches He's final test accuracy in a fraction of
@@ -147,14 +147,14 @@ print("round trip exact:", np.array_equal(reloaded.layers[0].get_weights()[0], s
 ## One call: `initialize(model, data)`
 
 `initialize` measures once, whitens the first `whiten` convolutions (default
-1), starts the output layer at zero (a uniform prediction at the start,
-whatever its activation), starts each residual branch at zero (its last
-batch-norm gamma, or its last convolution), starts every other convolution
-that can pass its input through as the identity (Dirac kernels on its first
+1), keeps the output layer as built, starts every other convolution that
+can pass its input through as the identity (Dirac kernels on its first
 in_channels filters; airbench's choice) and draws He-normal for the rest
 (`rest="he"`: He-normal everywhere), then runs LSUV on the first batch so
 that every layer's pre-activation output has unit variance: no layer's
-scale rests on a formula's guess. It never half-modifies a model: on any
+scale rests on a formula's guess. A kernel whose one consumer is a batch,
+layer or group normalization gets its rule's direction at the norm it was
+built with instead (the normalization cancels its scale). It never half-modifies a model: on any
 error every weight is as it was. The report says what it set, each layer's
 pre-activation variance before and after, and how many samples and patches
 it measured.
@@ -235,9 +235,13 @@ for name, from_data in (("he_normal", False), ("initialize", True)):
   (default 128; LSUV's pass uses the first batch) choose the sample; it is
   streamed batch by batch, so memory is bounded by one batch and
   `max_patches_per_batch`, not by the data set.
-* `head="lsuv"` gives the output layer LSUV's unit pre-activation variance
-  instead of zero, `head="keep"` leaves it as built; `residual="keep"`
-  initializes residual branches like any other layer.
+* `head="zero"` starts the output layer at zero (a uniform prediction at
+  the start, whatever its activation), `head="lsuv"` gives it LSUV's unit
+  pre-activation variance; `residual="zero_gamma"` starts each residual
+  branch that ends in a batch norm at zero gamma, `"zero_last"` also the
+  last convolution of branches without one; `normalized="keep"` or
+  `"lsuv"` leave the kernels in front of a normalization as built or let
+  LSUV scale them.
 * `include=` / `exclude=` (regular expressions searched in layer names, as
   for `lsuv_initialize`) choose the layers.
 """

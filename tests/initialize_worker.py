@@ -42,7 +42,7 @@ def weights(model):
 
 
 single = build()
-initialize(single, X, batch_size=64, seed=3, verbose=0)
+initialize(single, X, batch_size=64, residual="zero_gamma", seed=3, verbose=0)
 
 devices = keras.distribution.list_devices("cpu")
 assert len(devices) == 8, devices
@@ -57,7 +57,7 @@ def sharded_batches():
         yield keras.distribution.distribute_tensor(batch, distribution.get_data_layout(batch.shape))
 
 
-initialize(parallel, sharded_batches(), seed=3, verbose=0)
+initialize(parallel, sharded_batches(), residual="zero_gamma", seed=3, verbose=0)
 out = sys.argv[1]
 np.savez(
     os.path.join(out, "initialize.npz"),

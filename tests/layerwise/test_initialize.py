@@ -315,6 +315,16 @@ def test_residual_blocks_start_as_their_shortcut(batch_norm, residual):
     )
 
 
+def test_residual_branches_are_set_like_any_layer_by_default():
+    # "keep" since 0.3.2: the gammas stay as built (ones), the branch's kernels get the usual rule
+    model = residual_block_model(batch_norm=True)
+    report = initialize(model, IMAGES, seed=0, verbose=0)
+    assert report.residual_ends == []
+    for name in ("a2_bn", "b2_bn"):
+        np.testing.assert_array_equal(to_numpy(model.get_layer(name).gamma), 1.0)
+    assert report["a2"].what == "identity (8 of 8 filters); at its built norm (before a normalization)"
+
+
 @pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "no-bn"])
 def test_branches_without_a_normalization_and_residual_keep_are_set_like_any_layer(batch_norm):
     model = residual_block_model(batch_norm)
@@ -339,7 +349,7 @@ def test_a_pre_norm_transformer_block_keeps_its_normalizations():
     outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling1D()(x))
     model = keras.Model(inputs, outputs)
     tokens = np.random.default_rng(0).normal(size=(64, 16, 32)).astype("float32")
-    report = initialize(model, tokens, attention="mimetic", seed=0, verbose=0)
+    report = initialize(model, tokens, attention="mimetic", residual="zero_gamma", seed=0, verbose=0)
     assert report.residual_ends == []
     for name in ("pre_attention", "pre_mlp"):
         np.testing.assert_array_equal(to_numpy(model.get_layer(name).gamma), 1.0)
@@ -491,12 +501,14 @@ def test_a_keras_application_as_built_starts_near_chance():
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, classes=10, input_shape=(32, 32, 3), alpha=0.35)
     images = (RNG.uniform(size=(32, 32, 32, 3)) * 255).astype("float32")
-    report = initialize(model, images, seed=0, verbose=0)
-    assert report.heads == ["predictions"] and report.residual_ends
     loss = keras.losses.SparseCategoricalCrossentropy()
-    assert starting_loss(model, images, LABELS[:32], loss) < 1.5 * math.log(10)
-    assert max(he_scale_ratios(model).values()) <= 100
-    assert not report.skipped
+    for residual in ("keep", "zero_gamma"):  # the default, and the inverted residual blocks' gammas at zero
+        report = initialize(model, images, residual=residual, seed=0, verbose=0)
+        assert report.heads == ["predictions"]
+        assert bool(report.residual_ends) == (residual == "zero_gamma")
+        assert starting_loss(model, images, LABELS[:32], loss) < 1.5 * math.log(10)
+        assert max(he_scale_ratios(model).values()) <= 100
+        assert not report.skipped
 
 
 @pytest.mark.slow

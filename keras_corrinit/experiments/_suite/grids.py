@@ -48,7 +48,11 @@ GRIDS = {
 # (resumable). Every grid has the network as written, He, `initialize` (its defaults) and AnyInit; LSUV on
 # three families, initialize's scale control on two, and the ablation of each default that 0.3.1 changed:
 # `initialize_normalized_lsuv` (kernels in front of batch norm scaled by LSUV, as before 0.3.1) on the
-# batch-norm families, `initialize_head_zero` (the zero head of 0.3.0) where the head mattered most.
+# batch-norm families, `initialize_head_zero` (the zero head of 0.3.0) where the head mattered most,
+# `initialize_residual_zero_gamma` (0.3.1's zero residual gammas) on the one family with such branches.
+# 0.3.2 changed `initialize`'s weights only on networks with a residual branch ending in batch norm: of
+# these, ResNet-20 (`initialize(...).residual_ends` is empty on the others at 0.3.1's `residual="zero_gamma"`
+# too), so only its grids were re-run at 0.3.2; 0.3.1's runs of them are in examples/results/matrix-0.3.1/.
 # The 0.3.0 matrix (zero head, LSUV in front of batch norm) is kept in examples/results/matrix-0.3.0/;
 # its grids are reproducible at that release (`git checkout v0.3.0`).
 _MATRIX = "--dataset photos32 --max-train 1500 --budgets 1 2 4 --seeds 5 --baseline default --init".split() + [
@@ -70,7 +74,8 @@ MATRIX = {
     "matrix-vit": _MATRIX + "lsuv initialize_head_zero --network vit --optimizer adam --lr 0.001".split(),
     # ResNet-20 with batch norm (momentum 0.9, as MobileNet's control), Adam; and SGD at Keras's momentum
     "matrix-resnet20-adam-bn09": _MATRIX
-    + "initialize_normalized_lsuv --network resnet20 --batch-norm on --optimizer adam --lr 0.001".split()
+    + ["initialize_normalized_lsuv", "initialize_residual_zero_gamma"]
+    + "--network resnet20 --batch-norm on --optimizer adam --lr 0.001".split()
     + ["--bn-momentum", "0.9"],
     # VGG-8 at width 0.25 without batch norm, SGD
     "matrix-vgg8": _MATRIX + "initialize_scale --network vgg8 --width 0.25 --batch-norm off --lr 0.005".split(),
@@ -82,6 +87,7 @@ MATRIX = {
     # the batch-norm confound, kept in view: MobileNet at Keras's momentum 0.99
     "matrix-mobilenet": _MATRIX + _MOBILENET,
     "matrix-resnet20-sgd": _MATRIX
+    + ["initialize_residual_zero_gamma"]
     + "--network resnet20 --batch-norm on --optimizer sgd --lr 0.05 --momentum 0.9".split(),
 }
 # Which of `initialize`'s choices puts it below ResNet-20 as written with settled batch norm and Adam: the

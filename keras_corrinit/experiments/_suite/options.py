@@ -41,6 +41,7 @@ INITIALIZE_VARIANTS = {
     "initialize_rest_keep": {"rest": "keep"},
     "initialize_rest_he": {"rest": "he"},
     "initialize_residual_keep": {"residual": "keep"},
+    "initialize_residual_zero_gamma": {"residual": "zero_gamma"},
     "initialize_head_keep": {"head": "keep"},
     "initialize_head_zero": {"head": "zero"},
     "initialize_normalized_keep": {"normalized": "keep"},

@@ -134,7 +134,7 @@ def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
 
 def test_initializes_ablations_start_from_the_network_as_written_other_post_build_arms_from_he():
     ctx = arms.Context()
-    for name in ("initialize_head_zero", "initialize_normalized_lsuv", "initialize_scale"):
+    for name in ("initialize_head_zero", "initialize_normalized_lsuv", "initialize_residual_zero_gamma", "initialize_scale"):
         start, post_build = arms.comparison_arms(name, ctx)
         assert start == "default" and post_build.arm == name
     assert isinstance(arms.comparison_arms("mimetic", ctx), arms.PostBuild)  # the control of `he`
@@ -147,9 +147,10 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
         "matrix-mobilenet-bn09": ["lsuv", "initialize_normalized_lsuv"],
         "matrix-keras_io": ["lsuv", "initialize_scale", "initialize_head_zero"],
         "matrix-vit": ["lsuv", "initialize_head_zero"],
-        "matrix-resnet20-adam-bn09": ["initialize_normalized_lsuv"],
+        "matrix-resnet20-adam-bn09": ["initialize_normalized_lsuv", "initialize_residual_zero_gamma"],
         "matrix-vgg8": ["initialize_scale"],
         "matrix-keras_io-digits32": ["lsuv", "initialize_scale", "initialize_head_zero"],
+        "matrix-resnet20-sgd": ["initialize_residual_zero_gamma"],
     }
     for name in MATRIX:
         args = compare.parse_args(["--grid", name, "--out", "x"])
