@@ -189,5 +189,7 @@ def test_initialize_under_data_parallel_gives_the_one_device_weights(tmp_path):
     assert len(single) == 2 + 2 + 4 + 2  # stem, branch, branch_bn, head
     for key in single:
         np.testing.assert_allclose(weights[key.replace("single/", "parallel/")], weights[key], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(weights["single/branch_bn/0"], 0.0)  # the residual branch's gamma (residual="zero_gamma")
+    np.testing.assert_array_equal(
+        weights["single/branch_bn/0"], 0.0
+    )  # the residual branch's gamma (residual="zero_gamma")
     assert np.any(weights["single/head/0"] != 0.0)  # the output layer: kept as built (initialize's default)

@@ -27,8 +27,9 @@
   `initialize_no_whitening` (`whiten=0`), `initialize_rest_keep`
   (`rest="keep"`), `initialize_rest_he` (`rest="he"`),
   `initialize_residual_keep` (`residual="keep"`, the default since 0.3.2),
-  `initialize_residual_zero_gamma` (`residual="zero_gamma"`, 0.3.1's), `initialize_head_keep` (`head="keep"`, the default
-  since 0.3.1), `initialize_head_zero` (`head="zero"`, 0.3.0's),
+  `initialize_residual_zero_gamma` (`residual="zero_gamma"`, 0.3.1's),
+  `initialize_head_keep` (`head="keep"`, the default since 0.3.1),
+  `initialize_head_zero` (`head="zero"`, 0.3.0's),
   `initialize_normalized_keep` and `initialize_normalized_lsuv`
   (`normalized="keep"`, `"lsuv"`: 0.3.0's rule for kernels in front of a
   normalization);

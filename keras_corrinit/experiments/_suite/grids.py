@@ -99,7 +99,9 @@ GRIDS["ablation-resnet20-adam-bn09"] = MATRIX["matrix-resnet20-adam-bn09"] + (
     + ["initialize_normalized_keep"]
 )
 # The same choice with SGD (batch norm at Keras's momentum), from that matrix grid's runs likewise.
-GRIDS["ablation-resnet20-sgd"] = MATRIX["matrix-resnet20-sgd"] + "--init default initialize initialize_residual_keep".split()
+GRIDS["ablation-resnet20-sgd"] = (
+    MATRIX["matrix-resnet20-sgd"] + "--init default initialize initialize_residual_keep".split()
+)
 # ... and its control for batch norm's confound: SGD with batch norm at momentum 0.9, as the Adam grid.
 GRIDS["ablation-resnet20-sgd-bn09"] = MATRIX["matrix-resnet20-sgd"] + (
     "--init default he initialize initialize_residual_keep --bn-momentum 0.9".split()

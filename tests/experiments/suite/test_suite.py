@@ -134,7 +134,12 @@ def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
 
 def test_initializes_ablations_start_from_the_network_as_written_other_post_build_arms_from_he():
     ctx = arms.Context()
-    for name in ("initialize_head_zero", "initialize_normalized_lsuv", "initialize_residual_zero_gamma", "initialize_scale"):
+    for name in (
+        "initialize_head_zero",
+        "initialize_normalized_lsuv",
+        "initialize_residual_zero_gamma",
+        "initialize_scale",
+    ):
         start, post_build = arms.comparison_arms(name, ctx)
         assert start == "default" and post_build.arm == name
     assert isinstance(arms.comparison_arms("mimetic", ctx), arms.PostBuild)  # the control of `he`
