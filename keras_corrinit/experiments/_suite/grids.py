@@ -89,6 +89,10 @@ MATRIX = {
     "matrix-resnet20-sgd": _MATRIX
     + ["initialize_residual_zero_gamma"]
     + "--network resnet20 --batch-norm on --optimizer sgd --lr 0.05 --momentum 0.9".split(),
+    # ... and its control for that confound: batch norm at momentum 0.9 (where zero residual gammas help)
+    "matrix-resnet20-sgd-bn09": _MATRIX
+    + ["initialize_residual_zero_gamma"]
+    + "--network resnet20 --batch-norm on --optimizer sgd --lr 0.05 --momentum 0.9 --bn-momentum 0.9".split(),
 }
 # Which of `initialize`'s choices puts it below ResNet-20 as written with settled batch norm and Adam: the
 # zero residual gammas, the identity directions, the whitened stem, or touching the kernels in front of

@@ -156,6 +156,7 @@ def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written
         "matrix-vgg8": ["initialize_scale"],
         "matrix-keras_io-digits32": ["lsuv", "initialize_scale", "initialize_head_zero"],
         "matrix-resnet20-sgd": ["initialize_residual_zero_gamma"],
+        "matrix-resnet20-sgd-bn09": ["initialize_residual_zero_gamma"],
     }
     for name in MATRIX:
         args = compare.parse_args(["--grid", name, "--out", "x"])
