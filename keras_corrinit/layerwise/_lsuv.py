@@ -212,8 +212,8 @@ class _Rescaler:
         if id(layer) in self.counted:
             # Not scaled, only counted: its multiply-adds are part of the pass the work is measured in.
             output = forward(inputs)
-            self.costs.setdefault(id(layer), multiply_adds(layer, output))
-            if id(layer) not in self.reached:
+            if id(layer) not in self.costs:  # a shared layer counts once, as a scaled one does
+                self.costs[id(layer)] = multiply_adds(layer, output)
                 self.reached.append(id(layer))
             return output
         if id(layer) in self.done:
