@@ -20,16 +20,18 @@ import sys
 import keras_corrinit_cli
 from keras_corrinit.experiments._comparison import Comparison
 from keras_corrinit.experiments._store import read_runs
-from keras_corrinit.experiments._suite.grids import MATRIX
+from keras_corrinit.experiments._suite.grids import BATCH_NORM, MATRIX
+
+SETS = {"matrix": MATRIX, "batchnorm": BATCH_NORM}
 
 
-def summary(out):
+def summary(out, grids=MATRIX):
     lines = [
         "| grid | arm | epochs to target (fraction of 4) | difference to default at 4 epochs | seconds at 4 epochs "
         "| of which build + initialization |",
         "|---|---|---|---|---|---|",
     ]
-    for grid in MATRIX:
+    for grid in grids:
         folder = os.path.join(out, grid)
         if not os.path.exists(os.path.join(folder, "runs.jsonl")):
             lines.append(f"| {grid} | (not run yet) | | | | |")
@@ -65,15 +67,21 @@ def summary(out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", default=os.path.join("examples", "results", "matrix"))
-    parser.add_argument("--only", nargs="+", choices=sorted(MATRIX), help="run only these grids")
+    parser.add_argument("out", nargs="?", help="default: examples/results/matrix, or evidence/results/batchnorm")
+    parser.add_argument("--set", default="matrix", choices=sorted(SETS), help="which grids (default: the matrix)")
+    parser.add_argument("--only", nargs="+", choices=sorted(BATCH_NORM) + sorted(MATRIX), help="only these grids")
     parser.add_argument("--summary-only", action="store_true", help="write the summary of what has finished")
     args = parser.parse_args(argv)
+    grids = SETS[args.set]
+    if args.out is None:
+        args.out = (
+            os.path.join("examples", "results", "matrix") if args.set == "matrix" else "evidence/results/batchnorm"
+        )
     if not args.summary_only:
-        for grid in args.only or MATRIX:
+        for grid in args.only or grids:
             print(f"=== {grid}", flush=True)
             keras_corrinit_cli.main(["compare", "--grid", grid, "--out", os.path.join(args.out, grid)])
-    text = summary(args.out)
+    text = summary(args.out, grids)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write(text)

@@ -58,10 +58,16 @@ _NORMALIZATIONS = (
 
 @dataclasses.dataclass(frozen=True)
 class BranchEnd:
-    """The last scaled layer of a residual branch: `kind` is "gamma" (a normalization) or "kernel"."""
+    """The last scaled layer of a residual branch: `kind` is "gamma" (a normalization) or "kernel".
+
+    `merge` is the `Add` layer the branch ends in (None where the sum is an
+    operation, not a layer) and `side` the branch's position among its inputs.
+    """
 
     layer: object
     kind: str
+    merge: object = None
+    side: int = None
 
 
 def _config(model):
@@ -248,7 +254,7 @@ def residual_branch_ends(model):
         for start, members in branches:
             end = _branch_end(start, members, by_name, inputs)
             if end is not None and all(end.layer is not e.layer for e in ends):
-                ends.append(end)
+                ends.append(dataclasses.replace(end, merge=by_name.get(name), side=sides.index(start)))
     return ends
 
 

@@ -57,7 +57,16 @@ from keras_corrinit.initializers._gamma import EnhancedGamma
 from keras_corrinit.layerwise._initialize import initialize
 from keras_corrinit.layerwise._lsuv import lsuv_initialize
 
-__all__ = ["AS_WRITTEN", "BUILTIN_ARMS", "Arm", "UnidentifiableError", "callable_name", "resolve_arms"]
+__all__ = [
+    "AS_WRITTEN",
+    "BUILTIN_ARMS",
+    "RECALIBRATE",
+    "Arm",
+    "UnidentifiableError",
+    "callable_name",
+    "resolve_arms",
+    "split_recalibrate",
+]
 
 _IDENTITY = SpatialCorrelation.identity()
 _BUILTIN_INITIALIZERS = {
@@ -114,8 +123,10 @@ class Arm:
     `initializer` is a serialized Keras initializer (None: the baseline's
     He), `prepare` a picklable `callable(model, train, seed)` or None,
     `control` `"var"`/`"sum"` for a scale control of `initializer` and
-    `base` the name of the arm it controls, and `identity` a JSON-able
-    description that changes whenever the arm does.
+    `base` the name of the arm it controls, `recalibrate` whether its runs
+    recompute batch normalization's statistics before each evaluation
+    (`<arm>+recalibrate`), and `identity` a JSON-able description that
+    changes whenever the arm does.
     """
 
     name: str
@@ -124,6 +135,7 @@ class Arm:
     control: str = None
     base: str = None
     identity: str = ""
+    recalibrate: bool = False
 
     def make_initializer(self, seed):
         """The initializer `build_model` gets: each call (each layer) draws with its own seed."""
@@ -293,6 +305,18 @@ def _user_arm(name, spec, as_written=None):
     )
 
 
+# `<arm>+recalibrate`: the arm, its runs evaluated with batch normalization's statistics recomputed on training
+# data before each evaluation (`RecalibrateNormalization`, PreciseBN).
+RECALIBRATE = "+recalibrate"
+
+
+def split_recalibrate(name):
+    """`"default+recalibrate"` -> `("default", True)`; any other name -> `(name, False)`."""
+    if isinstance(name, str) and name.endswith(RECALIBRATE) and len(name) > len(RECALIBRATE):
+        return name[: -len(RECALIBRATE)], True
+    return name, False
+
+
 def split_control(name):
     """`"correlated~var"` -> `("correlated", "var")`; any other name -> `(name, None)`. The one place the
     `<arm>~var|sum` naming of scale controls is read; after it, `Arm.control` and `Arm.base` hold it."""
@@ -366,12 +390,16 @@ def resolve_arms(arms, baseline, controls, as_written=None):
     if len(set(names)) != len(names):
         raise ValueError(f"Arm names must be unique; received {names}.")
     if baseline not in names:
-        if baseline not in _BUILTIN_INITIALIZERS:
+        if split_recalibrate(baseline)[0] not in _BUILTIN_INITIALIZERS:
             raise ValueError(f"`baseline` {baseline!r} is neither one of the arms {names} nor a built-in arm.")
         items.insert(0, (baseline, None))
     resolved = {}
     for name, spec in items:
-        resolved[name] = _resolve(name, spec, resolved, as_written)
+        base, recalibrate = split_recalibrate(name)
+        arm = _resolve(base, spec, resolved, as_written)
+        if recalibrate:
+            arm = dataclasses.replace(arm, name=name, recalibrate=True, identity=f"{arm.identity} {RECALIBRATE}")
+        resolved[name] = arm
     ordered = sorted(resolved.values(), key=lambda arm: arm.name != baseline)
     if not controls:
         return ordered

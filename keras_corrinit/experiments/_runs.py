@@ -14,9 +14,12 @@ from keras_corrinit._core import validation as check
 from keras_corrinit._core.data import take_batches
 from keras_corrinit.experiments._identity import is_arrays, split_data
 from keras_corrinit.monitor._callback import GradientSignMonitor
+from keras_corrinit.normalization._callback import RecalibrateNormalization
 
 # The learning-rate schedules of a run: the compiled rate throughout, or decaying linearly to zero at the budget.
 CONSTANT, LINEAR_DECAY = "constant", "linear-to-zero"
+# `<arm>+recalibrate`'s runs recompute batch normalization's statistics on this many training samples.
+RECALIBRATION_SAMPLES = 1024
 
 
 @dataclasses.dataclass
@@ -74,7 +77,10 @@ def run_task(task):
     if row["schedule"] == LINEAR_DECAY:
         decay_to_zero(model, steps_per_epoch(train, row["batch_size"]) * row["epochs"])
     times = EpochTimes()
-    history = fit_run(model, train, test, row, [times] + ([GradientSignMonitor()] if row["monitor"] else []))
+    callbacks = [times] + ([GradientSignMonitor()] if row["monitor"] else [])
+    if task.arm.recalibrate:
+        callbacks.append(RecalibrateNormalization(train, samples=RECALIBRATION_SAMPLES, batch_size=row["batch_size"]))
+    history = fit_run(model, train, test, row, callbacks)
     curve_key = f"val_{row['metric']}"
     if curve_key not in history:
         raise ValueError(

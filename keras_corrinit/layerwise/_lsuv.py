@@ -31,11 +31,13 @@ saturation, and with a zero bias every rescaling is one exact step. A layer
 whose result cannot be kept (a constant or non-finite output, a variance
 not within `tol` after `max_iter` rescalings, or a kernel that would end
 outside [1e-4, 100] times its He-normal scale) is reverted to its scale
-before LSUV, with a warning that names it. The forward pass runs in
-inference mode (`training=False`): dropout is off and batch normalization
-uses its moving statistics (the identity, at initialization).
+before LSUV, with a warning that names it. The forward pass measures what
+training sees: batch normalization normalizes by the batch's statistics
+(its moving statistics are left as they were), while dropout, noise and
+augmentation layers are off (the model is called with `training=False`).
 """
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -48,6 +50,7 @@ from keras_corrinit._core import validation as check
 from keras_corrinit._core.data import take_batches
 from keras_corrinit._core.layers import kernel_slots, unchanged_on_error
 from keras_corrinit._core.model_pass import display_names, patterns, run_model, select_layers, watching
+from keras_corrinit.normalization._statistics import batch_statistics
 
 __all__ = [
     "MAX_SCALE_OVER_HE",
@@ -398,8 +401,14 @@ def _check_arguments(model, tol, max_iter, target_variance, batches, batch_size,
     check.boolean(include_frozen, "include_frozen")
 
 
-def scale_layers(model, x, layers, settings, starts=None, verbose=0, names=None, skipped=None, counted=()):
+def scale_layers(
+    model, x, layers, settings, starts=None, verbose=0, names=None, skipped=None, counted=(), training_statistics=True
+):
     """LSUV's pass over `layers` (objects) on the input `x`: an `LSUVReport`.
+
+    Batch normalization runs as in training (by batch statistics), the rest
+    of the model in inference mode: the variances are those training sees
+    (`training_statistics=False`: all in inference mode, as before 0.4.0).
 
     `counted`: other kernel layers, left alone, whose multiply-adds count in
     the pass the work is measured in (`initialize`'s whitened and normalized
@@ -408,7 +417,8 @@ def scale_layers(model, x, layers, settings, starts=None, verbose=0, names=None,
     names = names or display_names(model)
     report = LSUVReport(layers=[], skipped=dict(skipped or {}))
     rescaler = _Rescaler(layers, starts or {}, settings, report, _progress(layers, verbose), names, counted)
-    with watching([*layers, *(layer for layer in counted if id(layer) in rescaler.counted)], rescaler):
+    watched = [*layers, *(layer for layer in counted if id(layer) in rescaler.counted)]
+    with batch_statistics(model) if training_statistics else contextlib.nullcontext(), watching(watched, rescaler):
         run_model(model, x)
     rescaler.flush()
     # In the order the pass reached the layers (device-side steps are reported after the pass).

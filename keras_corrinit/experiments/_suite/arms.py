@@ -64,6 +64,7 @@ import numpy as np
 from keras_corrinit._core.layers import kernel_slots, walk_layers
 from keras_corrinit.correlation import SpatialCorrelation
 from keras_corrinit.experiments._arms import split_control as split_control
+from keras_corrinit.experiments._arms import split_recalibrate
 from keras_corrinit.experiments._suite import networks
 from keras_corrinit.experiments._suite.options import ARMS as ARMS  # re-exported: the suite's arm names
 from keras_corrinit.experiments._suite.options import BASE_ARMS, BUILTIN, DEPTHWISE, INITIALIZE_VARIANTS, POST_BUILD
@@ -154,7 +155,7 @@ def arm_label(name, alpha, alphas):
 
 def comparison_arms(name, ctx):
     """`compare`'s spec of one arm: an initializer, a callable, or None (built-in, or a listed arm's control)."""
-    arm, match = split_control(name)
+    arm, match = split_control(split_recalibrate(name)[0])
     if arm in BUILTIN:
         return None
     if arm in PLAIN:

@@ -111,3 +111,31 @@ GRIDS["ablation-resnet20-sgd-bn09"] = MATRIX["matrix-resnet20-sgd"] + (
     "--init default he initialize initialize_residual_keep --bn-momentum 0.9".split()
 )
 GRIDS.update(MATRIX)
+
+# Issue 38's batch-norm grids: `initialize` on batch-norm networks as written (Keras's momentum 0.99) and with
+# settled moving averages (0.9), with SGD and Adam; the budget protocol (budgets 1, 2, 4, 5 paired seeds,
+# photos32 cut to 1,500 training crops). Arms: the network as written, `initialize` (0.4.0: passes with batch
+# statistics, moving statistics set from the data), its 0.3.2 behaviour (`initialize_statistics_keep`: passes in
+# inference mode, statistics as built), the residual branches scaled to a share of their shortcut
+# (`initialize_residual_scaled`), AnyInit, and the recalibrated rows (`+recalibrate`: PreciseBN before each
+# evaluation). In `evidence/evidence_matrix.py --set batchnorm`'s order: the decisive cells first.
+_BATCH_NORM = "--dataset photos32 --max-train 1500 --budgets 1 2 4 --seeds 5 --baseline default --init".split() + [
+    "default",
+    "initialize",
+    "initialize_statistics_keep",
+    "initialize_residual_scaled",
+    "anyinit",
+    "default+recalibrate",
+    "initialize+recalibrate",
+]
+_RESNET20_SGD = "--network resnet20 --batch-norm on --optimizer sgd --lr 0.05 --momentum 0.9".split()
+_RESNET20_ADAM = "--network resnet20 --batch-norm on --optimizer adam --lr 0.001".split()
+BATCH_NORM = {
+    "bn-resnet20-sgd": _BATCH_NORM + _RESNET20_SGD,
+    "bn-resnet20-adam": _BATCH_NORM + _RESNET20_ADAM,
+    "bn-mobilenet-adam": _BATCH_NORM + _MOBILENET,
+    "bn-resnet20-sgd-bn09": _BATCH_NORM + _RESNET20_SGD + ["--bn-momentum", "0.9"],
+    "bn-resnet20-adam-bn09": _BATCH_NORM + _RESNET20_ADAM + ["--bn-momentum", "0.9"],
+    "bn-mobilenet-adam-bn09": _BATCH_NORM + _MOBILENET + ["--bn-momentum", "0.9"],
+}
+GRIDS.update(BATCH_NORM)

@@ -46,6 +46,9 @@ INITIALIZE_VARIANTS = {
     "initialize_head_zero": {"head": "zero"},
     "initialize_normalized_keep": {"normalized": "keep"},
     "initialize_normalized_lsuv": {"normalized": "lsuv"},
+    "initialize_statistics_keep": {"statistics": "keep"},
+    "initialize_residual_scaled": {"residual": "scaled"},
+    "initialize_freeze_whitened": {"freeze_whitened": True},
 }
 # `initialize`'s scale control: its filter norms in random directions.
 POST_BUILD = (
@@ -70,7 +73,12 @@ CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correl
     "covariance_closed_form~var",
     "covariance_learned~var",
 ]
-ARMS = BASE_ARMS + CONTROLS
+# Arms whose runs recompute batch normalization's statistics before each evaluation (PreciseBN).
+RECALIBRATED = [
+    f"{arm}+recalibrate"
+    for arm in ("default", "initialize", "anyinit", "initialize_statistics_keep", "initialize_residual_scaled")
+]
+ARMS = BASE_ARMS + CONTROLS + RECALIBRATED
 GAMMA_BASES = ["he_normal", "he_uniform"]
 # The main job (`keras-corrinit compare` with no arguments): the network as written, He, `initialize`,
 # Algorithm 1 and its scale control, on photos32 (natural images, offline), 5 seeds of 4 epochs.

@@ -1,0 +1,12 @@
+"""Batch normalization's statistics, measured the way training sees them (PreciseBN).
+
+`recalibrate_normalization(model, data)` sets every BatchNormalization's
+moving statistics from data; `RecalibrateNormalization` does it inside
+`fit` before each evaluation. `initialize` sets them at the start.
+"""
+
+from keras_corrinit.normalization._callback import RecalibrateNormalization as RecalibrateNormalization
+from keras_corrinit.normalization._statistics import NormalizationStatistics as NormalizationStatistics
+from keras_corrinit.normalization._statistics import recalibrate_normalization as recalibrate_normalization
+
+__all__ = ["NormalizationStatistics", "RecalibrateNormalization", "recalibrate_normalization"]
