@@ -149,7 +149,7 @@ def test_nothing_changes_when_it_fails_half_way(monkeypatch):
         (
             {"residual": "zero"},
             ValueError,
-            r"`residual` must be one of \['zero_gamma', 'zero_last', 'keep'\]; received 'zero'",
+            r"`residual` must be one of \['zero_gamma', 'zero_last', 'keep', 'scaled'\]; received 'zero'",
         ),
         (
             {"normalized": "he"},
@@ -670,8 +670,10 @@ def test_the_work_counts_the_statistics_pass_up_to_a_stem_in_front_of_batch_norm
     assert report["stem"].what.endswith("at its built norm (before a normalization)")
     per_sample = {"stem": 10 * 10 * 8 * 27, "conv": 8 * 8 * 16 * 72, "head": 4 * 16}
     share = per_sample["stem"] / sum(per_sample.values())
-    # one statistics pass (32 samples, one batch) up to the stem, LSUV's one pass (no extra calls: no bias)
-    assert report.forward_pass_equivalents == pytest.approx(share + 1.0, rel=1e-9)
+    # one statistics pass (32 samples, one batch) up to the stem, LSUV's one pass (no extra calls: no bias),
+    # and the pass that sets batch norm's moving statistics
+    assert report.forward_pass_equivalents == pytest.approx(share + 1.0 + 1.0, rel=1e-9)
+    assert list(report.normalization) == ["batch_normalization"]
 
 
 def test_normalized_keep_leaves_them_as_built_and_lsuv_scales_them():

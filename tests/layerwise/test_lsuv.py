@@ -212,8 +212,12 @@ def _prefix_lsuv(model, x, tol=0.1, max_iter=10, seed=None):
     layers = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
     for layer in layers:
         layer.kernel.assign(keras.initializers.Orthogonal(seed=generator)(tuple(layer.kernel.shape)))
+    statistics = [(v, to_numpy(v)) for v in model.non_trainable_weights]
     for layer in layers:
-        layer_input = keras.Model(model.inputs, layer.input)(x, training=False)
+        # what training sees: batch norm by the batch's statistics (its moving ones put back after)
+        layer_input = keras.Model(model.inputs, layer.input)(x, training=True)
+        for variable, value in statistics:
+            variable.assign(value)
         for _ in range(max_iter):
             variance = float(np.var(pre_activation(layer, layer_input)))
             if abs(variance - 1) < tol:
@@ -228,6 +232,22 @@ def test_same_result_as_the_prefix_method():
     _prefix_lsuv(prefix, X, tol=1e-6, seed=7)  # iterated to the exact step one_pass takes
     for a, b in zip(one_pass.weights, prefix.weights):
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-6)
+
+
+def test_batch_norm_is_measured_as_training_sees_it_and_its_statistics_are_untouched():
+    model = _residual()
+    x = X * 20.0 + 50.0  # far from what moving statistics (0, 1) assume
+    lsuv_initialize(model, x, verbose=0, seed=0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            np.testing.assert_array_equal(to_numpy(layer.moving_mean), 0.0)
+            np.testing.assert_array_equal(to_numpy(layer.moving_variance), 1.0)
+    # the head's input as training computes it (batch statistics) gives it unit pre-activation variance
+    head = model.get_layer("head")
+    features = keras.Model(model.inputs, head.input)(x, training=True)
+    assert abs(float(np.var(pre_activation(head, features))) - 1) < 0.1
+    # (that the measurement is not in inference mode, where batch norm is the identity at the start, is
+    # checked by `test_same_result_as_the_prefix_method`, whose reference measures in training mode)
 
 
 def test_fresh_batch_per_iteration():
