@@ -438,7 +438,7 @@ def test_every_seed_in_range_is_accepted_as_a_json_int(seed, kind):
 
 @PROPERTY_SETTINGS
 @given(cut=st.integers(min_value=1, max_value=10_000), complete=st.integers(min_value=1, max_value=3))
-def test_any_half_written_last_line_is_skipped_and_cut(tmp_path_factory, cut, complete):
+def test_any_half_written_last_line_is_skipped_then_closed(tmp_path_factory, cut, complete):
     import json
 
     from keras_corrinit.experiments._store import COLUMNS, STORE_FORMAT, Store
@@ -451,8 +451,12 @@ def test_any_half_written_last_line_is_skipped_and_cut(tmp_path_factory, cut, co
     last = rows[-1][: 1 + cut % (len(rows[-1]) - 2)]  # any proper prefix: never a whole row
     (out / "runs.jsonl").write_text("".join(rows[:-1]) + last)
     store = Store(out, "x")
-    with pytest.warns(UserWarning, match=rf"line {complete + 1} is half-written"):
+    with pytest.warns(UserWarning, match=rf"line {complete + 1} is not a complete row"):
         finished = store.read()
     assert sorted(finished) == [f"k{i}" for i in range(complete)]
     store.prepare()
-    assert (out / "runs.jsonl").read_text() == "".join(rows[:-1])  # cut off: the next row starts on its own line
+    store.append({"key": "next", "final": 0.5})
+    # the open line is closed first: the next row has a line of its own, and nothing before it is lost
+    assert (out / "runs.jsonl").read_text() == "".join(rows[:-1]) + last + '\n{"key": "next", "final": 0.5}\n'
+    with pytest.warns(UserWarning, match=rf"line {complete + 1} is not a complete row"):
+        assert sorted(store.read()) == sorted([f"k{i}" for i in range(complete)] + ["next"])

@@ -25,6 +25,7 @@ stable description is refused, with the fix.
 
 import concurrent.futures
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -42,7 +43,7 @@ from keras_corrinit.experiments._identity import (
     written_default,
 )
 from keras_corrinit.experiments._runs import CONSTANT, LINEAR_DECAY, Task, budget_list, execute
-from keras_corrinit.experiments._store import WAIT_SECONDS, Store, run_key
+from keras_corrinit.experiments._store import WAIT_SECONDS, Store, claim_state, describe_claim, heartbeats, run_key
 
 __all__ = ["compare"]
 
@@ -75,6 +76,16 @@ def _check_finite(data):
             x = np.asarray(keras.ops.convert_to_numpy(part[0]))
             if x.dtype.kind in "fc" and not np.all(np.isfinite(x)):
                 raise ValueError(f"`data`'s {name} inputs contain NaN or Inf; pass finite inputs.")
+
+
+def _record(row, store, finished, bar):
+    """A finished run's row, recorded (and appended to the store) as it comes."""
+    finished[row["key"]] = row
+    if store:
+        store.append(row)
+        store.release(row["key"])
+    if bar:
+        bar.add(1)
 
 
 def compare(
@@ -231,23 +242,30 @@ def compare(
         bar.add(len(tasks) - len(todo))
     if store:
         store.prepare()
+    announced = False
     while todo:
         # Another process writing to the same `out` claims its runs; this one
         # trains the runs nobody has claimed and waits for the others' rows.
         mine = [task for task in todo if store is None or store.claim(task.row["key"])]
         try:
-            for row in execute(mine, executor):
-                finished[row["key"]] = row
-                if store:
-                    store.append(row)
-                    store.release(row["key"])
-                if bar:
-                    bar.add(1)
+            with heartbeats(store, [task.row["key"] for task in mine]):
+                for row in execute(mine, executor):
+                    _record(row, store, finished, bar)
         finally:
             if store:
                 for task in mine:
                     store.release(task.row["key"])
         todo = [task for task in todo if task.row["key"] not in finished]
+        if todo and not announced:
+            announced = True
+            waiting = [t for t in todo if claim_state(store.claim_path(t.row["key"]), store.lease_seconds) == "held"]
+            if waiting:
+                warnings.warn(
+                    f"Waiting for {len(waiting)} run(s) that another process is training into {store.out}: "
+                    f"{describe_claim(store.claim_path(waiting[0].row['key']))}. A claim whose heartbeat is older "
+                    f"than {store.lease_seconds:g} s is taken over.",
+                    stacklevel=2,
+                )
         if todo:
             time.sleep(WAIT_SECONDS)
             others = store.read()

@@ -1,7 +1,9 @@
 """The results store of `compare`: one JSON line per finished run, keyed by everything that sets its result.
 
-Resumable and shared: a run's row is appended when it finishes (a half-written last line, from a writer
-that stopped, is skipped and redone); a claim file per run keeps two writers from training it twice.
+Resumable and shared: a run's row is appended when it finishes, in one write, after closing any line a
+writer that stopped left open (a line that is not a complete row is skipped with a warning and its run
+redone); a claim file per run keeps two writers from training it twice, and expires by a lease (its
+heartbeat, renewed while the run trains) whatever the host that wrote it.
 """
 
 import contextlib
@@ -9,6 +11,8 @@ import hashlib
 import json
 import os
 import socket
+import threading
+import time
 import warnings
 
 STORE_FORMAT = 2  # 2: the `schedule` column (the budget protocol)
@@ -47,19 +51,21 @@ def run_key(row):
 class Store:
     """`out/store.json` (format, package version, columns) and `out/runs.jsonl` (one row per line)."""
 
-    def __init__(self, out, version):
+    def __init__(self, out, version, lease_seconds=None):
         self.out, self.version = os.fspath(out), version
+        self.lease_seconds = LEASE_SECONDS if lease_seconds is None else lease_seconds
         self.meta, self.runs = os.path.join(self.out, "store.json"), os.path.join(self.out, "runs.jsonl")
 
     def read(self):
         """`{key: row}` of the finished runs; refuses a store this version cannot read.
 
-        A half-written last line (a writer stopped mid-row) is skipped with a
-        warning, and cut off when the store is next written, so its run is
-        redone; any other malformed line or metadata is a `ValueError` naming
-        the file. A key stored twice counts once.
+        A line that is not JSON (a writer stopped mid-row, wherever it sits)
+        is skipped with a warning naming it, and its run is redone; a complete
+        row at its end (a row a writer appended onto it, before 0.4.0 closed
+        such lines first) is kept. A JSON line that is not a run, or bad
+        metadata, is a `ValueError` naming the file. A key stored twice counts
+        once.
         """
-        self.cut_at = None
         if not os.path.exists(self.meta):
             if os.path.exists(self.runs):
                 raise ValueError(f"{self.runs} has no {self.meta}: not a store of this package; pass another `out`.")
@@ -92,27 +98,24 @@ class Store:
         return meta
 
     def _rows(self):
-        rows, offset = {}, 0
+        rows = {}
         with open(self.runs, "rb") as f:
             lines = f.readlines()
         for number, raw in enumerate(lines, start=1):
-            start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
             try:
                 row = json.loads(raw)
             except ValueError:
-                if number == len(lines):
-                    warnings.warn(
-                        f"{self.runs}: line {number} is half-written (a writer stopped mid-row); it is skipped and "
-                        "its run will be redone.",
-                        stacklevel=4,
-                    )
-                    self.cut_at = start
-                    break
-                raise ValueError(
-                    f"{self.runs}: line {number} is not JSON; the store is damaged (move that folder away)."
-                ) from None
+                row = _row_at_end(raw)
+                kept = "; the complete row after it is kept" if row is not None else ""
+                warnings.warn(
+                    f"{self.runs}: line {number} is not a complete row (a writer stopped mid-row); it is skipped "
+                    f"and its run will be redone{kept}.",
+                    stacklevel=4,
+                )
+                if row is None:
+                    continue
             if not isinstance(row, dict) or not isinstance(row.get("key"), str):
                 raise ValueError(f"{self.runs}: line {number} is not a run (a JSON object with a 'key').")
             rows.setdefault(row["key"], row)
@@ -121,64 +124,165 @@ class Store:
     def prepare(self):
         os.makedirs(self.out, exist_ok=True)
         if not os.path.exists(self.meta):
-            with open(self.meta, "w") as f:
-                json.dump({"format": STORE_FORMAT, "package_version": self.version, "columns": list(COLUMNS)}, f)
-        if getattr(self, "cut_at", None) is not None:
-            with open(self.runs, "r+b") as f:
-                f.truncate(self.cut_at)  # the half-written line goes; its run is redone
-            self.cut_at = None
+            _write_new(
+                self.meta,
+                json.dumps({"format": STORE_FORMAT, "package_version": self.version, "columns": list(COLUMNS)}),
+            )
 
-    def _claim_path(self, key):
+    def claim_path(self, key):
         return os.path.join(self.out, "claims", key)
 
     def claim(self, key):
-        """Whether this process may train the run `key` (an exclusive claim file; a dead claimant's is taken over)."""
+        """Whether this process may train the run `key`: an exclusive claim file, written whole.
+
+        A claim held by another process is taken over when it is stale:
+        empty or unreadable, its process gone (on this host), or its
+        heartbeat (the file's modification time, renewed by `heartbeat`
+        while the run trains) older than `lease_seconds`, whatever its host.
+        """
         os.makedirs(os.path.join(self.out, "claims"), exist_ok=True)
-        path = self._claim_path(key)
+        path = self.claim_path(key)
+        text = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
         for _ in range(2):
-            try:
-                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if not claimant_gone(path):
-                    return False
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)  # its claimant died: the run is free again
-                continue
-            with os.fdopen(descriptor, "w") as f:
-                f.write(f"{socket.gethostname()} {os.getpid()}")
-            return True
+            if _write_new(path, text):
+                return True
+            if claim_state(path, self.lease_seconds) != "stale":
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # its claimant is gone: the run is free again
         return False
+
+    def heartbeat(self, keys):
+        """Renews this process's claims on `keys` (their lease runs from now)."""
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.claim_path(key))
 
     def release(self, key):
         with contextlib.suppress(FileNotFoundError):
-            os.remove(self._claim_path(key))
+            os.remove(self.claim_path(key))
 
     def append(self, row):
-        with open(self.runs, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        """Appends one row in one write; a line left open by a writer that stopped is closed first."""
+        data = (json.dumps(row) + "\n").encode()
+        descriptor = os.open(self.runs, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if not _ends_with_newline(self.runs):
+                data = b"\n" + data
+            os.write(descriptor, data)
+        finally:
+            os.close(descriptor)
 
 
-# How often a process waits for runs another process on the same store claimed.
+# How often a process looks again for runs another process claimed, and renews its own claims.
 WAIT_SECONDS = 1.0
+HEARTBEAT_SECONDS = 10.0
+# A claim whose heartbeat is older than this is stale (its claimant stopped, on any host).
+LEASE_SECONDS = 120.0
 
 
-def claimant_gone(path):
-    """Whether the process that wrote a claim file is gone (on this host; another host's claim is kept)."""
+def _row_at_end(raw):
+    """The complete JSON object that ends a damaged line (a row appended onto a half-written one), or None."""
+    text = raw.decode("utf-8", "replace").rstrip()
+    start = text.find("{", 1)
+    while start != -1:
+        try:
+            return json.loads(text[start:])
+        except ValueError:
+            start = text.find("{", start + 1)
+    return None
+
+
+def _ends_with_newline(path):
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _write_new(path, text):
+    """Creates `path` holding `text`, or returns False if it exists; never leaves it empty or half-written.
+
+    The text is written to a temporary file first and linked into place
+    (atomic and exclusive); a failed write leaves no claim behind.
+    """
+    temporary = f"{path}.{socket.gethostname()}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w") as f:
+            f.write(text)
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def claim_state(path, lease_seconds=LEASE_SECONDS):
+    """`"held"`, `"stale"` or `"gone"` (no file): what a claim file says of its run."""
     try:
         with open(path) as f:
-            host, pid = f.read().split()
-        pid = int(pid)
-    except (OSError, ValueError):
-        return False  # being written, or not ours to judge
-    if host != socket.gethostname():
-        return False
+            text = f.read()
+        age = time.time() - os.path.getmtime(path)
+    except FileNotFoundError:
+        return "gone"
+    except OSError:
+        return "stale"
+    try:
+        claim = json.loads(text)
+        host, pid = claim["host"], int(claim["pid"])
+    except (ValueError, KeyError, TypeError):
+        return "stale"  # empty or unreadable: no claimant can be known, and it is never renewed
+    if age > lease_seconds:
+        return "stale"
+    if host == socket.gethostname() and not _alive(pid):
+        return "stale"
+    return "held"
+
+
+def describe_claim(path):
+    """Who holds a claim, for a message: its host, process and the age of its heartbeat."""
+    try:
+        with open(path) as f:
+            claim = json.loads(f.read())
+        age = time.time() - os.path.getmtime(path)
+        return f"{path} (host {claim['host']}, process {claim['pid']}, heartbeat {age:.0f} s ago)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return path
+
+
+@contextlib.contextmanager
+def heartbeats(store, keys):
+    """Inside the block a thread renews `store`'s claims on `keys` every `HEARTBEAT_SECONDS` (nothing if None)."""
+    if store is None or not keys:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(HEARTBEAT_SECONDS):
+            store.heartbeat(keys)
+
+    thread = threading.Thread(target=beat, name="keras_corrinit-claims", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_runs(out):

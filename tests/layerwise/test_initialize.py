@@ -315,6 +315,40 @@ def test_residual_blocks_start_as_their_shortcut(batch_norm, residual):
     )
 
 
+def _branch_shares(model, merges, x):
+    """Each merge's branch variance over its shortcut's, as training computes them (batch statistics)."""
+    saved = [(v, to_numpy(v)) for v in model.non_trainable_weights]
+    probe = keras.Model(model.inputs, [model.get_layer(name).input for name in merges])
+    outputs = probe(x, training=True)
+    for variable, value in saved:
+        variable.assign(value)
+
+    def variance(t):
+        t = to_numpy(t).astype("float64")
+        return float(t.reshape(-1, t.shape[-1]).var(axis=0).mean())
+
+    return [variance(branch) / variance(shortcut) for shortcut, branch in outputs]
+
+
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "no-bn"])
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_scaled_residual_branches_add_the_chosen_share_of_their_shortcuts_variance(batch_norm, share):
+    model = residual_block_model(batch_norm)
+    report = initialize(model, IMAGES[:64], residual="scaled", residual_share=share, seed=0, verbose=0)
+    ends = ["a2_bn", "b2_bn"] if batch_norm else ["a2", "b2"]
+    assert report.residual_ends == ends
+    for name in ends:
+        assert f"({share:g} of its shortcut's variance)" in report[name].what
+    # measured on the batch initialize used (its first 64 samples): the share exactly, block after block
+    np.testing.assert_allclose(_branch_shares(model, ["add_a", "add_b"], IMAGES[:64]), share, rtol=1e-3)
+    if batch_norm:  # gamma and beta scaled together; beta was zero
+        gamma = to_numpy(model.get_layer("a2_bn").gamma)
+        assert np.all(gamma == gamma[0]) and 0 < gamma[0] < 1
+        np.testing.assert_array_equal(to_numpy(model.get_layer("a2_bn").beta), 0.0)
+    with pytest.raises(ValueError, match="`residual_share` must be a finite number > 0; received 0.0"):
+        initialize(residual_block_model(batch_norm), IMAGES, residual="scaled", residual_share=0, verbose=0)
+
+
 def test_residual_branches_are_set_like_any_layer_by_default():
     # "keep" since 0.3.2: the gammas stay as built (ones), the branch's kernels get the usual rule
     model = residual_block_model(batch_norm=True)
