@@ -18,7 +18,9 @@ import sys
 
 def parser():
     p = argparse.ArgumentParser(
-        prog="keras-corrinit", description="Correlated, data-aware and data-driven initialization for Keras 3."
+        prog="keras-corrinit",
+        description="Correlated, data-aware and data-driven initialization for Keras 3.",
+        allow_abbrev=False,
     )
     commands = p.add_subparsers(dest="command", required=True)
     extract = commands.add_parser("extract", help="spatial correlation of a trained model's filters")
@@ -43,22 +45,41 @@ def parser():
 
 def _options():
     """`keras_corrinit/experiments/_suite/options.py` as a module, without importing the package (and Keras)."""
-    path = os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "keras_corrinit", "experiments", "_suite", "options.py"
-    )
-    spec = importlib.util.spec_from_file_location("_keras_corrinit_options", path)
+    return _module("options.py")
+
+
+def _module(name):
+    """A keras-free module of `keras_corrinit/experiments/_suite/` loaded by its path."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras_corrinit", "experiments", "_suite", name)
+    spec = importlib.util.spec_from_file_location(f"_keras_corrinit_{name[:-3]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def _check_compare(options, rest):
+    """`compare`'s arguments, a grid's included, checked by the keras-free parser (exits on a usage error)."""
+    parser = options.compare_parser()
+    parsed = parser.parse_args(rest)
+    if parsed.grid not in (None, "list"):
+        grids = _module("grids.py")
+        if parsed.grid not in grids.GRIDS:
+            parser.error(f"--grid {parsed.grid!r} is not a grid; the grids are {sorted(grids.GRIDS)} (or 'list')")
+        parsed = parser.parse_args(grids.GRIDS[parsed.grid] + rest)
+    options.check_compare(parser, parsed)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser().parse_known_args(argv)
-    if args.command in ("compare", "summary") and {"-h", "--help"} & set(rest):
+    if args.command in ("compare", "summary"):
+        # The options are checked before Keras is imported: a usage error answers at once.
         options = _options()
-        make = options.compare_parser if args.command == "compare" else options.summary_parser
-        return make().parse_args(rest)  # prints the help and exits
+        if args.command == "summary" or {"-h", "--help"} & set(rest):
+            make = options.compare_parser if args.command == "compare" else options.summary_parser
+            make().parse_args(rest)  # prints the help and exits, or refuses bad options
+        else:
+            _check_compare(options, rest)
     if args.command == "compare":
         from keras_corrinit.experiments._suite.command import main as compare_main
 

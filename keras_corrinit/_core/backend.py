@@ -40,6 +40,7 @@ __all__ = [
     "replica_sum",
     "stored_dtype",
     "strategy_scope",
+    "sublayers",
     "sync_training_state",
 ]
 
@@ -243,6 +244,30 @@ def stored_dtype(dtype):
         if not jax.config.jax_enable_x64:
             return "float32"
     return dtype
+
+
+def _is_users_layer(layer):
+    """A Layer subclass written outside Keras (a user's or a model library's block, encoder, patch embedding)."""
+    return not type(layer).__module__.startswith("keras.")
+
+
+def sublayers(layer):
+    """The layers `layer` holds directly, in the order it assigned them.
+
+    A Model's (Sequential, Functional, subclassed) are its public `layers`.
+    A Layer subclass written outside Keras (how model libraries and keras.io
+    write encoder blocks and patch embeddings) is entered through Keras's
+    own layer tracking, which has no public accessor in Keras 3
+    (`_flatten_layers`, read here and nowhere else). Keras's built-in
+    layers that hold layers (MultiHeadAttention's projections, wrappers)
+    are not entered: each has a rule of its own, or none.
+    """
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    if not _is_users_layer(layer):
+        return []
+    flatten = getattr(layer, "_flatten_layers", None)
+    return list(flatten(include_self=False, recursive=False)) if flatten is not None else []
 
 
 def attention_projections(layer):

@@ -26,6 +26,8 @@ import dataclasses
 
 import keras
 
+from keras_corrinit._core.backend import sublayers
+
 CONV_KINDS = ("conv", "grouped")
 KINDS = ("conv", "grouped", "depthwise", "pointwise", "transpose", "dense")
 
@@ -74,8 +76,8 @@ def kernel_slots(layer):
 
 
 def walk_layers(model):
-    """All layers below `model`, nested models flattened, in model order."""
-    for sub in getattr(model, "layers", []):
+    """All layers below `model`, nested models and users' Layer subclasses entered, in model order."""
+    for sub in sublayers(model):
         yield sub
         yield from walk_layers(sub)
 
@@ -90,7 +92,7 @@ def frozen_layers(model):
     frozen = set()
 
     def visit(layer, parent_frozen):
-        for sub in getattr(layer, "layers", []):
+        for sub in sublayers(layer):
             is_frozen = parent_frozen or not sub.trainable
             if is_frozen:
                 frozen.add(id(sub))

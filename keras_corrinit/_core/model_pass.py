@@ -28,7 +28,7 @@ import re
 import keras
 
 from keras_corrinit._core import validation as check
-from keras_corrinit._core.backend import activation_off, intercepted_call
+from keras_corrinit._core.backend import activation_off, intercepted_call, sublayers
 from keras_corrinit._core.data import describe
 from keras_corrinit._core.layers import frozen_layers, kernel_slots, walk_layers
 
@@ -65,7 +65,7 @@ def display_names(model):
     paths = {}
 
     def visit(layer, prefix):
-        for sub in getattr(layer, "layers", []):
+        for sub in sublayers(layer):
             paths.setdefault(id(sub), f"{prefix}{sub.name}")
             visit(sub, f"{prefix}{sub.name}/")
 
@@ -77,8 +77,17 @@ def display_names(model):
 
 
 def _unruled(layer):
-    """Whether `layer` has weights of rank >= 2 that no kernel rule covers (MultiHeadAttention, Embedding)."""
-    return not kernel_slots(layer) and not hasattr(layer, "layers") and any(len(w.shape) >= 2 for w in layer.weights)
+    """Whether `layer` has weights of rank >= 2 that no kernel rule covers (MultiHeadAttention, Embedding).
+
+    A layer that holds other layers (a model, a user's block) is not judged
+    itself: its sublayers are, one by one; only weights of its own count.
+    """
+    if kernel_slots(layer):
+        return False
+    if sublayers(layer):
+        own = {id(w) for w in layer.weights} - {id(w) for sub in sublayers(layer) for w in sub.weights}
+        return any(len(w.shape) >= 2 for w in layer.weights if id(w) in own)
+    return any(len(w.shape) >= 2 for w in layer.weights)
 
 
 def select_layers(model, include=None, exclude=None, include_frozen=False):

@@ -49,7 +49,7 @@ from keras import ops
 
 from keras_corrinit._core import validation as check
 from keras_corrinit._core.apply import layer_seeds
-from keras_corrinit._core.backend import attention_projections, intercepted_call
+from keras_corrinit._core.backend import attention_projections, intercepted_call, sublayers
 from keras_corrinit._core.data import batch_size_of, iter_samples
 from keras_corrinit._core.graph import (
     has_graph,
@@ -105,6 +105,11 @@ class InitializedLayer:
     variance_after: float
 
 
+def _number(value):
+    """A variance for the report's table: "-" where there is none (a layer LSUV does not scale)."""
+    return "-" if math.isnan(value) else f"{value:.4g}"
+
+
 @dataclasses.dataclass
 class InitializationReport(LayerEntries):
     """`initialize`'s report.
@@ -125,6 +130,11 @@ class InitializationReport(LayerEntries):
         normalization: `{BatchNormalization name: (mean of its moving
             mean, mean of its moving variance)}` as set from the first
             batch (`statistics="data"`); empty with `statistics="keep"`.
+        unread: `{layer name: why}` of the Layer subclasses (a user's or a
+            model library's blocks) whose inside has no graph to read: their
+            kernels are set by the rules above, but heads, residual adds
+            and kernels in front of a normalization inside them are not
+            recognised as such.
     """
 
     layers: list
@@ -136,9 +146,10 @@ class InitializationReport(LayerEntries):
     residual_ends: list = dataclasses.field(default_factory=list)
     heads: list = dataclasses.field(default_factory=list)
     normalization: dict = dataclasses.field(default_factory=dict)
+    unread: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
-        rows = [f"| {e.name} | {e.what} | {e.variance_before:.4g} | {e.variance_after:.4g} |" for e in self.layers]
+        rows = [f"| {e.name} | {e.what} | {_number(e.variance_before)} | {_number(e.variance_after)} |" for e in self]
         head = ["| layer | set | pre-activation variance before | after |", "|---|---|---|---|"]
         patches = ", ".join(f"{name}: {count}" for name, count in self.patches.items()) or "none"
         return (
@@ -424,17 +435,76 @@ def _end_variables(end):
     return [v for v in (getattr(layer, name, None) for name in names) if v is not None]
 
 
-def _attention_layers(model, skipped, names, args):
-    """The self-attention layers `attention="mimetic"` sets: those the selection skipped as having no rule."""
-    frozen = set() if args["include_frozen"] else frozen_layers(model)
-    chosen = []
+_UNREAD = (
+    "a Layer subclass: its call has no graph to read, so residual adds, heads and kernels in front of a "
+    "normalization inside it get the rules for other layers"
+)
+
+
+def _unread_blocks(model, names):
+    """`{name: why}` of the users' Layer subclasses holding kernel layers (their inside is not read as a graph)."""
+    unread = {}
     for layer in walk_layers(model):
-        name = names.get(id(layer))
-        if not isinstance(layer, keras.layers.MultiHeadAttention) or name not in skipped or not layer.built:
+        if isinstance(layer, keras.Model) or not sublayers(layer):
             continue
+        if any(kernel_slots(sub) for sub in walk_layers(layer)):
+            unread[names[id(layer)]] = _UNREAD
+    return unread
+
+
+def _cross_attention(model, layers, batch):
+    """Ids of the attention layers whose first call on `batch` attends to another sequence than its query.
+
+    Read from the call's arguments (the value or key is not the query
+    tensor itself), not from widths: cross-attention over a context of the
+    query's width looks like self-attention by its shapes alone.
+    """
+    cross, seen = set(), set()
+
+    def make(layer, original):
+        def call(*args, **kwargs):
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                query = args[0] if args else kwargs.get("query")
+                value = args[1] if len(args) > 1 else kwargs.get("value")
+                key = args[2] if len(args) > 2 else kwargs.get("key")
+                if value is not query or (key is not None and key is not query):
+                    cross.add(id(layer))
+            return original(*args, **kwargs)
+
+        return call
+
+    with contextlib.ExitStack() as stack:
+        for layer in layers:
+            stack.enter_context(intercepted_call(layer, lambda original, layer=layer: make(layer, original)))
+        run_model(model, batch)
+    return cross
+
+
+def _attention_layers(model, skipped, names, args, batch=None):
+    """The self-attention layers `attention="mimetic"` sets: those the selection skipped as having no rule.
+
+    With `batch`, a pass tells self- from cross-attention by the call's
+    arguments; without, by widths alone.
+    """
+    frozen = set() if args["include_frozen"] else frozen_layers(model)
+    candidates = [
+        layer
+        for layer in walk_layers(model)
+        if isinstance(layer, keras.layers.MultiHeadAttention) and names.get(id(layer)) in skipped and layer.built
+    ]
+    cross = _cross_attention(model, candidates, batch) if candidates and batch is not None else set()
+    chosen = []
+    for layer in candidates:
+        name = names.get(id(layer))
         query, key, value, output = (tuple(p.kernel.shape) for p in attention_projections(layer))
         if id(layer) in frozen:
             skipped[name] = "frozen (trainable=False)"
+        elif id(layer) in cross:
+            skipped[name] = (
+                "MultiHeadAttention called on a context other than its query (cross-attention): mimetic "
+                "initialization is for self-attention"
+            )
         elif not query[0] == key[0] == value[0] == output[-1]:
             skipped[name] = (
                 f"MultiHeadAttention with query, key, value and output widths {query[0]}, {key[0]}, {value[0]}, "
@@ -668,7 +738,7 @@ def initialize(
     end_ids = {id(end.layer) for end in ends}
     normalized_ids = {id(layer) for layer in normalized} - head_ids - end_ids
 
-    attention = _attention_layers(model, skipped, names, args) if args["attention"] == "mimetic" else []
+    attention = _attention_layers(model, skipped, names, args, first) if args["attention"] == "mimetic" else []
     # The attention layers' seeds follow the kernel layers': the kernels' draws do not depend on `attention`.
     ordered = targets + attention
     seeds = dict(zip((id(layer) for layer in ordered), layer_seeds(args["seed"], len(ordered))))
@@ -785,4 +855,5 @@ def initialize(
         residual_ends=[names[id(end.layer)] for end in ends + scaled_ends if names[id(end.layer)] not in skipped],
         heads=[names[id(layer)] for layer in heads],
         normalization=moments,
+        unread=_unread_blocks(model, names),
     )

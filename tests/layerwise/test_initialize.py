@@ -575,9 +575,9 @@ def test_conv3d_and_a_strided_dilated_stem():
 
 
 # ------------------------------------------------------------ mimetic attention
-def _attention_model(d=32, heads=4, cross=False):
+def _attention_model(d=32, heads=4, cross=False, context=24):
     tokens = keras.Input((16, d))
-    other = keras.Input((16, 24)) if cross else tokens
+    other = keras.Input((16, context)) if cross else tokens
     x = keras.layers.MultiHeadAttention(heads, d // heads, name="attention")(tokens, other)
     outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(x))
     return keras.Model([tokens, other] if cross else tokens, outputs)
@@ -627,10 +627,21 @@ def test_attention_is_kept_on_request_and_cross_attention_is_named():
     report = initialize(model, np.ones((8, 16, 32), "float32"), attention="keep", seed=0, verbose=0)
     assert all(np.array_equal(to_numpy(w), b) for w, b in zip(model.get_layer("attention").weights, before))
     assert report.skipped["attention"].startswith("MultiHeadAttention")
-    cross = _attention_model(cross=True)
-    data = [np.ones((8, 16, 32), "float32"), np.ones((8, 16, 24), "float32")]
-    report = initialize(cross, data, attention="mimetic", seed=0, verbose=0)
-    assert "widths 32, 24, 24, 32: mimetic initialization needs one model dimension" in report.skipped["attention"]
+    # told by the call's arguments (the value is not the query), whatever the widths
+    for context in (24, 32):
+        cross = _attention_model(cross=True, context=context)
+        before = [to_numpy(w) for w in cross.get_layer("attention").weights]
+        data = [np.ones((8, 16, 32), "float32"), RNG.normal(size=(8, 16, context)).astype("float32")]
+        report = initialize(cross, data, attention="mimetic", seed=0, verbose=0)
+        assert report.skipped["attention"] == (
+            "MultiHeadAttention called on a context other than its query (cross-attention): mimetic "
+            "initialization is for self-attention"
+        )
+        assert all(np.array_equal(to_numpy(w), b) for w, b in zip(cross.get_layer("attention").weights, before))
+    # without data (mimetic_attention alone), by widths
+    from keras_corrinit.layerwise._initialize import mimetic_attention
+
+    assert mimetic_attention(_attention_model(cross=True, context=24)) == []
     with pytest.raises(ValueError, match=r"`attention` must be one of \['keep', 'mimetic'\]; received 'yes'"):
         initialize(model, np.ones((8, 16, 32), "float32"), attention="yes")
 
@@ -747,3 +758,84 @@ def test_nested_blocks_with_repeated_names_each_keep_their_built_norm():
         kernel = to_numpy(model.get_layer(name).get_layer("conv").kernel)
         assert float(np.linalg.norm(kernel)) == pytest.approx(built[name], rel=1e-5)
     assert abs(report["stem"].variance_after - 1.0) <= 0.1  # no normalization after it: LSUV's scale
+
+
+# ------------------------------------------------ reach: users' Layer subclasses
+class PatchEmbedding(keras.layers.Layer):
+    """keras.io's way: a patch embedding as a Layer holding a Conv2D and a LayerNormalization."""
+
+    def __init__(self, patch, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.proj = keras.layers.Conv2D(dim, patch, strides=patch, name="proj")
+        self.norm = keras.layers.LayerNormalization(name="norm")
+
+    def call(self, x):
+        h = self.proj(x)
+        return self.norm(keras.ops.reshape(h, (-1, h.shape[1] * h.shape[2], h.shape[3])))
+
+
+class EncoderBlock(keras.layers.Layer):
+    """A pre-norm transformer block as a Layer: attention and an MLP kept in a list."""
+
+    def __init__(self, dim, heads, **kwargs):
+        super().__init__(**kwargs)
+        self.ln1 = keras.layers.LayerNormalization(name="ln1")
+        self.att = keras.layers.MultiHeadAttention(heads, dim // heads, name="att")
+        self.ln2 = keras.layers.LayerNormalization(name="ln2")
+        self.mlp = [keras.layers.Dense(2 * dim, activation="gelu", name="fc1"), keras.layers.Dense(dim, name="fc2")]
+
+    def call(self, x):
+        h = self.ln1(x)
+        x = x + self.att(h, h)
+        h = self.ln2(x)
+        for layer in self.mlp:
+            h = layer(h)
+        return x + h
+
+
+def custom_layer_vit():
+    inputs = keras.Input((16, 16, 3))
+    x = PatchEmbedding(4, 16, name="embed")(inputs)
+    for i in range(2):
+        x = EncoderBlock(16, 2, name=f"block{i}")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(x))
+
+
+def test_kernels_inside_users_layer_subclasses_are_reached_by_path():
+    model = custom_layer_vit()
+    kernels = {w.path: to_numpy(w).copy() for w in model.weights if w.path.endswith("kernel")}
+    assert len(kernels) == 1 + 2 * (4 + 2) + 1  # proj; per block query, key, value, output, fc1, fc2; head
+    pixels = RNG.uniform(0, 255, size=(64, 16, 16, 3)).astype("float32")  # 0-255 images, as loaded
+    report = initialize(model, pixels, seed=0, verbose=0)
+    after = {w.path: to_numpy(w) for w in model.weights if w.path in kernels}
+    assert [path for path in kernels if np.array_equal(kernels[path], after[path])] == ["head/kernel"]  # kept
+    assert [entry.name for entry in report] == [
+        "proj",
+        "block0/fc1",
+        "block0/fc2",
+        "block1/fc1",
+        "block1/fc2",
+        "head",
+        "block0/att",
+        "block1/att",
+    ]
+    assert report["proj"].what == "PatchWhitening (16 filters)"  # the first convolution the input meets
+    assert report["block0/att"].what.startswith("mimetic attention")
+    assert report.skipped == {}
+    assert sorted(report.unread) == ["block0", "block1", "embed"]
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    labels = RNG.integers(0, 10, 64)
+    for training in (False, True):
+        assert float(to_numpy(loss(labels, model(pixels, training=training)))) <= 1.5 * math.log(10)
+    assert max(he_scale_ratios(model).values()) <= 100
+
+
+def test_lsuv_and_frozen_layers_reach_inside_users_layers_too():
+    from keras_corrinit import lsuv_initialize
+
+    model = custom_layer_vit()
+    model.get_layer("block1").trainable = False  # a frozen block: its sublayers are frozen too
+    report = lsuv_initialize(model, RNG.normal(size=(32, 16, 16, 3)).astype("float32"), verbose=0)
+    assert [entry.name for entry in report] == ["proj", "block0/fc1", "block0/fc2", "head"]
+    assert report.skipped["block1/fc1"] == "frozen (trainable=False)"

@@ -264,7 +264,7 @@ def parse_args(argv):
             p.error(f"--grid {args.grid!r} is not a grid; the grids are {sorted(GRIDS)} (or 'list')")
         args = p.parse_args(GRIDS[args.grid] + list(argv))
     args.out = args.out or os.path.join("runs", args.grid or "compare")
-    return _checked(p, args)
+    return _checked(p, options.check_compare(p, args))
 
 
 def _checked(p, args):
@@ -284,8 +284,6 @@ def _checked(p, args):
         arm, match = arms.split_control(name)
         if match and arm not in args.init:
             p.error(f"the scale control {name} needs its arm {arm} in --init, before it")
-    if args.workers < 0 or (args.workers and args.dask):
-        p.error("--workers takes a count >= 0, and not together with --dask")
     return args
 
 

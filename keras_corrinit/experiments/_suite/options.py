@@ -8,6 +8,7 @@ networks and arms the suite really has.
 """
 
 import argparse
+import math
 import sys
 
 COMPARE_DESCRIPTION = "the built-in benchmarks, on `keras_corrinit.experiments.compare`."
@@ -97,6 +98,31 @@ def positive(text):
     return value
 
 
+def real(low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: a finite float in [low, high] (an end open where told); argparse names the option."""
+    bounds = " and ".join(
+        text
+        for text in (
+            None if low is None else f"{'>' if low_open else '>='} {low:g}",
+            None if high is None else f"{'<' if high_open else '<='} {high:g}",
+        )
+        if text
+    )
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {bounds}; received {text!r}") from None
+        below = low is not None and (value < low or (low_open and value == low))
+        above = high is not None and (value > high or (high_open and value == high))
+        if not math.isfinite(value) or below or above:
+            raise argparse.ArgumentTypeError(f"must be a finite number {bounds}; received {text}")
+        return value
+
+    return parse
+
+
 def arm_name(text):
     """An argparse type: an arm's name, an earlier version's name replaced by today's (said on stderr)."""
     if text in RENAMED:
@@ -106,7 +132,7 @@ def arm_name(text):
 
 def compare_parser():
     """`keras-corrinit compare`'s options (keras-free: `--help` answers without importing Keras)."""
-    p = argparse.ArgumentParser(prog="keras-corrinit compare", description=COMPARE_DESCRIPTION)
+    p = argparse.ArgumentParser(prog="keras-corrinit compare", description=COMPARE_DESCRIPTION, allow_abbrev=False)
     p.add_argument("--grid", help="run a grid behind docs/evidence.md ('list' lists them); later arguments override")
     p.add_argument("--dataset", nargs="+", default=["photos32"], choices=DATASETS)
     p.add_argument(
@@ -114,7 +140,9 @@ def compare_parser():
         nargs="+",
         default=None,
         choices=NETWORKS,
-        help="default: small_cnn for digits, digits32 and photos32; vgg8 and resnet10 for the downloaded data sets",
+        metavar="NETWORK",
+        help=f"from {NETWORKS}; default: small_cnn for digits, digits32 and photos32; vgg8 and resnet10 for the "
+        "downloaded data sets",
     )
     p.add_argument(
         "--init",
@@ -136,7 +164,9 @@ def compare_parser():
     )
     p.add_argument("--batch-norm", nargs="+", default=["off"], choices=["off", "on"])
     p.add_argument("--seeds", type=positive, default=5)
-    p.add_argument("--epochs", type=positive, default=4, help="epochs per run at a constant learning rate")
+    p.add_argument(
+        "--epochs", type=positive, help="epochs per run at a constant learning rate (default 4; not with --budgets)"
+    )
     p.add_argument(
         "--budgets",
         type=positive,
@@ -145,18 +175,18 @@ def compare_parser():
         "its end; epochs to target = the smallest budget whose mean reaches the baseline's at the largest",
     )
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float, nargs="+", default=[0.005])
-    p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum")
+    p.add_argument("--lr", type=real(0, low_open=True), nargs="+", default=[0.005])
+    p.add_argument("--momentum", type=real(0, 1, high_open=True), default=0.8, help="SGD momentum")
     p.add_argument(
         "--bn-momentum",
-        type=float,
+        type=real(0, 1, high_open=True),
         default=0.99,
         help="momentum of every BatchNormalization's moving averages (default 0.99, Keras's)",
     )
-    p.add_argument("--l2", type=float, nargs="+", default=[0.0])
+    p.add_argument("--l2", type=real(0), nargs="+", default=[0.0])
     p.add_argument("--batch-size", type=positive, default=32)
-    p.add_argument("--width", type=float, nargs="+", default=[1.0])
-    p.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="CorrelatedHeNormal strength factor")
+    p.add_argument("--width", type=real(0, low_open=True), nargs="+", default=[1.0])
+    p.add_argument("--alpha", type=real(0), nargs="+", default=[1.0], help="CorrelatedHeNormal strength factor")
     p.add_argument(
         "--correlation",
         help="R of correlated/correlated_weight: a JSON file from `keras-corrinit extract` (default: the built-in R)",
@@ -164,10 +194,13 @@ def compare_parser():
     p.add_argument(
         "--source-network",
         choices=NETWORKS,
-        help="network the learned arms take R/NFM/AGOP from (default: the run's network)",
+        metavar="NETWORK",
+        help="network the learned arms take R/NFM/AGOP from (one of --network's; default: the run's network)",
     )
     p.add_argument("--source-epochs", type=positive, default=10)
-    p.add_argument("--source-lr", type=float, default=0.02, help="SGD (momentum 0.9) rate of the source")
+    p.add_argument(
+        "--source-lr", type=real(0, low_open=True), default=0.02, help="SGD (momentum 0.9) rate of the source"
+    )
     p.add_argument("--gamma-base", default="he_normal", choices=GAMMA_BASES)
     p.add_argument("--gamma-granularity", default="filter", choices=["filter", "spatial"])
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
@@ -181,12 +214,28 @@ def compare_parser():
 
 def summary_parser():
     """`keras-corrinit summary`'s options (keras-free)."""
-    parser = argparse.ArgumentParser(prog="keras-corrinit summary", description=SUMMARY_DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="keras-corrinit summary", description=SUMMARY_DESCRIPTION, allow_abbrev=False)
     parser.add_argument("folders", nargs="+", help="results folders of `keras-corrinit compare`")
-    parser.add_argument("--arms", nargs="+", default=SUMMARY_ARMS)
+    parser.add_argument("--arms", nargs="+", default=SUMMARY_ARMS, choices=ARMS + sorted(RENAMED), metavar="ARM")
     parser.add_argument(
         "--baseline",
+        choices=ARMS + sorted(RENAMED),
+        metavar="ARM",
         help="arm the differences are taken to (default: he, uncorrelated (its name before 0.3.0) or default, "
         "whichever a cell has)",
     )
     return parser
+
+
+def check_compare(p, args):
+    """What the options cannot say alone, refused with the parser's error before anything is imported."""
+    if args.epochs is not None and args.budgets:
+        p.error(
+            "pass --epochs (runs at a constant learning rate) or --budgets (each run decays it to zero at its "
+            "budget), not both: with --budgets each run trains for its budget's epochs"
+        )
+    if args.epochs is None and not args.budgets:
+        args.epochs = 4
+    if args.workers < 0 or (args.workers and args.dask):
+        p.error("--workers takes a count >= 0, and not together with --dask")
+    return args

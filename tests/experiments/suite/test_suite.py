@@ -202,6 +202,43 @@ def test_help_answers_without_importing_keras(argv, expected):
     assert done.stdout.strip().endswith("keras imported: False") and done.stderr == ""
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["compare", "--epochs", "3", "--budgets", "1"],
+            "pass --epochs (runs at a constant learning rate) or --budgets",
+        ),
+        (["compare", "--grid", "matrix-vgg8", "--epochs", "2"], "pass --epochs (runs at a constant learning rate)"),
+        (["compare", "--lr", "-0.005"], "argument --lr: must be a finite number > 0; received -0.005"),
+        (["compare", "--lr", "nan"], "argument --lr: must be a finite number > 0; received nan"),
+        (["compare", "--bn-momentum", "1.5"], "argument --bn-momentum: must be a finite number >= 0 and < 1"),
+        (["compare", "--width", "0"], "argument --width: must be a finite number > 0; received 0"),
+        (["compare", "--epoch", "2"], "unrecognized arguments: --epoch 2"),  # no abbreviations
+        (["compare", "--grid", "nope"], "--grid 'nope' is not a grid"),
+        (["summary", "runs", "--baseline", "defualt"], "argument --baseline: invalid choice: 'defualt'"),
+        (["summary", "runs", "--arms", "corelated"], "argument --arms: invalid choice: 'corelated'"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_usage_errors_answer_before_keras_is_imported(argv, message):
+    code = (
+        "import sys, keras_corrinit_cli\n"
+        f"try:\n    keras_corrinit_cli.main({argv!r})\nexcept SystemExit as exit:\n    print('exit', exit.code)\n"
+        "print('keras imported:', 'keras' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert message in done.stderr
+    assert done.stdout.strip().splitlines() == ["exit 2", "keras imported: False"]
+
+
+def test_help_names_the_networks_once():
+    from keras_corrinit.experiments._suite import options
+
+    text = options.compare_parser().format_help()
+    assert text.count("convmixer8k9_frozen") == 1
+
+
 def test_the_keras_free_options_name_what_the_suite_has():
     from keras_corrinit.experiments._suite import options, summary
 
