@@ -36,13 +36,14 @@ from keras_corrinit.experiments._arms import resolve_arms
 from keras_corrinit.experiments._comparison import Comparison
 from keras_corrinit.experiments._identity import (
     builder_identity,
+    check_builder,
     fingerprint,
     is_arrays,
     settings_identity,
     split_data,
     written_default,
 )
-from keras_corrinit.experiments._runs import CONSTANT, LINEAR_DECAY, Task, budget_list, execute
+from keras_corrinit.experiments._runs import CONSTANT, LINEAR_DECAY, Failed, Task, budget_list, execute
 from keras_corrinit.experiments._store import WAIT_SECONDS, Store, claim_state, describe_claim, heartbeats, run_key
 
 __all__ = ["compare"]
@@ -76,6 +77,74 @@ def _check_finite(data):
             x = np.asarray(keras.ops.convert_to_numpy(part[0]))
             if x.dtype.kind in "fc" and not np.all(np.isfinite(x)):
                 raise ValueError(f"`data`'s {name} inputs contain NaN or Inf; pass finite inputs.")
+
+
+def _report_failures(failed, baseline):
+    """The arms left out because a run of theirs raised (each said in a warning); the baseline's error is raised."""
+    by_arm = {}
+    for failure in failed.values():
+        by_arm.setdefault(failure.task.row["arm"], failure)
+    if baseline in by_arm:
+        raise by_arm[baseline].error
+    for arm, failure in by_arm.items():
+        error = failure.error
+        warnings.warn(
+            f"Arm {arm!r} failed (seed {failure.task.row['seed']}: {type(error).__name__}: "
+            f"{check.clipped(error, 300)}); it is left out, and the other arms are compared without it. Its "
+            "finished runs are stored: fix it and run again to train only what is missing.",
+            stacklevel=3,
+        )
+    return set(by_arm)
+
+
+def _warn_identical_starts(rows):
+    """Arms whose runs started from the same weights as another arm's on every seed: a builder that ignores
+    the initializer it is handed (published models take none) makes such arms the model as written."""
+    starts = {}
+    for row in rows:
+        if row.get("start"):
+            starts.setdefault(row["arm"], {})[(row["seed"], row["epochs"])] = row["start"]
+    arms = list(starts)
+    for i, arm in enumerate(arms):
+        for other in arms[:i]:
+            if starts[arm] == starts[other]:
+                warnings.warn(
+                    f"Arms {other!r} and {arm!r} started from identical weights on every seed: does `build_model` "
+                    "pass its `kernel_initializer` to the layers? (A builder that ignores it trains every "
+                    "initializer arm as written.)",
+                    stacklevel=3,
+                )
+                break
+
+
+def _chance(data, metric):
+    """The accuracy of always predicting the test split's most frequent class (None where it cannot be known)."""
+    if metric != "accuracy":
+        return None
+    test = split_data(data)[1]
+    if not is_arrays(test):
+        return None
+    labels = np.asarray(keras.ops.convert_to_numpy(test[1]))
+    if labels.ndim > 1 and labels.shape[-1] > 1:
+        labels = labels.argmax(-1)  # one-hot
+    _, counts = np.unique(labels.reshape(len(labels), -1)[:, 0], return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def _warn_at_chance(result, data, metric):
+    """A baseline that ends at chance leaves nothing to compare with: said, with what to try."""
+    chance = _chance(data, metric)
+    if chance is None:
+        return
+    final = float(np.mean(list(result.final(result.baseline).values())))
+    if final <= chance + 0.02:
+        warnings.warn(
+            f"The baseline {result.baseline!r} ends at accuracy {final:.3f}, chance level on this test "
+            f"data ({chance:.3f}): the runs are too short (or the learning rate is off) for a comparison to mean "
+            "much. Train longer; with batch normalization, add '<arm>+recalibrate' arms (moving statistics that "
+            "lag the weights make a network test at chance although it trains).",
+            stacklevel=3,
+        )
 
 
 def _record(row, store, finished, bar):
@@ -196,8 +265,7 @@ def compare(
         >>> sorted(result.arms())
         ['correlated', 'correlated~var', 'default']
     """
-    if not callable(build_model):
-        raise TypeError(f"`build_model` must be callable(kernel_initializer, seed); received {type(build_model)}.")
+    check_builder(build_model)
     if isinstance(arms, (list, tuple, dict)) and not arms:
         raise ValueError("`arms` is empty: name at least one arm to compare with the baseline, e.g. ['lsuv'].")
     resolved = resolve_arms(arms, baseline, controls, as_written=written_default(build_model))
@@ -225,12 +293,13 @@ def compare(
     )
     if executor is not None and not isinstance(executor, concurrent.futures.Executor):
         raise TypeError(f"`executor` must be a concurrent.futures.Executor or None; received {type(executor)}.")
-    common["builder"] = builder_identity(build_model, resolved[0], seeds, settings)
+    builder_name, models = builder_identity(build_model, resolved[0], seeds, settings)
     tasks = []
     for arm in resolved:
         for seed in seeds:
             for length, schedule in lengths:
-                row = {**common, "arm": arm.name, "arm_identity": arm.identity, "seed": seed}
+                row = {**common, "builder": f"{builder_name} model:{models[seed]}"}
+                row.update(arm=arm.name, arm_identity=arm.identity, seed=seed)
                 row.update(epochs=length, schedule=schedule)
                 row["key"] = run_key(row)
                 tasks.append(Task(build_model, data, arm, row))
@@ -242,7 +311,7 @@ def compare(
         bar.add(len(tasks) - len(todo))
     if store:
         store.prepare()
-    announced = False
+    announced, failed = False, {}
     while todo:
         # Another process writing to the same `out` claims its runs; this one
         # trains the runs nobody has claimed and waits for the others' rows.
@@ -250,12 +319,15 @@ def compare(
         try:
             with heartbeats(store, [task.row["key"] for task in mine]):
                 for row in execute(mine, executor):
-                    _record(row, store, finished, bar)
+                    if isinstance(row, Failed):
+                        failed[row.task.row["key"]] = row
+                    else:
+                        _record(row, store, finished, bar)
         finally:
             if store:
                 for task in mine:
                     store.release(task.row["key"])
-        todo = [task for task in todo if task.row["key"] not in finished]
+        todo = [task for task in todo if task.row["key"] not in finished and task.row["key"] not in failed]
         if todo and not announced:
             announced = True
             waiting = [t for t in todo if claim_state(store.claim_path(t.row["key"]), store.lease_seconds) == "held"]
@@ -275,10 +347,15 @@ def compare(
                     if bar:
                         bar.add(1)
             todo = [task for task in todo if task.row["key"] not in finished]
-    return Comparison(
-        rows=[finished[task.row["key"]] for task in tasks],
+    left_out = _report_failures(failed, baseline)
+    rows = [finished[task.row["key"]] for task in tasks if task.row["arm"] not in left_out]
+    _warn_identical_starts(rows)
+    result = Comparison(
+        rows=rows,
         baseline=baseline,
         metric=metric,
         budgets=None if budgets is None else [length for length, _ in lengths],
         controls={arm.base: arm.name for arm in resolved if arm.control},
     )
+    _warn_at_chance(result, data, metric)
+    return result

@@ -24,6 +24,11 @@ def split_data(data):
             "`data` must be `(train, test)` (each `(x, y)` arrays, a tf.data.Dataset or a "
             "keras.utils.PyDataset), or a function of no arguments returning it."
         )
+    if all(hasattr(part, "shape") for part in data):
+        raise ValueError(
+            "`data` is one pair of arrays (x, y); compare trains on one split and tests on another: pass "
+            "((x_train, y_train), (x_test, y_test))."
+        )
     return data
 
 
@@ -82,8 +87,29 @@ def model_digest(model):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def check_builder(build_model):
+    """`build_model` must be callable with `(kernel_initializer, seed)`: refused before any training."""
+    if not callable(build_model):
+        raise TypeError(f"`build_model` must be callable(kernel_initializer, seed); received {type(build_model)}.")
+    try:
+        signature = inspect.signature(build_model)
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return
+    try:
+        signature.bind(None, 0)
+    except TypeError:
+        raise TypeError(
+            f"`build_model` must take (kernel_initializer, seed); its signature is {signature}. Each arm hands "
+            "the builder its initializer: pass it to the layers it should initialize (a builder that ignores it "
+            "trains every initializer arm as written)."
+        ) from None
+
+
 def builder_identity(build_model, baseline, seeds, settings):
-    """The builder's name (with its settings, arguments or code) and the content of the models it builds."""
+    """The builder's name (with its settings, arguments or code) and `{seed: content of the model it builds}`.
+
+    A run's key holds its own seed's model only: listing more seeds reuses the finished runs.
+    """
     try:
         name = callable_name(build_model)
     except UnidentifiableError as error:
@@ -94,12 +120,15 @@ def builder_identity(build_model, baseline, seeds, settings):
                 "module-level function or a dataclass."
             ) from None
         name = f"{getattr(build_model, '__qualname__', type(build_model).__qualname__)} (named by `settings`)"
-    digests = []
+    digests = {}
     for seed in seeds:
         keras.utils.set_random_seed(seed)
-        digests.append(model_digest(build_model(baseline.make_initializer(seed), seed)))
+        model = build_model(baseline.make_initializer(seed), seed)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"`build_model` must return a keras.Model; it returned {type(model).__name__}.")
+        digests[seed] = model_digest(model)
     keras.backend.clear_session()
-    return f"{name} models:{hashlib.sha256(''.join(digests).encode()).hexdigest()[:16]}"
+    return name, digests
 
 
 def written_default(build_model):

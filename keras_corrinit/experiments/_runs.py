@@ -5,10 +5,12 @@ A task returns its row; any `concurrent.futures.Executor` runs them, and only th
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import math
 import time
 
 import keras
+import numpy as np
 
 from keras_corrinit._core import validation as check
 from keras_corrinit._core.data import take_batches
@@ -74,6 +76,7 @@ def run_task(task):
         model(take_batches(train, 1, row["batch_size"])[0], training=False)
     if task.arm.prepare is not None:
         task.arm.prepare(model, train, row["seed"])
+    start_weights = _weights_digest(model)
     if row["schedule"] == LINEAR_DECAY:
         decay_to_zero(model, steps_per_epoch(train, row["batch_size"]) * row["epochs"])
     times = EpochTimes()
@@ -91,10 +94,22 @@ def run_task(task):
         curve=[float(v) for v in history[curve_key]],
         final=float(history[curve_key][-1]),
         sign_change=[float(v) for v in history.get("grad_sign_change", [])],
+        train={
+            key: [float(v) for v in values] for key, values in history.items() if not key.startswith(("val_", "grad_"))
+        },
+        start=start_weights,
         epoch_seconds=times.times,
         seconds=round(time.perf_counter() - start, 3),
     )
     return row
+
+
+def _weights_digest(model):
+    """A digest of every weight a run starts training from (to tell arms that start alike)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def steps_per_epoch(train, batch_size):
@@ -134,40 +149,40 @@ def budget_list(budgets):
     return sorted(values)
 
 
-def execute(tasks, executor):
-    """Yields each task's row as it finishes.
+@dataclasses.dataclass
+class Failed:
+    """A run that raised: its task and the error (named by `name_failure`)."""
 
-    A failed run names itself and is raised after the runs already under way
-    have finished and been yielded (so they are stored); runs not started
-    are cancelled.
-    """
+    task: Task
+    error: Exception
+
+
+def execute(tasks, executor):
+    """Yields each task's row as it finishes, or a `Failed` for a run that raised; the other runs go on."""
     if executor is None:
         for task in tasks:
-            yield named_failure(task, lambda t=task: run_task(t))
+            try:
+                yield run_task(task)
+            except Exception as error:
+                yield Failed(task, name_failure(task, error))
         return
     futures = {executor.submit(run_task, task): task for task in tasks}
-    failure = None
     try:
         for future in concurrent.futures.as_completed(futures):
             if future.cancelled():
                 continue
             if future.exception() is None:
                 yield future.result()
-            elif failure is None:
-                failure = future
-                for other in futures:
-                    other.cancel()  # those not started; those running finish and are kept
+            else:
+                yield Failed(futures[future], name_failure(futures[future], future.exception()))
     finally:
         for future in futures:
-            future.cancel()
-    if failure is not None:
-        named_failure(futures[failure], failure.result)
+            future.cancel()  # on an interruption: those not started
 
 
-def named_failure(task, get):
-    try:
-        return get()
-    except Exception as error:
-        if hasattr(error, "add_note"):  # Python 3.11+: the same error, naming the run
-            error.add_note(f"(in the run of arm {task.row['arm']!r}, seed {task.row['seed']})")
-        raise
+def name_failure(task, error):
+    """`error`, with a note naming the run (Python 3.11+)."""
+    note = f"(in the run of arm {task.row['arm']!r}, seed {task.row['seed']})"
+    if hasattr(error, "add_note") and note not in getattr(error, "__notes__", ()):
+        error.add_note(note)
+    return error

@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 
-STORE_FORMAT = 2  # 2: the `schedule` column (the budget protocol)
+STORE_FORMAT = 3  # 2: the `schedule` column (the budget protocol); 3: `train` and `start`
 
 
 # A row's columns; the settings (every one part of the key) come first.
@@ -37,7 +37,9 @@ SETTING_COLUMNS = (
 )
 
 
-OUTCOME_COLUMNS = ("key", "final", "curve", "sign_change", "epoch_seconds", "seconds")
+# `curve`: the test metric per epoch; `train`: the training logs per epoch (loss and metrics); `start`: a
+# digest of the weights the run started training from.
+OUTCOME_COLUMNS = ("key", "final", "curve", "sign_change", "epoch_seconds", "seconds", "train", "start")
 
 
 COLUMNS = SETTING_COLUMNS + OUTCOME_COLUMNS

@@ -641,22 +641,29 @@ def failing_on_seed_1(model, train, seed):
 
 
 @pytest.mark.slow
-def test_runs_finished_beside_a_failed_one_are_kept(tmp_path):
-    with pytest.raises(RuntimeError, match="seed 1 fails") as caught:
-        compare(
+@pytest.mark.parametrize("executor", [None, _FinishedFutures()], ids=["here", "executor"])
+def test_a_failing_arm_is_left_out_with_its_error_and_the_others_compared(tmp_path, executor):
+    with pytest.warns(
+        UserWarning, match=r"Arm 'failing' failed \(seed 1: RuntimeError: seed 1 fails\); it is left out"
+    ):
+        result = compare(
             functional,
             make_data(),
-            {"he": None, "failing": failing_on_seed_1},
+            {"he": None, "failing": failing_on_seed_1, "mine": "glorot_normal"},
             seeds=3,
             baseline="he",
             epochs=1,
             out=tmp_path,
-            executor=_FinishedFutures(),
+            executor=executor,
             verbose=0,
         )
-    assert "(in the run of arm 'failing', seed 1)" in str(caught.value.__notes__)
+    assert result.arms() == ["he", "mine"]  # the partial table: every arm that finished
     stored = sorted((row["arm"], row["seed"]) for row in map(json.loads, _store_lines(tmp_path)))
-    assert stored == [("failing", 0), ("failing", 2), ("he", 0), ("he", 1), ("he", 2)]
+    assert stored == [("failing", 0), ("failing", 2)] + [(arm, s) for arm in ("he", "mine") for s in range(3)]
+    # a failing baseline leaves nothing to compare with: its error, naming the run
+    with pytest.raises(RuntimeError, match="seed 1 fails") as caught:
+        compare(functional, make_data(), {"failing": failing_on_seed_1}, seeds=2, baseline="failing", epochs=1)
+    assert "(in the run of arm 'failing', seed 1)" in str(caught.value.__notes__)
 
 
 def test_an_arm_that_never_reaches_the_target_reads_never():
@@ -857,3 +864,58 @@ def test_a_dead_writers_claim_is_taken_over(tmp_path):
     result = compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     assert [r["key"] for r in result.rows] == [key]
     assert len(_store_lines(tmp_path)) == 1
+
+
+# ------------------------------------------------- compare for real users
+def ignores_initializer(kernel_initializer, seed):
+    """A published model: it takes no initializer, so every arm would train it as written."""
+    return functional("glorot_uniform", seed)
+
+
+def test_data_and_builders_that_cannot_work_are_refused_before_any_training():
+    (x, y), _ = make_data()
+    with pytest.raises(ValueError, match=r"`data` is one pair of arrays \(x, y\); .*\(\(x_train, y_train\), \(x_test"):
+        compare(functional, (x, y), ["he"], seeds=1, epochs=1, verbose=0)
+    with pytest.raises(TypeError, match=r"`build_model` must take \(kernel_initializer, seed\); its signature is \(s"):
+        compare(lambda seed: functional("he_normal", seed), make_data(), ["he"], seeds=1, epochs=1, verbose=0)
+    with pytest.raises(TypeError, match="`build_model` must return a keras.Model; it returned str"):
+        compare(lambda kernel_initializer, seed: "model", make_data(), ["he"], seeds=1, epochs=1, verbose=0)
+
+
+@pytest.mark.slow
+def test_a_builder_that_ignores_the_initializer_is_said(tmp_path):
+    with pytest.warns(UserWarning, match="Arms 'default' and 'he' started from identical weights on every seed"):
+        compare(ignores_initializer, make_data(), ["he"], seeds=2, epochs=1, verbose=0)
+
+
+@pytest.mark.slow
+def test_more_seeds_reuse_the_finished_runs_and_training_curves_are_stored(tmp_path):
+    BUILDS.clear()
+    first = compare(counting, make_data(), ["he"], seeds=2, epochs=2, out=tmp_path, verbose=0)
+    trained = len(BUILDS)
+    BUILDS.clear()
+    more = compare(counting, make_data(), ["he"], seeds=3, epochs=2, out=tmp_path, verbose=0)
+    assert len(BUILDS) == 3 + 2  # identity builds for 3 seeds, then only seed 2's two runs
+    assert [r["key"] for r in more.rows if r["seed"] < 2] == [r["key"] for r in first.rows]
+    assert trained == 2 + 4
+    row = more.rows[0]
+    assert sorted(row["train"]) == ["accuracy", "loss"] and len(row["train"]["loss"]) == 2
+    assert len(row["start"]) == 16
+
+
+def at_chance_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 2, 96).astype("int32")  # labels unrelated to the images
+    return (x[:64], y[:64]), (x[64:], np.zeros(32, "int32"))
+
+
+@pytest.mark.slow
+def test_a_baseline_at_chance_is_said():
+    def frozen(kernel_initializer, seed):
+        model = functional(kernel_initializer, seed)
+        model.compile(keras.optimizers.SGD(0.0), LOSS, metrics=["accuracy"])  # learns nothing
+        return model
+
+    with pytest.warns(UserWarning, match=r"The baseline 'default' ends at accuracy .*chance level .*\+recalibrate"):
+        compare(frozen, make_data(), ["he"], seeds=2, epochs=1, verbose=0)
