@@ -6,10 +6,20 @@ public face: `keras_corrinit.initializers` (every Keras initializer),
 `keras_corrinit.extraction` (measured from trained models, Applications,
 data), `keras_corrinit.layerwise` (`initialize`, LSUV, applying and
 transferring per layer), `keras_corrinit.monitor` (the gradient-sign
-measure) and `keras_corrinit.experiments` (`compare`).
+measure), `keras_corrinit.normalization` (batch normalization's statistics
+from data) and `keras_corrinit.experiments` (`compare`).
 """
 
-from keras_corrinit import _moved_modules, correlation, experiments, extraction, initializers, layerwise, monitor
+from keras_corrinit import (
+    _moved_modules,
+    correlation,
+    experiments,
+    extraction,
+    initializers,
+    layerwise,
+    monitor,
+    normalization,
+)
 from keras_corrinit._version import __version__ as __version__
 from keras_corrinit.correlation import SpatialCorrelation as SpatialCorrelation
 from keras_corrinit.extraction import agop_matrix as agop_matrix
@@ -45,6 +55,7 @@ __all__ = [
     "layerwise",
     "lsuv_initialize",
     "monitor",
+    "normalization",
 ]
 
 _moved_modules.register(__name__)

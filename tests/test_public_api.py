@@ -12,7 +12,7 @@ import keras_corrinit
 from keras_corrinit import initializers
 from keras_corrinit._moved_modules import MOVED, NEW_HOME
 
-SUBPACKAGES = ("correlation", "initializers", "extraction", "layerwise", "monitor", "experiments")
+SUBPACKAGES = ("correlation", "initializers", "extraction", "layerwise", "monitor", "normalization", "experiments")
 # 0.2.0's keras_corrinit.__all__ (as released), and the 0.2.0 modules that are subpackages now.
 NAMES_0_2_0 = """
 DEFAULT_CORRELATION DEFAULT_ENVELOPE DEFAULT_SIGMA ConstructedFilterCovariance CorrelatedHeNormal
