@@ -82,8 +82,10 @@ RECALIBRATED = [
 ARMS = BASE_ARMS + CONTROLS + RECALIBRATED
 GAMMA_BASES = ["he_normal", "he_uniform"]
 # The main job (`keras-corrinit compare` with no arguments): the network as written, He, `initialize`,
-# Algorithm 1 and its scale control, on photos32 (natural images, offline), 5 seeds of 4 epochs.
+# Algorithm 1 and its scale control, on photos32 (natural images, offline), 5 seeds of 4 epochs...
 MAIN_ARMS = ["default", "he", "initialize", "correlated", "correlated~var"]
+# ... on a quarter of photos32's training crops (a seeded random subset, all ten classes): a first run's size.
+MAIN_TRAIN = 750
 SUMMARY_ARMS = ["correlated", "correlated~var", "correlated_weight", "correlated_weight~sum", "correlated_learned"]
 
 
@@ -204,7 +206,12 @@ def compare_parser():
     p.add_argument("--gamma-base", default="he_normal", choices=GAMMA_BASES)
     p.add_argument("--gamma-granularity", default="filter", choices=["filter", "spatial"])
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
-    p.add_argument("--max-train", type=positive, help="use only this many training samples")
+    p.add_argument(
+        "--max-train",
+        type=positive,
+        help=f"use only this many training samples (default: {MAIN_TRAIN} of photos32's 3,000, the size of a first "
+        "run; every sample of the other data sets)",
+    )
     p.add_argument("--max-test", type=positive, help="use only this many test samples")
     p.add_argument("--out", help="results folder (default: runs/compare, or runs/GRID)")
     p.add_argument("--workers", type=int, default=0, help="local worker processes (default 0: run here)")
@@ -236,6 +243,8 @@ def check_compare(p, args):
         )
     if args.epochs is None and not args.budgets:
         args.epochs = 4
+    if args.max_train is None and args.dataset == ["photos32"]:
+        args.max_train = MAIN_TRAIN
     if args.workers < 0 or (args.workers and args.dask):
         p.error("--workers takes a count >= 0, and not together with --dask")
     return args

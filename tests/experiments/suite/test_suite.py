@@ -543,6 +543,14 @@ def test_unknown_names_and_incompatible_arguments(capsys):
     assert "the scale control correlated~var needs its arm correlated in --init" in capsys.readouterr().err
 
 
+def test_the_main_job_is_a_quarter_of_photos32_and_other_data_sets_are_whole():
+    args = compare.parse_args([])
+    assert (args.dataset, args.max_train, args.epochs, args.seeds) == (["photos32"], 750, 4, 5)
+    assert compare.parse_args(["--dataset", "digits"]).max_train is None
+    assert compare.parse_args(["--max-train", "3000"]).max_train == 3000
+    assert compare.parse_args(["--budgets", "1", "2"]).epochs is None
+
+
 def test_grids_are_listed_and_expand_to_their_arguments(capsys):
     with pytest.raises(SystemExit):
         compare.parse_args(["--grid", "list"])
