@@ -1,14 +1,19 @@
-"""Writes the generated documentation pages: guides and results.
+"""Writes the generated documentation pages: the home page, the changelog, guides and results.
 
+* `README.md` -> `docs/index.md` (the site's home is the README, its links
+  pointed at the site's pages: never a copy that can go stale);
+* `CHANGELOG.md` -> `docs/changelog.md`;
 * `guides/*.py` (keras.io format: a header docstring, markdown in module-level
   strings, code in between) -> `docs/guides/<name>.md`;
-* `examples/results/` -> `docs/results/` (the evidence pages link to it).
+* `examples/results/` -> `docs/results/`, `evidence/results/` ->
+  `docs/evidence-results/` (the evidence pages link to them).
 
-Both outputs are build products (git-ignored). Run before `mkdocs build`.
+All outputs are build products (git-ignored). Run before `mkdocs build`.
 """
 
 import ast
 import os
+import re
 import shutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +51,29 @@ def guide_to_markdown(source):
     return "\n".join(out)
 
 
+def readme_to_index(text):
+    """The README as the site's home page: links to repository files become links to the site's pages."""
+
+    def page(match):
+        label, target = match.group(1), match.group(2)
+        if re.match(r"[a-z]+://", target) or target.startswith("#"):
+            return match.group(0)
+        path, _, anchor = target.partition("#")
+        if path.startswith("docs/"):
+            path = path[len("docs/") :]
+        elif path.startswith("guides/") and path.endswith(".py"):
+            path = path[: -len(".py")] + ".md"
+        elif path.startswith("examples/results/"):
+            path = "results/" + path[len("examples/results/") :]
+        elif path.startswith("evidence/results/"):
+            path = "evidence-results/" + path[len("evidence/results/") :]
+        elif path == "CHANGELOG.md":
+            path = "changelog.md"
+        return f"[{label}]({path}{'#' + anchor if anchor else ''})"
+
+    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", page, text)
+
+
 def main():
     target = os.path.join(DOCS, "guides")
     os.makedirs(target, exist_ok=True)
@@ -56,6 +84,17 @@ def main():
             with open(os.path.join(target, name[:-3] + ".md"), "w") as f:
                 f.write(markdown + f"\n\n*Run it:* `python guides/{name}`\n")
     shutil.copytree(os.path.join(ROOT, "examples", "results"), os.path.join(DOCS, "results"), dirs_exist_ok=True)
+    evidence = os.path.join(ROOT, "evidence", "results")
+    if os.path.isdir(evidence):
+        shutil.copytree(evidence, os.path.join(DOCS, "evidence-results"), dirs_exist_ok=True)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        index = readme_to_index(f.read())
+    with open(os.path.join(DOCS, "index.md"), "w") as f:
+        f.write(index)
+    with open(os.path.join(ROOT, "CHANGELOG.md")) as f:
+        changelog = readme_to_index(f.read())
+    with open(os.path.join(DOCS, "changelog.md"), "w") as f:
+        f.write(changelog)
 
 
 if __name__ == "__main__":
