@@ -70,9 +70,17 @@ def pre_activation(layer, x):
 
 
 def pre_activation_variance(model, layer_name, x):
-    """The variance of a layer's pre-activation output when `model` runs on `x`."""
+    """The variance of a layer's pre-activation output when `model` runs on `x` as training runs it.
+
+    Batch norm normalizes by the batch's statistics (`training=True`; its
+    moving statistics are put back after). The models measured this way
+    have no dropout, which `training=True` would switch on.
+    """
     layer = model.get_layer(layer_name)
-    layer_input = keras.Model(model.inputs, layer.input)(x, training=False)
+    saved = [(v, to_numpy(v)) for v in model.non_trainable_weights]
+    layer_input = keras.Model(model.inputs, layer.input)(x, training=True)
+    for variable, value in saved:
+        variable.assign(value)
     return float(np.var(pre_activation(layer, layer_input)))
 
 

@@ -44,21 +44,11 @@ import math
 import warnings
 
 import keras
-import numpy as np
-from keras import ops
 
 from keras_corrinit._core import validation as check
 from keras_corrinit._core.apply import layer_seeds
-from keras_corrinit._core.backend import attention_projections, intercepted_call, sublayers
 from keras_corrinit._core.data import batch_size_of, iter_samples
-from keras_corrinit._core.graph import (
-    has_graph,
-    normalized_kernels,
-    output_heads,
-    reading_graphs,
-    residual_branch_ends,
-)
-from keras_corrinit._core.layers import frozen_layers, kernel_slots, unchanged_on_error, walk_layers
+from keras_corrinit._core.layers import kernel_slots, unchanged_on_error, walk_layers
 from keras_corrinit._core.model_pass import (
     display_names,
     patterns,
@@ -69,12 +59,13 @@ from keras_corrinit._core.model_pass import (
     watching,
 )
 from keras_corrinit.correlation._patches import PatchAccumulator, layer_patches
-from keras_corrinit.initializers._whitening import PatchWhitening
 from keras_corrinit.layerwise._lsuv import LayerEntries, _Settings, scale_layers
-from keras_corrinit.layerwise._mimetic import mimetic_kernels
-from keras_corrinit.normalization._statistics import batch_normalizations, batch_statistics, set_statistics
+from keras_corrinit.layerwise._plan import InitializationPlan, _attention_layers, make_plan, whitened_layers
+from keras_corrinit.layerwise._residual import ResidualScaler
+from keras_corrinit.layerwise._rules import RULES, Step, set_mimetic
+from keras_corrinit.normalization._statistics import batch_statistics, set_statistics
 
-__all__ = ["InitializationReport", "InitializedLayer", "initialize"]
+__all__ = ["InitializationPlan", "InitializationReport", "InitializedLayer", "initialize"]
 
 _RESTS = ("he", "identity", "keep")
 _HEADS = ("zero", "lsuv", "keep")
@@ -82,12 +73,6 @@ _RESIDUALS = ("zero_gamma", "zero_last", "keep", "scaled")
 _STATISTICS = ("data", "keep")
 _ATTENTIONS = ("keep", "mimetic")
 _NORMALIZED = ("norm", "keep", "lsuv")
-# A patch direction whose variance is below this share of the largest is
-# "constant" (a constant input channel, padding only): whitening it would
-# amplify nothing but rounding.
-_CONSTANT_DIRECTION = 1e-6
-# `eps` at least this many times the largest patch variance whitens nothing.
-_EPS_LIMIT = 100.0
 
 
 @dataclasses.dataclass
@@ -188,7 +173,7 @@ def _check_arguments(model, args):
     args["batch_size"] = check.integer(args["batch_size"], "batch_size", minimum=1)
     if args["max_patches_per_batch"] is not None:
         args["max_patches_per_batch"] = check.integer(args["max_patches_per_batch"], "max_patches_per_batch", minimum=2)
-    for name in ("include_frozen", "freeze_whitened"):
+    for name in ("include_frozen", "freeze_whitened", "dry_run"):
         args[name] = check.boolean(args[name], name)
     args["seed"] = check.seed(args["seed"], "seed")
     if args["verbose"] not in (0, 1) or isinstance(args["verbose"], bool):
@@ -221,114 +206,6 @@ class _Statistics:
             run_until(model, batch)
 
 
-class _LastReached:
-    """A subclassed model's pass: which kernel layer the pass reaches last, and its output's shape."""
-
-    def __init__(self):
-        self.layer, self.shape = None, None
-
-    def __call__(self, layer, inputs, forward):
-        output = forward(inputs)
-        self.layer, self.shape = layer, tuple(output.shape)
-        return output
-
-
-def _subclassed_heads(model, targets, batch):
-    """A model without a readable graph: its head is the last kernel layer reached, if its output is the model's."""
-    last = _LastReached()
-    with watching(targets, last):
-        output = run_model(model, batch)
-    shapes = [tuple(o.shape) for o in keras.tree.flatten(output)]
-    return [last.layer] if last.layer is not None and shapes == [last.shape] else []
-
-
-def _he_normal(shape, seed, fan_in=None):
-    """An untruncated He-normal float32 kernel, drawn by numpy from `seed` (`fan_in` default: Keras's).
-
-    Drawn on the host: the same values on every backend, and no per-shape
-    compilation of a random kernel (on JAX that was 60% of the call).
-    `assign` casts it to the variable's dtype.
-    """
-    fan_in = math.prod(shape[:-1]) if fan_in is None else fan_in
-    kernel = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-    kernel *= np.float32(math.sqrt(2.0 / fan_in))
-    return kernel
-
-
-def _whitening_kernel(layer, statistics, eps, seed):
-    """The kernel: whitening filters of the varying directions, He-normal for the other filters."""
-    whitening = PatchWhitening(statistics.covariance, statistics.kernel_size, statistics.in_channels, eps)
-    largest = float(whitening.eigenvalues[0])
-    if eps is not None and eps >= _EPS_LIMIT * largest:
-        raise ValueError(
-            f"`eps`={eps:g} is at least {_EPS_LIMIT:g} times the largest patch variance of layer "
-            f"{layer.name!r} ({largest:.4g}): every whitening filter would be nearly zero. Pass an `eps` "
-            f"well below it, or None (1e-3 x the mean eigenvalue)."
-        )
-    varying = int(np.sum(whitening.eigenvalues > _CONSTANT_DIRECTION * largest))
-    shape = tuple(layer.kernel.shape)
-    filters = shape[-1]
-    kept = min(filters, 2 * varying)
-    kernel = np.asarray(whitening.filters[:varying].T.reshape(*shape[:-1], varying))
-    paired = np.stack([kernel, -kernel], axis=-1).reshape(*shape[:-1], 2 * varying)[..., :kept]
-    what = f"PatchWhitening ({kept} filters)"
-    constant = whitening.filters.shape[0] - varying
-    if filters > kept:
-        he = _he_normal((*shape[:-1], filters - kept), seed)
-        paired = np.concatenate([paired, he], axis=-1)
-        what = f"PatchWhitening ({kept} of {filters} filters; {filters - kept} He-normal)"
-    if constant:
-        what += f"; {constant} constant patch directions left out"
-    return paired.astype("float32"), what
-
-
-def _zero_kernels(layer):
-    for slot in kernel_slots(layer):
-        variable = getattr(layer, slot.attribute)
-        variable.assign(ops.zeros(variable.shape, variable.dtype))
-
-
-def _identity_kernel(layer, seed):
-    """Dirac (centre tap = identity) on the first in_channels filters, He-normal on the rest; None if it cannot."""
-    if [slot.kind for slot in kernel_slots(layer)] != ["conv"]:
-        return None
-    shape = tuple(layer.kernel.shape)
-    spatial, in_channels, filters = shape[:-2], shape[-2], shape[-1]
-    if filters < in_channels or any(size % 2 == 0 for size in spatial):
-        return None
-    kernel = np.zeros(shape, "float32")
-    kernel[tuple(size // 2 for size in spatial)][:, :in_channels] = np.eye(in_channels)
-    if filters > in_channels:  # the other filters: He-normal with the layer's own fan-in
-        kernel[..., in_channels:] = _he_normal((*shape[:-1], filters - in_channels), seed)
-    return kernel
-
-
-def _rest_kernels(layer, rest, seed):
-    """`({attribute: kernel}, what)` for a layer that is neither whitened, a head nor a branch end."""
-    slots = kernel_slots(layer)
-    kinds = [slot.kind for slot in slots]
-    if rest == "keep" or kinds == ["einsum"]:
-        return {}, "kept" if rest == "keep" else "kept (EinsumDense: fan-in depends on the equation)"
-    if rest == "identity":
-        kernel = _identity_kernel(layer, seed)
-        if kernel is not None:
-            shape = kernel.shape
-            return {"kernel": kernel}, f"identity ({shape[-2]} of {shape[-1]} filters)"
-    kernels, seeds = {}, layer_seeds(seed, len(slots))
-    for slot, slot_seed in zip(slots, seeds):
-        variable = getattr(layer, slot.attribute)
-        shape = tuple(variable.shape)
-        fan_in = math.prod(shape[:-2]) if slot.kind == "depthwise" else None
-        kernels[slot.attribute] = _he_normal(shape, slot_seed, fan_in)
-    return kernels, "He-normal" if len(slots) == 1 else "He-normal (" + ", ".join(kernels) + ")"
-
-
-def _at_built_norm(kernel, variable):
-    """`kernel` rescaled to the Frobenius norm `variable` holds now, as built (a zero kernel stays zero)."""
-    built, current = float(np.linalg.norm(ops.convert_to_numpy(variable))), float(np.linalg.norm(kernel))
-    return kernel if current == 0.0 else (kernel * np.float32(built / current)).astype("float32")
-
-
 def _measure(model, first, batches, whitened, args):
     """`({id(layer): PatchStatistics}, samples measured)`: the statistics passes over the streamed sample."""
     if not whitened:
@@ -355,176 +232,6 @@ def _share_up_to(lsuv, whitened):
     return sum(costs[key] for key in order[: reached[-1] + 1]) / total
 
 
-def _may_change(end, model, target_ids, args):
-    """Whether a residual branch's end may be set: a selected kernel layer, or a scale not frozen or excluded."""
-    if end.kind == "kernel":
-        return id(end.layer) in target_ids
-    if not args["include_frozen"] and id(end.layer) in frozen_layers(model):
-        return False
-    return not (args["exclude"] and any(p.search(end.layer.name) for p in args["exclude"]))
-
-
-class _ResidualScaler:
-    """At each residual merge, scales the branch's end so the branch adds `share` of its shortcut's variance.
-
-    Run in a pass with batch normalization in training mode, after every
-    other weight is set: the shortcut's variance is what training sees at
-    the start, and each merge is set before the pass goes on, so later
-    blocks see the earlier ones' final state. The end's scale variables
-    (gamma and beta, or kernel and bias) are multiplied by one factor, which
-    multiplies the branch's output by it exactly when nothing but a linear
-    or ReLU activation stands between the end and the merge.
-    """
-
-    def __init__(self, ends, share):
-        self.share, self.factors = share, {}
-        self.by_merge = {}
-        for end in ends:
-            self.by_merge.setdefault(id(end.merge), []).append(end)
-
-    def make(self, merge, original):
-        def call(inputs, *args, **kwargs):
-            inputs = list(inputs)
-            for end in self.by_merge[id(merge)]:
-                if id(end.layer) in self.factors:
-                    continue  # a shared merge: set at its first call
-                branch = inputs[end.side]
-                shortcut = [x for i, x in enumerate(inputs) if i != end.side]
-                factor = self._factor(branch, shortcut)
-                self.factors[id(end.layer)] = factor
-                if factor is None:
-                    continue
-                for variable in _end_variables(end):
-                    variable.assign(variable * ops.cast(factor, variable.dtype))
-                inputs[end.side] = branch * ops.cast(factor, branch.dtype)
-            return original(inputs, *args, **kwargs)
-
-        return call
-
-    def _factor(self, branch, shortcut):
-        shortcut_variance = _channel_variance(sum(shortcut[1:], shortcut[0]))
-        branch_variance = _channel_variance(branch)
-        if not (branch_variance > 0 and math.isfinite(branch_variance) and math.isfinite(shortcut_variance)):
-            return None
-        return math.sqrt(self.share * shortcut_variance / branch_variance)
-
-    def run(self, model, batch, ends, training_statistics):
-        merges = {id(end.merge): end.merge for end in ends}
-        with contextlib.ExitStack() as stack:
-            if training_statistics:
-                stack.enter_context(batch_statistics(model))
-            for merge in merges.values():
-                stack.enter_context(intercepted_call(merge, lambda original, merge=merge: self.make(merge, original)))
-            run_model(model, batch)
-
-
-def _channel_variance(x):
-    """The mean over the last axis of each channel's variance (one number, read on the host)."""
-    x = ops.cast(x, "float32")
-    axes = tuple(range(len(x.shape) - 1))
-    return float(ops.convert_to_numpy(ops.mean(ops.var(x, axis=axes))))
-
-
-def _end_variables(end):
-    """The variables that scale a branch end's output: gamma and beta, or the kernels and the bias."""
-    layer = end.layer
-    if end.kind == "gamma":
-        names = ("gamma", "beta")
-    else:
-        names = (kernel_slots(layer)[-1].attribute, "bias")
-    return [v for v in (getattr(layer, name, None) for name in names) if v is not None]
-
-
-_UNREAD = (
-    "a Layer subclass: its call has no graph to read, so residual adds, heads and kernels in front of a "
-    "normalization inside it get the rules for other layers"
-)
-
-
-def _unread_blocks(model, names):
-    """`{name: why}` of the users' Layer subclasses holding kernel layers (their inside is not read as a graph)."""
-    unread = {}
-    for layer in walk_layers(model):
-        if isinstance(layer, keras.Model) or not sublayers(layer):
-            continue
-        if any(kernel_slots(sub) for sub in walk_layers(layer)):
-            unread[names[id(layer)]] = _UNREAD
-    return unread
-
-
-def _cross_attention(model, layers, batch):
-    """Ids of the attention layers whose first call on `batch` attends to another sequence than its query.
-
-    Read from the call's arguments (the value or key is not the query
-    tensor itself), not from widths: cross-attention over a context of the
-    query's width looks like self-attention by its shapes alone.
-    """
-    cross, seen = set(), set()
-
-    def make(layer, original):
-        def call(*args, **kwargs):
-            if id(layer) not in seen:
-                seen.add(id(layer))
-                query = args[0] if args else kwargs.get("query")
-                value = args[1] if len(args) > 1 else kwargs.get("value")
-                key = args[2] if len(args) > 2 else kwargs.get("key")
-                if value is not query or (key is not None and key is not query):
-                    cross.add(id(layer))
-            return original(*args, **kwargs)
-
-        return call
-
-    with contextlib.ExitStack() as stack:
-        for layer in layers:
-            stack.enter_context(intercepted_call(layer, lambda original, layer=layer: make(layer, original)))
-        run_model(model, batch)
-    return cross
-
-
-def _attention_layers(model, skipped, names, args, batch=None):
-    """The self-attention layers `attention="mimetic"` sets: those the selection skipped as having no rule.
-
-    With `batch`, a pass tells self- from cross-attention by the call's
-    arguments; without, by widths alone.
-    """
-    frozen = set() if args["include_frozen"] else frozen_layers(model)
-    candidates = [
-        layer
-        for layer in walk_layers(model)
-        if isinstance(layer, keras.layers.MultiHeadAttention) and names.get(id(layer)) in skipped and layer.built
-    ]
-    cross = _cross_attention(model, candidates, batch) if candidates and batch is not None else set()
-    chosen = []
-    for layer in candidates:
-        name = names.get(id(layer))
-        query, key, value, output = (tuple(p.kernel.shape) for p in attention_projections(layer))
-        if id(layer) in frozen:
-            skipped[name] = "frozen (trainable=False)"
-        elif id(layer) in cross:
-            skipped[name] = (
-                "MultiHeadAttention called on a context other than its query (cross-attention): mimetic "
-                "initialization is for self-attention"
-            )
-        elif not query[0] == key[0] == value[0] == output[-1]:
-            skipped[name] = (
-                f"MultiHeadAttention with query, key, value and output widths {query[0]}, {key[0]}, {value[0]}, "
-                f"{output[-1]}: mimetic initialization needs one model dimension (self-attention)"
-            )
-        else:
-            chosen.append(layer)
-    return chosen
-
-
-def _set_mimetic(layer, seed):
-    projections = attention_projections(layer)
-    shapes = [tuple(p.kernel.shape) for p in projections]
-    for projection, kernel in zip(projections, mimetic_kernels(*shapes, seed)):
-        projection.kernel.assign(ops.convert_to_tensor(kernel, projection.kernel.dtype))
-        if projection.bias is not None:
-            projection.bias.assign(ops.zeros(projection.bias.shape, projection.bias.dtype))
-    return "mimetic attention (QK ~ 0.7 Z + 0.7 I, VO ~ 0.4 Z - 0.4 I)"
-
-
 def mimetic_attention(model, seed=None):
     """Mimetic kernels for every trainable self-attention layer of `model`, nothing else; returns them.
 
@@ -538,7 +245,7 @@ def mimetic_attention(model, seed=None):
     layers = _attention_layers(model, candidates, names, {"include_frozen": False})
     with unchanged_on_error(layers):
         for layer, layer_seed in zip(layers, layer_seeds(seed, len(layers))):
-            _set_mimetic(layer, layer_seed)
+            set_mimetic(layer, layer_seed)
     return layers
 
 
@@ -564,6 +271,7 @@ def initialize(
     freeze_whitened=False,
     seed=None,
     verbose=1,
+    dry_run=False,
 ):
     """Initializes a model from its data: whitened first convolution, identity convolutions, LSUV's scale.
 
@@ -678,10 +386,13 @@ def initialize(
         seed: An int in [0, 2**32) (per-layer seeds derived from it) or
             None. Default None.
         verbose: 1 (default) shows progress; 0 is silent.
+        dry_run: True returns the plan (`InitializationPlan`: each layer's
+            role and why) and touches nothing. Default False.
 
     Returns:
         An `InitializationReport`: what each layer got, its pre-activation
-        variance before and after, the samples and patches used.
+        variance before and after, the samples and patches used; with
+        `dry_run=True` an `InitializationPlan`.
 
     Examples:
         >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
@@ -704,156 +415,106 @@ def initialize(
             "The model has no Conv or Dense kernel to initialize" + (f"; skipped: {skipped}." if skipped else ".")
         )
     names = display_names(model)
-    convolutions = [
-        layer for layer in targets if isinstance(layer, keras.layers.Conv2D) and kernel_slots(layer)[0].kind == "conv"
-    ]
-    if args["whiten"] and not convolutions:
+    whitened, any_convolution = whitened_layers(targets, args["whiten"])
+    if args["whiten"] and not any_convolution:
         warnings.warn("The model has no Conv2D layer to whiten: only He-normal and LSUV's scale are set.", stacklevel=2)
-    whitened = convolutions[: args["whiten"]]
+    if args["dry_run"]:
+        return make_plan(model, first, targets, skipped, names, whitened, args).public()
     statistics, count = _measure(model, first, batches, whitened, args)
     for layer in whitened:
         if id(layer) not in statistics:
             skipped[names[id(layer)]] = "never called by the forward pass"
-
-    target_ids = {id(layer) for layer in targets}
-    with reading_graphs():
-        heads = output_heads(model) if has_graph(model) else _subclassed_heads(model, targets, first)
-        ends = residual_branch_ends(model) if args["residual"] != "keep" else []
-        normalized = normalized_kernels(model) if args["normalized"] != "lsuv" and has_graph(model) else []
-    if args["residual"] == "zero_gamma":
-        ends = [end for end in ends if end.kind == "gamma"]
-    heads = [layer for layer in heads if id(layer) in target_ids and id(layer) not in statistics]
-    head_ids = {id(layer) for layer in heads}
-    ends = [end for end in ends if _may_change(end, model, target_ids, args) and id(end.layer) not in head_ids]
-    ends = [end for end in ends if id(end.layer) not in statistics]
-    scaled_ends = []
-    if args["residual"] == "scaled":
-        # Set like any other layer first, then scaled at their merge once every other weight is final.
-        for end in ends:
-            if end.merge is None:
-                skipped.setdefault(
-                    names[id(end.layer)], "residual branch end: its sum is an operation, not an Add layer"
-                )
-        scaled_ends, ends = [end for end in ends if end.merge is not None], []
-    end_ids = {id(end.layer) for end in ends}
-    normalized_ids = {id(layer) for layer in normalized} - head_ids - end_ids
-
-    attention = _attention_layers(model, skipped, names, args, first) if args["attention"] == "mimetic" else []
+    reached = [layer for layer in whitened if id(layer) in statistics]
+    plan = make_plan(model, first, targets, skipped, names, reached, args)
     # The attention layers' seeds follow the kernel layers': the kernels' draws do not depend on `attention`.
-    ordered = targets + attention
-    seeds = dict(zip((id(layer) for layer in ordered), layer_seeds(args["seed"], len(ordered))))
-    what, scaled = {}, []
-    normalizations = batch_normalizations(model) if args["statistics"] == "data" else []
-    changed = ordered + [end.layer for end in ends + scaled_ends] + normalizations
+    seeds = dict(zip((id(layer) for layer in plan.layers), layer_seeds(args["seed"], len(plan.layers))))
+    changed = plan.layers + [end.layer for end in plan.ends + plan.scaled_ends] + plan.normalizations
     with unchanged_on_error(changed):
-        for layer in targets:
-            key = id(layer)
-            if key in statistics:
-                kernel, what[key] = _whitening_kernel(layer, statistics[key], args["eps"], seeds[key])
-                if key in normalized_ids:
-                    kernel = _at_built_norm(kernel, layer.kernel)
-                    what[key] += "; at its built norm (before a normalization)"
-                else:
-                    scaled.append(layer)
-                layer.kernel.assign(kernel)
-            elif key in head_ids:
-                if args["head"] == "zero":
-                    _zero_kernels(layer)
-                    what[key] = "zero (output layer)"
-                elif args["head"] == "lsuv":
-                    kernels, kind = _rest_kernels(layer, "he", seeds[key])
-                    for attribute, kernel in kernels.items():
-                        getattr(layer, attribute).assign(kernel)
-                    what[key] = f"{kind} (output layer)"
-                    scaled.append(layer)
-                else:
-                    what[key] = "kept (output layer)"
-            elif any(end.layer is layer for end in ends):
-                _zero_kernels(layer)
-                what[key] = "zero (residual branch end)"
-            elif key in normalized_ids and args["normalized"] == "keep":
-                what[key] = "kept (before a normalization)"
-            else:
-                kernels, what[key] = _rest_kernels(layer, args["rest"], seeds[key])
-                for attribute, kernel in kernels.items():
-                    variable = getattr(layer, attribute)
-                    if key in normalized_ids:
-                        kernel = _at_built_norm(kernel, variable)
-                    variable.assign(kernel)
-                if key not in normalized_ids:
-                    scaled.append(layer)
-                elif kernels:
-                    what[key] += "; at its built norm (before a normalization)"
-                else:
-                    what[key] += " (before a normalization: not rescaled)"
-        for layer in attention:
-            what[id(layer)] = _set_mimetic(layer, seeds[id(layer)])
-            del skipped[names[id(layer)]]
-        for end in ends:
-            if end.kind == "gamma":
-                end.layer.gamma.assign(ops.zeros(end.layer.gamma.shape, end.layer.gamma.dtype))
-        settings = _Settings(tol=0.1, max_iter=10, target=1.0, center_bias=False, batches=1)
-        # The layers not scaled are counted too: the statistics pass's share is measured against them all.
-        counted = [layer for layer in walk_layers(model) if kernel_slots(layer)]
-        training_statistics = args["statistics"] == "data"
-        lsuv = scale_layers(
-            model,
-            first,
-            scaled,
-            settings,
-            verbose=args["verbose"],
-            names=names,
-            counted=counted,
-            training_statistics=training_statistics,
-        )
-        extra_passes = 0
-        if scaled_ends:
-            scaler = _ResidualScaler(scaled_ends, args["residual_share"])
-            scaler.run(model, first, scaled_ends, training_statistics)
-            extra_passes += 1
-            for end in scaled_ends:
-                factor = scaler.factors.get(id(end.layer))
-                if factor is None:
-                    skipped.setdefault(names[id(end.layer)], "residual branch end: no variance to scale on the batch")
-                else:
-                    what[id(end.layer)] = (
-                        what.get(id(end.layer), "") + ("; " if id(end.layer) in what else "")
-                    ) + f"residual branch end x{factor:.3g} ({args['residual_share']:g} of its shortcut's variance)"
-        moments = {}
-        if normalizations:
-            moments = set_statistics(model, [first], names).layers
-            extra_passes += 1
+        what, scaled = _apply_rules(plan, statistics, seeds, args)
+        lsuv, extra_passes, moments = _finish(model, first, plan, scaled, what, args)
     if args["freeze_whitened"]:
         for layer in whitened:
             layer.trainable = False
-    entries = {entry.name: entry for entry in lsuv}
-    layers = []
-    for layer in targets:
-        if id(layer) not in what:
-            continue
-        entry = entries.get(names[id(layer)])
-        zero = what[id(layer)].startswith("zero")
-        before = entry.initial_variance if entry else math.nan
-        after = entry.final_variance if entry else (0.0 if zero else math.nan)
-        layers.append(InitializedLayer(names[id(layer)], type(layer).__name__, what[id(layer)], before, after))
-    for layer in attention:
-        layers.append(InitializedLayer(names[id(layer)], type(layer).__name__, what[id(layer)], math.nan, math.nan))
-    for end in scaled_ends:  # a scaled gamma: its normalization's entry
-        if end.kind == "gamma" and id(end.layer) in what:
-            layers.append(
-                InitializedLayer(names[id(end.layer)], type(end.layer).__name__, what[id(end.layer)], *(math.nan,) * 2)
-            )
-    skipped.update(lsuv.skipped)
+    plan.skipped.update(lsuv.skipped)
     passes = (count / batch_size_of(first)) * _share_up_to(lsuv, whitened) if statistics else 0.0
     return InitializationReport(
-        layers,
-        skipped,
+        _entries(plan, what, lsuv),
+        plan.skipped,
         passes + lsuv.forward_pass_equivalents + extra_passes,
         samples=count,
         lsuv_samples=batch_size_of(first),
         patches={names[key]: s.count for key, s in statistics.items()},
-        residual_ends=[names[id(end.layer)] for end in ends + scaled_ends if names[id(end.layer)] not in skipped],
-        heads=[names[id(layer)] for layer in heads],
+        residual_ends=[
+            names[id(end.layer)] for end in plan.ends + plan.scaled_ends if names[id(end.layer)] not in plan.skipped
+        ],
+        heads=[names[id(layer)] for layer in plan.heads],
         normalization=moments,
-        unread=_unread_blocks(model, names),
+        unread=plan.unread,
     )
+
+
+def _apply_rules(plan, statistics, seeds, args):
+    """Each layer's rule (`RULES[role]`); `({id: what}, layers LSUV scales)`."""
+    what, scaled = {}, []
+    for layer in plan.layers:
+        key = id(layer)
+        step = Step(statistics.get(key), seeds[key], args, key in plan.normalized)
+        what[key], lsuv = RULES[plan.roles[key]](layer, step)
+        if lsuv:
+            scaled.append(layer)
+    for end in plan.ends:
+        if end.kind == "gamma":
+            end.layer.gamma.assign(keras.ops.zeros(end.layer.gamma.shape, end.layer.gamma.dtype))
+    return what, scaled
+
+
+def _finish(model, first, plan, scaled, what, args):
+    """LSUV's pass, the residual branches' scale and the normalization statistics, in that order."""
+    settings = _Settings(tol=0.1, max_iter=10, target=1.0, center_bias=False, batches=1)
+    # The layers not scaled are counted too: the statistics pass's share is measured against them all.
+    counted = [layer for layer in walk_layers(model) if kernel_slots(layer)]
+    training = args["statistics"] == "data"
+    lsuv = scale_layers(
+        model,
+        first,
+        scaled,
+        settings,
+        verbose=args["verbose"],
+        names=plan.names,
+        counted=counted,
+        training_statistics=training,
+    )
+    extra_passes, moments = 0, {}
+    if plan.scaled_ends:
+        scaler = ResidualScaler(plan.scaled_ends, args["residual_share"])
+        scaler.run(model, first, plan.scaled_ends, training)
+        extra_passes += 1
+        for end in plan.scaled_ends:
+            key, factor = id(end.layer), scaler.factors.get(id(end.layer))
+            if factor is None:
+                plan.skipped.setdefault(plan.names[key], "residual branch end: no variance to scale on the batch")
+                continue
+            share = f"residual branch end x{factor:.3g} ({args['residual_share']:g} of its shortcut's variance)"
+            what[key] = f"{what[key]}; {share}" if key in what else share
+    if plan.normalizations:
+        moments = set_statistics(model, [first], plan.names).layers
+        extra_passes += 1
+    return lsuv, extra_passes, moments
+
+
+def _entries(plan, what, lsuv):
+    """The report's rows: each layer set, with LSUV's variances where it scaled the layer."""
+    entries = {entry.name: entry for entry in lsuv}
+    layers = []
+    for layer in plan.layers:
+        name = plan.names[id(layer)]
+        entry = entries.get(name)
+        zero = what[id(layer)].startswith("zero")
+        before = entry.initial_variance if entry else math.nan
+        after = entry.final_variance if entry else (0.0 if zero else math.nan)
+        layers.append(InitializedLayer(name, type(layer).__name__, what[id(layer)], before, after))
+    for end in plan.scaled_ends:  # a scaled gamma: its normalization's entry
+        if end.kind == "gamma" and id(end.layer) in what:
+            name = plan.names[id(end.layer)]
+            layers.append(InitializedLayer(name, type(end.layer).__name__, what[id(end.layer)], math.nan, math.nan))
+    return layers

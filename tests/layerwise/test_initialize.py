@@ -839,3 +839,34 @@ def test_lsuv_and_frozen_layers_reach_inside_users_layers_too():
     report = lsuv_initialize(model, RNG.normal(size=(32, 16, 16, 3)).astype("float32"), verbose=0)
     assert [entry.name for entry in report] == ["proj", "block0/fc1", "block0/fc2", "head"]
     assert report.skipped["block1/fc1"] == "frozen (trainable=False)"
+
+
+def test_dry_run_returns_each_layers_role_and_why_and_touches_nothing():
+    model = residual_block_model(batch_norm=True)
+    before = weights_of(model)
+    plan = initialize(model, IMAGES, residual="zero_gamma", dry_run=True, verbose=0)
+    assert_weights_equal(model, before)
+    roles = {entry.name: entry.role for entry in plan}
+    assert roles == {
+        "stem": "whiten",
+        "a1": "normalized",
+        "a2": "normalized",
+        "projection": "rest",
+        "b1": "normalized",
+        "b2": "normalized",
+        "predictions": "head",
+        "a2_bn": "residual_end",
+        "b2_bn": "residual_end",
+    }
+    assert plan["stem"].reason == "Conv2D 1 of the 1 the data meets first (whiten=1)"
+    assert plan["a2_bn"].reason == "the normalization that ends a residual branch: its gamma at zero"
+    assert plan["a1"].reason == "its one consumer is a normalization, which cancels its scale"
+    assert plan.residual_ends == ["a2_bn", "b2_bn"] and plan.heads == ["predictions"]
+    assert plan.normalization == ["a1_bn", "a2_bn", "b1_bn", "b2_bn"]
+    assert "| stem | Conv2D | whiten |" in str(plan)
+    # the plan is what initialize then does
+    report = initialize(model, IMAGES, residual="zero_gamma", seed=0, verbose=0)
+    assert [e.name for e in report][:7] == [e.name for e in plan][:7]
+    assert report.residual_ends == plan.residual_ends and list(report.normalization) == plan.normalization
+    with pytest.raises(TypeError, match=r"`dry_run` must be a bool \(True or False\); received 1"):
+        initialize(model, IMAGES, dry_run=1)

@@ -510,5 +510,9 @@ def test_resnet50_nested_in_a_model():
     assert report.layers[-1].name == "head"
     assert all(e.converged for e in report)
     assert report.forward_pass_equivalents <= 2.0
+    # measured as training runs it (batch norm by batch statistics; its moving statistics put back)
     probe = keras.Model(resnet.inputs[0], resnet.get_layer("conv5_block3_3_conv").output)
-    assert abs(float(np.var(to_numpy(probe(x, training=False)))) - 1) < 0.1
+    saved = [(v, to_numpy(v)) for v in model.non_trainable_weights]
+    assert abs(float(np.var(to_numpy(probe(x, training=True)))) - 1) < 0.1
+    for variable, value in saved:
+        variable.assign(value)
