@@ -323,7 +323,7 @@ def test_a_callable_objects_settings_are_part_of_its_key(tmp_path):
     assert keys(first) == keys(same)
     assert not set(keys(first)) & set(keys(other_lr))  # both arms' runs: the builder changed
     assert keys(other_factor)[0] == keys(first)[0] and keys(other_factor)[1] != keys(first)[1]
-    assert other_lr[0]["builder"].startswith('test_experiments.LearningRateBuilder{"lr": 0.01} models:')
+    assert other_lr[0]["builder"].startswith('test_experiments.LearningRateBuilder{"lr": 0.01} model:')
     assert other_factor[1]["arm_identity"] == 'test_experiments.ScaledKernels{"factor": 0.5}'
 
 
@@ -333,8 +333,8 @@ def test_a_store_of_another_version_or_without_a_column_is_refused(tmp_path):
     meta = json.loads((tmp_path / "store.json").read_text())
     (tmp_path / "store.json").write_text(json.dumps({**meta, "package_version": "0.1.0"}))
     message = (
-        f"The results store {tmp_path} was written by keras_corrinit 0.1.0 (format 2); this is "
-        f"{keras_corrinit.__version__} (format 2). Results of different versions are never mixed"
+        f"The results store {tmp_path} was written by keras_corrinit 0.1.0 (format 3); this is "
+        f"{keras_corrinit.__version__} (format 3). Results of different versions are never mixed"
     )
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         compare(functional, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
@@ -734,7 +734,7 @@ def test_a_model_widened_under_the_same_builder_is_a_new_run(tmp_path, monkeypat
     monkeypatch.setitem(WIDTH, "filters", 8)
     second = compare(widened, make_data(), ["default"], seeds=1, epochs=1, out=tmp_path, verbose=0)
     assert _keys(first).isdisjoint(_keys(second))
-    assert first.rows[0]["builder"].split(" models:")[0] == second.rows[0]["builder"].split(" models:")[0]
+    assert first.rows[0]["builder"].split(" model:")[0] == second.rows[0]["builder"].split(" model:")[0]
 
 
 @pytest.mark.slow
