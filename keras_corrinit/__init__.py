@@ -11,7 +11,6 @@ from data) and `keras_corrinit.experiments` (`compare`).
 """
 
 from keras_corrinit import (
-    _moved_modules,
     correlation,
     experiments,
     extraction,
@@ -57,10 +56,3 @@ __all__ = [
     "monitor",
     "normalization",
 ]
-
-_moved_modules.register(__name__)
-
-
-def __getattr__(name):
-    # Names and module paths that moved (0.2.0's top-level helpers, its module paths): deprecated.
-    return _moved_modules.moved(__name__, name)

@@ -10,7 +10,6 @@ import pytest
 
 import keras_corrinit
 from keras_corrinit import initializers
-from keras_corrinit._moved_modules import MOVED, NEW_HOME
 
 SUBPACKAGES = ("correlation", "initializers", "extraction", "layerwise", "monitor", "normalization", "experiments")
 # 0.2.0's keras_corrinit.__all__ (as released), and the 0.2.0 modules that are subpackages now.
@@ -42,7 +41,8 @@ MODULES_0_2_0 = {
     ),
     "layerwise": ("apply_initializers", "layer_seeds", "pair_layers"),
 }
-OLD_NAMES = sorted((module, name) for module, names in MOVED.items() for name in names)
+# 0.2.0's module paths that no subpackage took: removed in 0.4.0 (deprecated in 0.3).
+OLD_MODULES = ("lsuv", "nfm", "depthwise", "callbacks", "tracker", "plots")
 
 
 def _public(module):
@@ -70,32 +70,35 @@ def test_each_public_name_has_one_home_and_the_top_level_holds_the_headline():
         else:  # a headline name is its home's object
             assert obj is getattr(importlib.import_module(f"keras_corrinit.{homes[name]}"), name)
     assert len(keras_corrinit.__all__) <= 20  # Keras's initializers module: about 16 names
-    assert set(NEW_HOME) <= set(homes) and all(homes[name] == home for name, home in NEW_HOME.items())
+
+
+def _homes():
+    return {
+        name: subpackage
+        for subpackage in SUBPACKAGES
+        for name in importlib.import_module(f"keras_corrinit.{subpackage}").__all__
+    }
 
 
 @pytest.mark.parametrize("name", NAMES_0_2_0)
-def test_every_0_2_0_top_level_name_still_works(name):
+def test_a_0_2_0_top_level_name_is_a_headline_name_or_lives_in_its_subpackage_only(name):
+    # 0.3 kept the moved names working with a DeprecationWarning; 0.4.0 removed them, as announced.
     if name in keras_corrinit.__all__:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             getattr(keras_corrinit, name)
         return
-    home = importlib.import_module(f"keras_corrinit.{NEW_HOME[name]}")
-    message = rf"keras_corrinit\.{name} is deprecated since 0\.3\.0 and will be removed in 0\.4\.0; "
-    with pytest.warns(DeprecationWarning, match=message + rf"use keras_corrinit\.{NEW_HOME[name]}\.{name}\."):
-        assert getattr(keras_corrinit, name) is getattr(home, name)
+    if name in ("plot_training_curves",):  # 0.2.0's plotting helper became part of the monitor's figures
+        assert not hasattr(keras_corrinit, name)
+        return
+    assert name in _homes(), f"{name} has no home"
+    assert not hasattr(keras_corrinit, name)
 
 
-@pytest.mark.parametrize(("module", "name"), OLD_NAMES)
-def test_an_old_module_path_gives_the_same_object_with_a_warning_naming_its_home(module, name):
-    old = importlib.import_module(f"keras_corrinit.{module}")
-    new = f"keras_corrinit.{NEW_HOME[name]}.{name}" if name in NEW_HOME else f"keras_corrinit.{name}"
-    with pytest.warns(
-        DeprecationWarning, match=rf"keras_corrinit\.{module}\.{name} is deprecated since 0\.3\.0.*use {new}\."
-    ):
-        found = getattr(old, name)
-    path, _, attribute = new.rpartition(".")
-    assert found is getattr(importlib.import_module(path), attribute)
+@pytest.mark.parametrize("module", OLD_MODULES)
+def test_the_0_2_0_module_paths_are_gone(module):
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(f"keras_corrinit.{module}")
 
 
 @pytest.mark.parametrize("module", sorted(MODULES_0_2_0))
@@ -116,13 +119,6 @@ def test_the_initializers_namespace_holds_every_registered_initializer():
     assert registered <= offered
 
 
-def test_an_old_module_is_an_attribute_of_the_package_and_lists_its_names():
-    assert keras_corrinit.lsuv is sys.modules["keras_corrinit.lsuv"]
-    assert dir(keras_corrinit.lsuv) == list(MOVED["lsuv"])
-
-
 def test_a_name_that_never_existed_is_an_attribute_error():
-    with pytest.raises(AttributeError, match="module 'keras_corrinit.lsuv' has no attribute 'initialize'"):
-        keras_corrinit.lsuv.initialize  # noqa: B018
     with pytest.raises(AttributeError, match="module 'keras_corrinit' has no attribute 'no_such_module'"):
         keras_corrinit.no_such_module  # noqa: B018

@@ -1,28 +1,17 @@
 """Configs and JSON files for the package's containers (private).
 
 Every serializable object speaks Keras's vocabulary, `get_config()` and
-`from_config(config)`; this module adds the deprecated `to_config` name and
-`save`/`load` of a JSON file through them.
+`from_config(config)`; this module adds `save`/`load` of a JSON file through
+them.
 """
 
 import json
-import warnings
 
 __all__ = ["Configurable", "JsonFile"]
 
 
 class Configurable:
-    """Mixin: the deprecated `to_config` name of `get_config` (until 0.4.0)."""
-
-    def to_config(self):
-        """Deprecated since 0.3.0: use `get_config()` (Keras's name)."""
-        warnings.warn(
-            f"{type(self).__name__}.to_config() is deprecated since 0.3.0 and will be removed in 0.4.0; "
-            "use get_config().",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.get_config()
+    """Mixin: a container that speaks Keras's `get_config()` / `from_config()` (0.4.0 removed `to_config`)."""
 
 
 class JsonFile(Configurable):

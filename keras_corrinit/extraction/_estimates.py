@@ -99,8 +99,8 @@ class CorrelationEstimate(JsonFile):
     Attributes:
         spatial_shape: Kernel shape the matrices belong to, e.g. `(3, 3)`.
         layer_names: Layers used, in model order (= depth order).
-        layer_matrices: `{layer name: (P, P) correlation matrix}` (called
-            `per_layer` before 0.3.0; that name still reads it, deprecated).
+        layer_matrices: `{layer name: (P, P) correlation matrix}` (files
+            saved by 0.2.0 call it `per_layer`; they still load).
         counts: `{layer name: number of (in, out) observations}`.
         matrix: The pooled `(P, P)` correlation matrix.
         source: What it was measured on. Default "".
@@ -131,16 +131,6 @@ class CorrelationEstimate(JsonFile):
             matrix=pooled_correlation(covariances, counts),
             source=source,
         )
-
-    @property
-    def per_layer(self):
-        """Deprecated since 0.3.0: `layer_matrices` (`per_layer` is the monitor's flag)."""
-        warnings.warn(
-            "CorrelationEstimate.per_layer is deprecated since 0.3.0 and will be removed in 0.4.0; use layer_matrices.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.layer_matrices
 
     # ----------------------------------------------------------- profiles
     def profile(self, layer=None):

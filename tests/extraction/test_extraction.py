@@ -275,14 +275,13 @@ def test_an_unusable_cache_dir_warns_before_the_work_and_keeps_the_result(plante
     _check_recovery(estimate, planted)
 
 
-def test_an_estimate_saved_by_0_2_0_still_loads_and_per_layer_is_deprecated(tmp_path):
+def test_an_estimate_saved_by_0_2_0_still_loads(tmp_path):
     estimate = correlation_from_kernels({"a": RNG_KERNEL})
     old = {("per_layer" if key == "layer_matrices" else key): value for key, value in estimate.get_config().items()}
     (tmp_path / "old.json").write_text(json.dumps(old))
     loaded = CorrelationEstimate.load(tmp_path / "old.json")
     np.testing.assert_array_equal(loaded.layer_matrices["a"], estimate.layer_matrices["a"])
-    with pytest.warns(DeprecationWarning, match="use layer_matrices"):
-        assert loaded.per_layer is loaded.layer_matrices
+    assert not hasattr(loaded, "per_layer")  # the deprecated attribute: removed in 0.4.0
 
 
 def test_estimate_configs_are_checked():

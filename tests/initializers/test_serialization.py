@@ -85,8 +85,7 @@ def test_every_container_round_trips_through_json(make):
     assert json.loads(json.dumps(config)) == config
     clone = type(container).from_config(json.loads(json.dumps(config)))
     assert clone.get_config() == config
-    with pytest.warns(DeprecationWarning, match=r"to_config\(\) is deprecated since 0.3.0"):
-        assert container.to_config() == config
+    assert not hasattr(container, "to_config")  # deprecated in 0.3, removed in 0.4.0
     with pytest.raises((ValueError, TypeError)):
         type(container).from_config({**config, "unknown_key": 1})
 
