@@ -15,6 +15,7 @@ premise, measured instead of assumed) initializes a network the same way:
 import warnings
 
 import keras
+import numpy as np
 
 from keras_corrinit._core import validation as check
 from keras_corrinit._core.data import take_batches
@@ -140,6 +141,12 @@ def correlation_from_data(model, data, kernel_size=(3, 3), **measurement):
     if not stats:
         raise ValueError(f"No measured Conv2D layer has kernel size {kernel_size}.")
     covariances = {name: s.spatial_covariance() for name, s in stats.items()}
+    constant = [name for name, c in covariances.items() if not np.all(np.diag(c) > 0)]
+    if constant:
+        raise ValueError(
+            f"The input patches of {constant} do not vary (constant images, or a layer whose input is constant): "
+            "a correlation needs varying data. Pass real samples of the data."
+        )
     counts = {name: s.count for name, s in stats.items()}
     matrices = {name: s.correlation() for name, s in stats.items()}
     return CorrelationEstimate.pooled(kernel_size, matrices, covariances, counts, "data patches")

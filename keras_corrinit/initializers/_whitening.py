@@ -128,6 +128,16 @@ class PatchWhitening(keras.initializers.Initializer):
         images = np.asarray(images)
         if images.ndim != 4:
             raise ValueError(f"`images` must be (n, height, width, channels); received shape {images.shape}.")
+        if images.dtype.kind not in "fiub":
+            raise TypeError(f"`images` must hold numbers; received dtype {images.dtype}.")
+        images = images.astype("float32")  # uint8 pixels as numbers, on every backend
+        if padding == "valid" and any(k > size for k, size in zip(kernel_size, images.shape[1:3])):
+            raise ValueError(
+                f"`kernel_size` {tuple(kernel_size)} is larger than the images ({images.shape[1]}x{images.shape[2]}): "
+                "no patch fits. Pass a smaller kernel or padding='same'."
+            )
+        if not np.all(np.isfinite(images)):
+            raise ValueError("`images` contain NaN or Inf; pass finite images.")
         accumulator = PatchAccumulator(kernel_size, images.shape[-1], max_patches_per_batch, seed)
         for start in range(0, len(images), _CHUNK):
             accumulator.add(image_patches(images[start : start + _CHUNK], kernel_size, strides, padding))

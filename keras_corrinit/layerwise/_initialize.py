@@ -149,6 +149,37 @@ class InitializationReport(LayerEntries):
         )
 
 
+def _refuse_trained(model, overwrite_trained):
+    """A model its optimizer has trained is not re-initialized unless asked (its weights would be lost)."""
+    optimizer = getattr(model, "optimizer", None)
+    steps = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None and optimizer.built else 0
+    if steps and not overwrite_trained:
+        raise ValueError(
+            f"`model` has been trained ({steps} optimizer steps): initialize would replace its trained weights "
+            "(its optimizer state would no longer fit them). Initialize a freshly built model, or pass "
+            "overwrite_trained=True to start this one over."
+        )
+
+
+def _nothing_selected(model, skipped, args):
+    """No kernel layer to set: why, naming the argument that left them out."""
+    if args["include"] is not None or args["exclude"]:
+        chosen = select_layers(model, None, None, args["include_frozen"])[0]
+        if chosen:
+            raise ValueError(
+                f"`include`/`exclude` leave no kernel layer to initialize (include={_texts(args['include'])}, "
+                f"exclude={_texts(args['exclude'])}; the model's kernel layers are "
+                f"{[layer.name for layer in chosen][:20]}). Loosen them."
+            )
+    raise ValueError(
+        "The model has no Conv or Dense kernel to initialize" + (f"; skipped: {skipped}." if skipped else ".")
+    )
+
+
+def _texts(compiled):
+    return None if compiled is None else [p.pattern for p in compiled]
+
+
 def _check_arguments(model, args):
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -173,7 +204,7 @@ def _check_arguments(model, args):
     args["batch_size"] = check.integer(args["batch_size"], "batch_size", minimum=1)
     if args["max_patches_per_batch"] is not None:
         args["max_patches_per_batch"] = check.integer(args["max_patches_per_batch"], "max_patches_per_batch", minimum=2)
-    for name in ("include_frozen", "freeze_whitened", "dry_run"):
+    for name in ("include_frozen", "freeze_whitened", "dry_run", "overwrite_trained"):
         args[name] = check.boolean(args[name], name)
     args["seed"] = check.seed(args["seed"], "seed")
     if args["verbose"] not in (0, 1) or isinstance(args["verbose"], bool):
@@ -272,6 +303,7 @@ def initialize(
     seed=None,
     verbose=1,
     dry_run=False,
+    overwrite_trained=False,
 ):
     """Initializes a model from its data: whitened first convolution, identity convolutions, LSUV's scale.
 
@@ -386,6 +418,9 @@ def initialize(
         seed: An int in [0, 2**32) (per-layer seeds derived from it) or
             None. Default None.
         verbose: 1 (default) shows progress; 0 is silent.
+        overwrite_trained: Re-initialize a model its optimizer has already
+            trained (its weights are lost). Default False: such a model is
+            refused with a `ValueError`.
         dry_run: True returns the plan (`InitializationPlan`: each layer's
             role and why) and touches nothing. Default False.
 
@@ -409,15 +444,26 @@ def initialize(
         raise ValueError("`data` holds no batch of samples.")
     if not model.built:
         run_model(model, keras.tree.map_structure(lambda a: a[:1], first))
+    _refuse_trained(model, args["overwrite_trained"])
     targets, skipped = select_layers(model, args["include"], args["exclude"], args["include_frozen"])
     if not targets:
-        raise ValueError(
-            "The model has no Conv or Dense kernel to initialize" + (f"; skipped: {skipped}." if skipped else ".")
-        )
+        _nothing_selected(model, skipped, args)
     names = display_names(model)
-    whitened, any_convolution = whitened_layers(targets, args["whiten"])
+    whitened, any_convolution = whitened_layers(targets, args["whiten"], model)
     if args["whiten"] and not any_convolution:
-        warnings.warn("The model has no Conv2D layer to whiten: only He-normal and LSUV's scale are set.", stacklevel=2)
+        warnings.warn(
+            "The model has no Conv2D layer to whiten (inside the layers selected): only He-normal and LSUV's "
+            "scale are set.",
+            stacklevel=2,
+        )
+    elif len(whitened) < args["whiten"] and any_convolution:
+        meets_first = whitened_layers(list(walk_layers(model)), args["whiten"], model)[0]
+        left = [names[id(layer)] for layer in meets_first if all(layer is not w for w in whitened)]
+        warnings.warn(
+            f"The first Conv2D layer(s) the data meets, {left}, are excluded or frozen: they are not whitened, and "
+            "no later convolution (which sees features, not the data's patches) is whitened in their place.",
+            stacklevel=2,
+        )
     if args["dry_run"]:
         return make_plan(model, first, targets, skipped, names, whitened, args).public()
     statistics, count = _measure(model, first, batches, whitened, args)

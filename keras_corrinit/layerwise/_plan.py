@@ -247,12 +247,18 @@ def _attention_layers(model, skipped, names, args, batch=None):
     return chosen
 
 
-def whitened_layers(targets, whiten):
-    """The first `whiten` one-group Conv2D layers among `targets` (model order), and whether there are any."""
+def whitened_layers(targets, whiten, model):
+    """The first `whiten` one-group Conv2D layers of `model` (model order) that are among `targets`, and
+    whether `targets` hold any: an excluded or frozen first convolution is not replaced by a later one."""
     convolutions = [
-        layer for layer in targets if isinstance(layer, keras.layers.Conv2D) and kernel_slots(layer)[0].kind == "conv"
+        layer
+        for layer in walk_layers(model)
+        if isinstance(layer, keras.layers.Conv2D) and kernel_slots(layer) and kernel_slots(layer)[0].kind == "conv"
     ]
-    return convolutions[:whiten], bool(convolutions)
+    target_ids = {id(layer) for layer in targets}
+    return [layer for layer in convolutions[:whiten] if id(layer) in target_ids], any(
+        id(layer) in target_ids for layer in convolutions
+    )
 
 
 def _graph_roles(model, targets, first, args):

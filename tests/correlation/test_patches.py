@@ -200,3 +200,18 @@ def test_patch_whitening_refuses_a_covariance_that_is_not_positive_semi_definite
 def test_patch_whitening_from_data_checks_its_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         PatchWhitening.from_data(ar1_field(4, 8, 0.5, 1, seed=0), 3, **kwargs)
+
+
+def test_constant_images_uint8_and_a_kernel_larger_than_the_image_are_said():
+    constant = np.full((8, 10, 10, 2), 0.5, "float32")
+    with pytest.raises(ValueError, match=r"The input patches of \['first'\] do not vary"):
+        correlation_from_data(conv_model(2), constant, layers=["first"])
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(16, 8, 8, 3), dtype=np.uint8)  # images as loaded
+    whitening = PatchWhitening.from_data(pixels, 3)
+    reference = PatchWhitening.from_data(pixels.astype("float32"), 3)
+    np.testing.assert_allclose(whitening.covariance, reference.covariance, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`kernel_size` \(9, 9\) is larger than the images \(8x8\): no patch fits"):
+        PatchWhitening.from_data(pixels, 9)
+    with pytest.raises(TypeError, match="`images` must hold numbers; received dtype <U1"):
+        PatchWhitening.from_data(np.full((2, 4, 4, 1), "a"), 3)

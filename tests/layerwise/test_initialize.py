@@ -870,3 +870,29 @@ def test_dry_run_returns_each_layers_role_and_why_and_touches_nothing():
     assert report.residual_ends == plan.residual_ends and list(report.normalization) == plan.normalization
     with pytest.raises(TypeError, match=r"`dry_run` must be a bool \(True or False\); received 1"):
         initialize(model, IMAGES, dry_run=1)
+
+
+def test_what_was_silent_is_said():
+    # include/exclude that leave nothing name themselves
+    with pytest.raises(
+        ValueError, match=r"`include`/`exclude` leave no kernel layer to initialize \(include=\['nomatch'\]"
+    ):
+        initialize(small_cnn(), IMAGES, include="nomatch", verbose=0)
+    with pytest.raises(ValueError, match=r"`include`/`exclude` leave no kernel layer .*exclude=\['\.'\]"):
+        initialize(small_cnn(), IMAGES, exclude=".", verbose=0)
+    # an excluded first convolution is not replaced by the next one, and that is said
+    model = residual_block_model(batch_norm=True)
+    with pytest.warns(
+        UserWarning, match=r"The first Conv2D layer\(s\) the data meets, \['stem'\], are excluded or frozen"
+    ):
+        report = initialize(model, IMAGES, exclude="^stem$", seed=0, verbose=0)
+    assert not any(entry.what.startswith("PatchWhitening") for entry in report)
+    # a trained model is refused unless asked
+    trained = small_cnn()
+    trained.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    trained.fit(IMAGES[:16], np.zeros(16, "int32"), epochs=1, verbose=0)
+    before = weights_of(trained)
+    with pytest.raises(ValueError, match=r"`model` has been trained \(1 optimizer steps\).*overwrite_trained=True"):
+        initialize(trained, IMAGES, verbose=0)
+    assert_weights_equal(trained, before)
+    initialize(trained, IMAGES, overwrite_trained=True, seed=0, verbose=0)

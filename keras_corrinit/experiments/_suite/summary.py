@@ -35,6 +35,9 @@ def cells(folders):
         for key, row in read_runs(folder).items():
             if key in seen:
                 continue
+            missing = [field for field in ("arm", "seed", "final") if field not in row]
+            if missing:
+                raise ValueError(f"{folder}: the run {key} has no {missing}: not a finished run of this package.")
             seen.add(key)
             # Everything a run's key holds besides arm and seed: rows that differ in any of it (another backend,
             # package version or schedule in the same folder) are other cells, never averaged together.
