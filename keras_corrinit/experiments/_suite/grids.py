@@ -137,5 +137,10 @@ BATCH_NORM = {
     "bn-resnet20-sgd-bn09": _BATCH_NORM + _RESNET20_SGD + ["--bn-momentum", "0.9"],
     "bn-resnet20-adam-bn09": _BATCH_NORM + _RESNET20_ADAM + ["--bn-momentum", "0.9"],
     "bn-mobilenet-adam-bn09": _BATCH_NORM + _MOBILENET + ["--bn-momentum", "0.9"],
+    # keras.io's "Image classification from scratch" network as published (a small Xception: separable
+    # convolutions, batch norm at Keras's momentum, residual adds with 1x1 projection shortcuts), shrunk in
+    # width only, Adam at its published 3e-4
+    "bn-keras_io_xception": _BATCH_NORM
+    + "--network keras_io_xception --width 0.25 --batch-norm on --optimizer adam --lr 0.0003".split(),
 }
 GRIDS.update(BATCH_NORM)

@@ -211,6 +211,58 @@ def keras_io(input_shape, classes, kernel_initializer, batch_norm=False, width=1
     return keras.Model(inputs, outputs, name="keras_io")
 
 
+def keras_io_xception(input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
+    """keras.io's "Image classification from scratch" network (a small Xception) as published; `width` scales
+    its channels.
+
+    Separable convolutions, batch norm at Keras's defaults, residual adds with strided 1x1 projection
+    shortcuts, dropout 0.25 and a logits head. The published `Rescaling(1/255)` is left out: the suite's
+    images are already in [0, 1]. `batch_norm` and `l2` are ignored (the network is as published).
+    """
+    del batch_norm, l2
+
+    def size(channels):
+        return max(1, int(channels * width))
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(size(128), 3, strides=2, padding="same", kernel_initializer=kernel_initializer())(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    previous = x
+    for channels in (256, 512, 728):
+        x = keras.layers.Activation("relu")(x)
+        for i in range(2):
+            if i:
+                x = keras.layers.Activation("relu")(x)
+            x = keras.layers.SeparableConv2D(
+                size(channels),
+                3,
+                padding="same",
+                depthwise_initializer=kernel_initializer(),
+                pointwise_initializer=kernel_initializer(),
+            )(x)
+            x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        shortcut = keras.layers.Conv2D(
+            size(channels), 1, strides=2, padding="same", kernel_initializer=kernel_initializer()
+        )(previous)
+        x = keras.layers.add([x, shortcut])
+        previous = x
+    x = keras.layers.SeparableConv2D(
+        size(1024),
+        3,
+        padding="same",
+        depthwise_initializer=kernel_initializer(),
+        pointwise_initializer=kernel_initializer(),
+    )(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.25)(x)
+    outputs = keras.layers.Dense(classes, kernel_initializer=kernel_initializer())(x)
+    return keras.Model(inputs, outputs, name="keras_io_xception")
+
+
 def mobilenet(input_shape, classes, kernel_initializer, batch_norm=True, width=1.0, l2=0.0):
     def bn_relu(x):
         return keras.layers.ReLU()(keras.layers.BatchNormalization()(x) if batch_norm else x)
@@ -285,6 +337,7 @@ NETWORKS = {
     **{name: functools.partial(resnet, name) for name in RESNET_BLOCKS},
     "small_cnn": small_cnn,
     "keras_io": keras_io,
+    "keras_io_xception": keras_io_xception,
     "mobilenet": mobilenet,
     "vit": vit,
     **CONVMIXERS,

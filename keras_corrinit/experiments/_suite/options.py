@@ -17,6 +17,7 @@ SUMMARY_DESCRIPTION = "`keras-corrinit summary FOLDER...`: compact tables of fin
 DATASETS = ["digits", "digits32", "photos32", "cifar10", "cifar100", "svhn"]
 NETWORKS = sorted(
     ["vgg8", "vgg16", "vgg19", "resnet10", "resnet18", "resnet34", "small_cnn", "keras_io", "resnet20", "mobilenet"]
+    + ["keras_io_xception"]
     + ["vit"]
     + [f"convmixer{d}k{k}{s}" for d in (2, 4, 6, 8) for k in (3, 5, 7, 9) for s in ("", "_frozen")]
 )

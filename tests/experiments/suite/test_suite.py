@@ -94,6 +94,23 @@ def test_keras_io_vit_and_mobilenet_are_built_as_documented():
 
 
 @pytest.mark.slow
+def test_keras_ios_image_classification_network_is_built_as_published():
+    model = networks.build("keras_io_xception", (32, 32, 3), 10, he, width=1.0)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("SeparableConv2D") == 7 and kinds.count("Add") == 3 and kinds.count("BatchNormalization") == 8
+    assert [layer.filters for layer in model.layers if type(layer).__name__ == "SeparableConv2D"] == [
+        256,
+        256,
+        512,
+        512,
+        728,
+        728,
+        1024,
+    ]
+    assert model.layers[-1].activation is keras.activations.linear and kinds[-2] == "Dropout"
+    assert all(layer.momentum == 0.99 for layer in model.layers if type(layer).__name__ == "BatchNormalization")
+
+
 def test_a_transformer_built_by_compare_draws_each_attention_kernel_anew():
     """MultiHeadAttention clones its initializer per kernel: each clone must still draw its own layer seed."""
     from keras_corrinit.experiments._arms import resolve_arms
