@@ -1,7 +1,7 @@
 """Does `initialize(model, data)` cut the epochs to He's accuracy? (issue 23's evidence)
 
-    python evidence/evidence_initialize.py photos32 examples/results/initialize-photos32
-    KERAS_BACKEND=torch python evidence/evidence_initialize.py digits32 examples/results/initialize-digits32
+    python evidence/evidence_initialize.py photos32 evidence/results/initialize-photos32
+    KERAS_BACKEND=torch python evidence/evidence_initialize.py digits32 evidence/results/initialize-digits32
 
 Each grid is a list of cells (data set, network, width, batch norm, SGD
 learning rate, arms), each cell one `keras_corrinit.experiments.compare`

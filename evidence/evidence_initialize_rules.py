@@ -1,8 +1,8 @@
 """How `initialize` treats output heads, residual blocks and its sample size: the measurements behind its rules.
 
-    python evidence/evidence_initialize_rules.py heads examples/results/initialize-rules
-    python evidence/evidence_initialize_rules.py residual examples/results/initialize-rules
-    python evidence/evidence_initialize_rules.py sample examples/results/initialize-rules
+    python evidence/evidence_initialize_rules.py heads evidence/results/initialize-rules
+    python evidence/evidence_initialize_rules.py residual evidence/results/initialize-rules
+    python evidence/evidence_initialize_rules.py sample evidence/results/initialize-rules
 
 * `heads`: the keras.io "Simple MNIST convnet" exactly as published (two
   ReLU convolutions, max pooling, dropout, `Dense(10, activation="softmax")`,

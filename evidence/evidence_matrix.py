@@ -5,7 +5,7 @@ Runs the `matrix-*` grids of `keras-corrinit compare` (see
 keras.io convnet; the budget protocol with budgets 1, 2, 4, 5 paired seeds; arms
 default, he, initialize, lsuv, anyinit and each family's controls) one
 after the other, each into `OUT/<grid>` (default
-`examples/results/matrix`), resumable: an interrupted run picks up where it
+`evidence/results/matrix`), resumable: an interrupted run picks up where it
 stopped. Then writes `OUT/summary.md`: per grid, each arm's epochs to the
 default's accuracy at the largest budget (the fraction of that budget), its
 difference to the default at the largest budget with a 95% interval, the
@@ -67,7 +67,7 @@ def summary(out, grids=MATRIX):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", help="default: examples/results/matrix, or evidence/results/batchnorm")
+    parser.add_argument("out", nargs="?", help="default: evidence/results/matrix, or evidence/results/batchnorm")
     parser.add_argument("--set", default="matrix", choices=sorted(SETS), help="which grids (default: the matrix)")
     parser.add_argument("--only", nargs="+", choices=sorted(BATCH_NORM) + sorted(MATRIX), help="only these grids")
     parser.add_argument("--summary-only", action="store_true", help="write the summary of what has finished")
@@ -75,7 +75,7 @@ def main(argv=None):
     grids = SETS[args.set]
     if args.out is None:
         args.out = (
-            os.path.join("examples", "results", "matrix") if args.set == "matrix" else "evidence/results/batchnorm"
+            os.path.join("evidence", "results", "matrix") if args.set == "matrix" else "evidence/results/batchnorm"
         )
     if not args.summary_only:
         for grid in args.only or grids:

@@ -34,6 +34,8 @@ def test_the_site_home_is_the_readme_with_every_link_pointing_at_a_page():
             source = os.path.join(ROOT, path[: -len(".md")] + ".py")
         elif path.startswith("results/"):
             source = os.path.join(ROOT, "examples", path)
+        elif path.startswith("evidence-results/"):
+            source = os.path.join(ROOT, "evidence", "results", path[len("evidence-results/") :])
         elif path == "changelog.md":
             source = os.path.join(ROOT, "CHANGELOG.md")
         else:

@@ -53,7 +53,7 @@ GRIDS = {
 # 0.3.2 changed `initialize`'s weights only on networks with a residual branch ending in batch norm: of
 # these, ResNet-20 (`initialize(...).residual_ends` is empty on the others at 0.3.1's `residual="zero_gamma"`
 # too), so only its grids were re-run at 0.3.2; 0.3.1's runs of them are in git history (41feb36).
-# The 0.3.0 matrix (zero head, LSUV in front of batch norm) is in git history (85a6d01:examples/results/matrix-0.3.0/);
+# The 0.3.0 matrix (zero head, LSUV in front of batch norm) is in git history (85a6d01:evidence/results/matrix-0.3.0/);
 # its grids are reproducible at that release (`git checkout v0.3.0`).
 _MATRIX = "--dataset photos32 --max-train 1500 --budgets 1 2 4 --seeds 5 --baseline default --init".split() + [
     "default",
