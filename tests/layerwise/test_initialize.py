@@ -798,6 +798,7 @@ def custom_layer_vit():
     x = PatchEmbedding(4, 16, name="embed")(inputs)
     for i in range(2):
         x = EncoderBlock(16, 2, name=f"block{i}")(x)
+    x = keras.layers.LayerNormalization(name="final_norm")(x)  # as keras.io's ViT, before the head
     x = keras.layers.GlobalAveragePooling1D()(x)
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(x))
 
