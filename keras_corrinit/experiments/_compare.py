@@ -36,6 +36,7 @@ from keras_corrinit.experiments._arms import resolve_arms
 from keras_corrinit.experiments._comparison import Comparison
 from keras_corrinit.experiments._identity import (
     builder_identity,
+    check_batched,
     check_builder,
     fingerprint,
     is_arrays,
@@ -293,7 +294,8 @@ def compare(
     )
     if executor is not None and not isinstance(executor, concurrent.futures.Executor):
         raise TypeError(f"`executor` must be a concurrent.futures.Executor or None; received {type(executor)}.")
-    builder_name, models = builder_identity(build_model, resolved[0], seeds, settings)
+    builder_name, models, input_ranks = builder_identity(build_model, resolved[0], seeds, settings)
+    check_batched(data, input_ranks)
     tasks = []
     for arm in resolved:
         for seed in seeds:

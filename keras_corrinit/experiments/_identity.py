@@ -120,15 +120,40 @@ def builder_identity(build_model, baseline, seeds, settings):
                 "module-level function or a dataclass."
             ) from None
         name = f"{getattr(build_model, '__qualname__', type(build_model).__qualname__)} (named by `settings`)"
-    digests = {}
+    digests, ranks = {}, None
     for seed in seeds:
         keras.utils.set_random_seed(seed)
         model = build_model(baseline.make_initializer(seed), seed)
         if not isinstance(model, keras.Model):
             raise TypeError(f"`build_model` must return a keras.Model; it returned {type(model).__name__}.")
         digests[seed] = model_digest(model)
+        if ranks is None:
+            try:
+                ranks = [len(t.shape) for t in model.inputs]
+            except (AttributeError, ValueError):  # a subclassed model: no declared inputs
+                ranks = []
     keras.backend.clear_session()
-    return name, digests
+    return name, digests, ranks
+
+
+def check_batched(data, ranks):
+    """Training data of other forms than arrays must hold batches: one batch is read and its rank checked."""
+    if not ranks or (callable(data) and not isinstance(data, keras.utils.PyDataset)):
+        return
+    train = split_data(data)[0]
+    if is_arrays(train):
+        return
+    from keras_corrinit._core.data import take_batches
+
+    batch = take_batches(train, 1)
+    if not batch:
+        raise ValueError("`data`'s training part holds no batch.")
+    received = [a.ndim for a in keras.tree.flatten(batch[0])]
+    if len(received) == len(ranks) and all(r == e - 1 for r, e in zip(received, ranks)):
+        raise ValueError(
+            f"`data`'s training part gives single samples (rank {received[0]}; the model takes rank {ranks[0]}, "
+            "a batch axis first): batch it, e.g. dataset.batch(32) for a tf.data.Dataset."
+        )
 
 
 def written_default(build_model):

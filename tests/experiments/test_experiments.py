@@ -919,3 +919,13 @@ def test_a_baseline_at_chance_is_said():
 
     with pytest.warns(UserWarning, match=r"The baseline 'default' ends at accuracy .*chance level .*\+recalibrate"):
         compare(frozen, make_data(), ["he"], seeds=2, epochs=1, verbose=0)
+
+
+@pytest.mark.slow
+def test_unbatched_training_data_is_told_to_batch():
+    import tensorflow as tf
+
+    (x, y), test = make_data()
+    unbatched = tf.data.Dataset.from_tensor_slices((x, y))
+    with pytest.raises(ValueError, match=r"gives single samples \(rank 3; the model takes rank 4.*dataset.batch\(32\)"):
+        compare(functional, (unbatched, test), ["he"], seeds=1, epochs=1, verbose=0)
