@@ -65,6 +65,65 @@ def summary(out, grids=MATRIX):
     return "\n".join(lines) + "\n"
 
 
+def ablation_tables(out, grids):
+    """Per grid: each arm's paired difference at every budget (points, 95% interval), epochs to the baseline's
+    accuracy at the largest budget, and its initialization seconds. The recalibrated arms (`+recalibrate`) are
+    compared with the recalibrated network as written (`default+recalibrate`) as well: recalibration helps
+    every arm, and the fair question is whether it changes which arm wins."""
+    sections = []
+    for grid in grids:
+        folder = os.path.join(out, grid)
+        if not os.path.exists(os.path.join(folder, "runs.jsonl")):
+            continue
+        rows = list(read_runs(folder).values())
+        budgets = sorted({r["epochs"] for r in rows})
+        arms = list(dict.fromkeys(r["arm"] for r in rows))
+        complete = [
+            a for a in arms if len({(r["seed"], r["epochs"]) for r in rows if r["arm"] == a}) == 5 * len(budgets)
+        ]
+        if "default" not in complete:
+            sections.append(f"### {grid}\n\n(baseline incomplete)\n")
+            continue
+        result = Comparison([r for r in rows if r["arm"] in complete], baseline="default", budgets=budgets)
+        made_by = sorted({f"{r['backend']} {r['package_version']}" for r in rows})
+        head = "| arm | " + " | ".join(f"B={b}: accuracy, difference to default" for b in budgets)
+        head += " | epochs to target | init s |"
+        lines = [f"### {grid} ({', '.join(made_by)})", "", head, "|---" * (len(budgets) + 3) + "|"]
+        for arm in complete:
+            cells = []
+            for b in budgets:
+                mean = sum(result.final(arm, b).values()) / len(result.final(arm, b))
+                if arm == "default":
+                    cells.append(f"{mean:.3f}")
+                    continue
+                d = result.difference(arm, budget=b)
+                star = " *" if d["low"] > 0 or d["high"] < 0 else ""
+                cells.append(
+                    f"{mean:.3f}, {100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]{star}"
+                )
+            reached = result.budget_to_target(arm)
+            at_largest = [r for r in rows if r["arm"] == arm and r["epochs"] == budgets[-1]]
+            init = sum(r["seconds"] - r["epoch_seconds"][-1] for r in at_largest) / len(at_largest)
+            to_target = "never" if reached is None else f"{reached['budget']} of {budgets[-1]}"
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {to_target} | {init:.1f} |")
+        recalibrated = [a for a in complete if a.endswith("+recalibrate") and a != "default+recalibrate"]
+        if recalibrated and "default+recalibrate" in complete:
+            lines += [
+                "",
+                "Against the recalibrated network as written (`default+recalibrate`), points [95% interval]:",
+                "",
+            ]
+            for arm in recalibrated:
+                diffs = []
+                for b in budgets:
+                    d = result.difference(arm, to="default+recalibrate", budget=b)
+                    star = " *" if d["low"] > 0 or d["high"] < 0 else ""
+                    diffs.append(f"B={b} {100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]{star}")
+                lines.append(f"- {arm}: " + "; ".join(diffs))
+        sections.append("\n".join(lines) + "\n")
+    return "\n".join(sections)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", help="default: evidence/results/matrix, or evidence/results/batchnorm")
@@ -85,7 +144,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write(text)
+    tables = ablation_tables(args.out, grids)
+    with open(os.path.join(args.out, "tables.md"), "w") as f:
+        f.write(tables)
     print(text)
+    print(tables)
     return 0
 
 
