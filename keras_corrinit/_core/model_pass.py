@@ -24,6 +24,7 @@ object, never by name: two nested sub-models may each hold a layer named
 
 import contextlib
 import re
+import warnings
 
 import keras
 
@@ -147,8 +148,30 @@ def watching(layers, handler):
         yield
 
 
+def _declared_inputs(model):
+    try:
+        return len(model.inputs)
+    except (AttributeError, ValueError, TypeError):  # a subclassed model: no declared inputs
+        return None
+
+
+def model_inputs(model, x):
+    """`x` as `model`'s inputs: a list batch `[x, y]` (a torch DataLoader's) for a model with fewer inputs
+    gives its first item(s), with a warning, instead of reaching the model as extra inputs."""
+    declared = _declared_inputs(model)
+    if isinstance(x, list) and declared and len(x) > declared:
+        warnings.warn(
+            f"The data's batches are lists of {len(x)} arrays for a model with {declared} input(s) (a torch "
+            f"DataLoader yields [x, y]): the first {declared} are taken as the inputs, the rest as targets.",
+            stacklevel=3,
+        )
+        return x[0] if declared == 1 else x[:declared]
+    return x
+
+
 def run_model(model, x):
     """`model(x)` in inference mode, with an error that says how `x` does not fit `model`."""
+    x = model_inputs(model, x)
     try:
         return model(x, training=False)
     except (ValueError, TypeError) as error:

@@ -897,3 +897,18 @@ def test_what_was_silent_is_said():
         initialize(trained, IMAGES, verbose=0)
     assert_weights_equal(trained, before)
     initialize(trained, IMAGES, overwrite_trained=True, seed=0, verbose=0)
+
+
+def test_list_batches_of_a_torch_style_loader_give_their_inputs_with_a_warning():
+    def loader():  # yields [x, y] lists, as a torch DataLoader over a TensorDataset does
+        for start in range(0, 64, 32):
+            yield [IMAGES[start : start + 32], np.zeros(32, "int32")]
+
+    expected = small_cnn()
+    model = small_cnn()
+    model.set_weights(expected.get_weights())
+    initialize(expected, IMAGES[:64], batch_size=32, seed=0, verbose=0)
+    with pytest.warns(UserWarning, match=r"batches are lists of 2 arrays for a model with 1 input\(s\)"):
+        initialize(model, loader(), batch_size=32, seed=0, verbose=0)
+    for a, b in zip(weights_of(model), weights_of(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
