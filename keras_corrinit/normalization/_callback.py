@@ -32,7 +32,7 @@ class RecalibrateNormalization(keras.callbacks.Callback):
         batch_size: Samples per batch for array data (use the training
             batch size). Default 128.
 
-    Example:
+    Examples:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
         ...                           keras.layers.Dense(2)])
         >>> model.compile("sgd", "mse")

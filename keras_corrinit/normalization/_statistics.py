@@ -174,7 +174,7 @@ def recalibrate_normalization(model, data, *, samples=1024, batch_size=128):
     Returns:
         A `NormalizationStatistics`: the layers set and the samples used.
 
-    Example:
+    Examples:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
         >>> x = np.random.default_rng(0).normal(3.0, 2.0, size=(256, 4)).astype("float32")
         >>> recalibrate_normalization(model, x, batch_size=64).samples
