@@ -94,7 +94,7 @@ The arms are built-in names or your own `{name: initializer}` and
 `{name: callable(model, train, seed)}`. Built in: `default` (your model as
 written: the baseline, added if missing), `initialize`
 (`keras_corrinit.initialize` on the training data, starting from your model
-as written), `lsuv`, `he` (untruncated He-normal), `keras_he`,
+as written), `lsuv`, `he` (untruncated He-normal), Keras's `he_normal`,
 `correlated` (with its scale control `correlated~var` added),
 `correlated_weight`, `enhanced_gamma`. `budgets=[1, 2, 4]` trains every arm
 and seed once per budget, the compiled learning rate (a float) decaying

@@ -2,27 +2,19 @@
 
 An arm gives the user's `build_model` one Keras initializer (to pass to the
 layers it should initialize) and may then change the built model with the
-training data (LSUV does). Built-in arms:
-
-* `default`: the model as its builder writes it: Keras's default kernel
-  initializer (`glorot_uniform`), or the default of `build_model`'s
-  `kernel_initializer` parameter when it has one; each layer its own draw.
-* `initialize`: the model as written, then `keras_corrinit.initialize`
-  with its defaults on the training data (whitened first convolution,
-  identity later convolutions, zero residual ends, LSUV's scale; the head
-  and kernels in front of a normalization at their built scale).
-* `anyinit`: the model as written, then AnyInit's empirical mode
-  (`anyinit.initialize(model, "empirical", batch)`, a peer library: `pip
-  install "keras_corrinit[anyinit]"`) on 256 training samples.
-* `he`: untruncated He-normal, `CorrelatedHeNormal` with R = I (the exact
-  baseline of the correlated-initialization paper's Algorithm 1);
-  `keras_he`: Keras's own (truncated) `he_normal`.
-* `correlated`: `CorrelatedHeNormal()` (the built-in R, filter-sum
-  variance kept); `correlated_weight`: the same with He's per-weight
-  variance kept.
-* `enhanced_gamma`: `EnhancedGamma()`.
-* `lsuv`: orthogonal weights, then `lsuv_initialize` on the first training
-  batch.
+training data (LSUV does). Named arms come from one table, the registry
+(`experiments/_registry.py`: how the model starts, what runs after it is
+built, whether that reads data); this module turns an entry into a run.
+Among them: `default` (the model as its builder writes it: Keras's
+`glorot_uniform`, or the default of `build_model`'s `kernel_initializer`
+parameter), `initialize` (the model as written, then
+`keras_corrinit.initialize` with its defaults) and its ablations
+(`initialize_<choice>`), `anyinit` (AnyInit's empirical mode, a peer
+library, on 256 training samples), `he` (untruncated He-normal, Algorithm
+1's own baseline), Keras's initializers by name (`he_normal`...),
+`correlated`, `correlated_weight`, `enhanced_gamma`, `lsuv` (orthogonal,
+then LSUV on one batch), `mimetic`. `register_arm(name, ArmSpec(...))` adds
+one.
 
 Scale controls: a correlated arm changes both the correlation and the scale
 of the weights. `<arm>~var` draws independent He-normal weights with the
@@ -49,16 +41,17 @@ import numpy as np
 
 from keras_corrinit._core.apply import layer_seeds
 from keras_corrinit._core.data import take_batches
+from keras_corrinit._core.layers import kernel_slots, walk_layers
 from keras_corrinit.correlation._spatial import SpatialCorrelation
+from keras_corrinit.experiments._registry import ARMS, canonical, suite_only
 from keras_corrinit.initializers._controls import MATCHES as CONTROL_MATCHES
 from keras_corrinit.initializers._controls import ScaleControl
 from keras_corrinit.initializers._correlated import CorrelatedHeNormal
 from keras_corrinit.initializers._gamma import EnhancedGamma
-from keras_corrinit.layerwise._initialize import initialize
+from keras_corrinit.layerwise._initialize import initialize, mimetic_attention
 from keras_corrinit.layerwise._lsuv import lsuv_initialize
 
 __all__ = [
-    "AS_WRITTEN",
     "BUILTIN_ARMS",
     "RECALIBRATE",
     "Arm",
@@ -69,49 +62,75 @@ __all__ = [
 ]
 
 _IDENTITY = SpatialCorrelation.identity()
-_BUILTIN_INITIALIZERS = {
-    # "default" and "initialize" start from the model as written; `resolve_arms` puts the
-    # builder's own default here when its `kernel_initializer` parameter has one.
-    "default": lambda: keras.initializers.GlorotUniform(),
-    "initialize": lambda: keras.initializers.GlorotUniform(),
-    "anyinit": lambda: keras.initializers.GlorotUniform(),
+# How a registry arm's model starts (`ArmSpec.start`); any other start is a Keras initializer's name.
+_STARTS = {
+    "as_written": lambda: keras.initializers.GlorotUniform(),
     "he": lambda: CorrelatedHeNormal(_IDENTITY),
-    "keras_he": lambda: keras.initializers.HeNormal(),
     "correlated": lambda: CorrelatedHeNormal(),
     "correlated_weight": lambda: CorrelatedHeNormal(variance_mode="weight"),
     "enhanced_gamma": lambda: EnhancedGamma(),
-    "lsuv": lambda: keras.initializers.Orthogonal(),
 }
-BUILTIN_ARMS = tuple(sorted(_BUILTIN_INITIALIZERS))
-
-
-def _lsuv(model, train, seed):
-    """LSUV on one batch of the training data (the paper's recipe)."""
-    lsuv_initialize(model, train, seed=seed, verbose=0)
-
-
-def _initialize(model, train, seed):
-    """`keras_corrinit.initialize` with its defaults on the training data (its first 1024 samples)."""
-    initialize(model, train, seed=seed, verbose=0)
-
-
-def _anyinit(model, train, seed):
-    """AnyInit's empirical mode (a peer library) on the first 256 training samples."""
-    import anyinit
-
-    anyinit.initialize(model, "empirical", take_batches(train, 1, ANYINIT_SAMPLES)[0], seed=seed)
-
-
+# The registry's arms that `compare` runs by name (the suite's own need the command's context).
+BUILTIN_ARMS = tuple(sorted(name for name in ARMS if not suite_only(name)))
 ANYINIT_SAMPLES = 256
-_BUILTIN_PREPARE = {"lsuv": _lsuv, "initialize": _initialize, "anyinit": _anyinit}
-# The arms that start from the model as its builder writes it.
-AS_WRITTEN = ("default", "initialize", "anyinit")
+
+
+def _start_initializer(start, as_written):
+    if start == "as_written" and as_written is not None:
+        return as_written
+    if start in _STARTS:
+        return _STARTS[start]()
+    return keras.initializers.get(start)
+
+
+def random_directions(model, seed):
+    """Every kernel's output filters redrawn in random directions with their norms kept (zeros stay zero).
+
+    `initialize`'s scale control: the filter norms `initialize` chose (after
+    LSUV), none of its structure (whitening, identities).
+    """
+    rng = np.random.default_rng(seed)
+    for layer in walk_layers(model):
+        for slot in kernel_slots(layer):
+            variable = getattr(layer, slot.attribute)
+            kernel = keras.ops.convert_to_numpy(variable)
+            filters = kernel.reshape(-1, kernel.shape[-1])
+            directions = rng.standard_normal(filters.shape)
+            directions /= np.linalg.norm(directions, axis=0, keepdims=True)
+            redrawn = directions * np.linalg.norm(filters, axis=0, keepdims=True)
+            variable.assign(redrawn.reshape(kernel.shape).astype(kernel.dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class Then:
+    """What runs on a registry arm's built model (`ArmSpec.then` with its options); picklable."""
+
+    then: str
+    options: tuple = ()
+
+    def __call__(self, model, train, seed):
+        options = dict(self.options)
+        if self.then == "initialize":
+            initialize(model, train, seed=seed, verbose=0, **options)
+        elif self.then == "initialize_scale":
+            initialize(model, train, seed=seed, verbose=0, **options)
+            random_directions(model, seed)
+        elif self.then == "lsuv":
+            lsuv_initialize(model, train, seed=seed, verbose=0)
+        elif self.then == "mimetic":
+            mimetic_attention(model, seed=seed)
+        elif self.then == "anyinit":
+            import anyinit
+
+            anyinit.initialize(model, "empirical", take_batches(train, 1, ANYINIT_SAMPLES)[0], seed=seed)
+        else:
+            raise ValueError(f"No step {self.then!r}.")
 
 
 def _check_available(name):
-    if name == "anyinit" and importlib.util.find_spec("anyinit") is None:
+    if ARMS[name].then == "anyinit" and importlib.util.find_spec("anyinit") is None:
         raise ImportError(
-            "The 'anyinit' arm runs AnyInit (a peer library), which is not installed: "
+            f"The {name!r} arm runs AnyInit (a peer library), which is not installed: "
             'pip install "keras_corrinit[anyinit]".'
         )
 
@@ -143,7 +162,7 @@ class Arm:
 
     def seeded(self):
         """`seed -> the arm's initializer with that int seed`; the arm's config is read once."""
-        config = self.initializer or keras.saving.serialize_keras_object(_BUILTIN_INITIALIZERS["he"]())
+        config = self.initializer or keras.saving.serialize_keras_object(_STARTS["he"]())
         reference = keras.saving.deserialize_keras_object(config)
         if self.control:  # a control's reference keeps its own seed
             return lambda seed: ScaleControl(reference, self.control, seed)
@@ -265,7 +284,7 @@ def _started_arm(name, spec, as_written):
             f"received {type(prepare).__name__}."
         )
     if isinstance(start, str) and start == "default":
-        start = as_written if as_written is not None else _BUILTIN_INITIALIZERS["default"]()
+        start = _start_initializer("as_written", as_written)
     first = _user_arm(name, start, as_written)
     if first.initializer is None:
         raise TypeError(
@@ -351,13 +370,23 @@ def _resolve(name, spec, resolved, as_written):
     """One arm from a name and its spec (None: built-in, or an explicit control `<arm>~var|sum`)."""
     if spec is not None:
         return _user_arm(name, spec, as_written)
-    if name in _BUILTIN_INITIALIZERS:
+    name = canonical(name)
+    if name in ARMS and suite_only(name):
+        raise ValueError(
+            f"Arm {name!r} needs the command's context (a trained source network or a depthwise covariance): "
+            f"run it with `keras-corrinit compare --init {name}`, or pass it as a callable."
+        )
+    if name in ARMS:
         _check_available(name)
-        initializer = as_written if name in AS_WRITTEN and as_written is not None else _BUILTIN_INITIALIZERS[name]()
-        arm = _initializer_arm(name, initializer)
-        if name == "anyinit":  # a peer's results depend on its version, which this package's does not fix
-            arm = dataclasses.replace(arm, identity=f"{arm.identity} anyinit {importlib.metadata.version('anyinit')}")
-        return dataclasses.replace(arm, prepare=_BUILTIN_PREPARE.get(name))
+        spec = ARMS[name]
+        arm = _initializer_arm(name, _start_initializer(spec.start, as_written))
+        if spec.then is None:
+            return arm
+        then = Then(spec.then, spec.options)
+        identity = f"{arm.identity} then {spec.then}{dict(spec.options) if spec.options else ''}"
+        if spec.then == "anyinit":  # a peer's results depend on its version, which this package's does not fix
+            identity += f" anyinit {importlib.metadata.version('anyinit')}"
+        return dataclasses.replace(arm, prepare=then, identity=identity)
     base, match = split_control(name)
     if match and base in resolved:
         control = _control_of(resolved[base], match)
@@ -365,8 +394,9 @@ def _resolve(name, spec, resolved, as_written):
             raise ValueError(f"Arm {name!r}: a scale control needs {base!r} to be a CorrelatedHeNormal arm.")
         return control
     raise ValueError(
-        f"Unknown arm {name!r}; the built-in arms are {list(BUILTIN_ARMS)}, and `<arm>~var` or `<arm>~sum` "
-        "names the scale control of an arm listed before it."
+        f"Unknown arm {name!r}; the registered arms are {list(BUILTIN_ARMS)} (add one with "
+        "keras_corrinit.experiments.register_arm), and `<arm>~var` or `<arm>~sum` names the scale control of an "
+        "arm listed before it."
     )
 
 
@@ -390,7 +420,7 @@ def resolve_arms(arms, baseline, controls, as_written=None):
     if len(set(names)) != len(names):
         raise ValueError(f"Arm names must be unique; received {names}.")
     if baseline not in names:
-        if split_recalibrate(baseline)[0] not in _BUILTIN_INITIALIZERS:
+        if canonical(split_recalibrate(baseline)[0], say=False) not in ARMS:
             raise ValueError(f"`baseline` {baseline!r} is neither one of the arms {names} nor a built-in arm.")
         items.insert(0, (baseline, None))
     resolved = {}

@@ -204,14 +204,19 @@ def compare(
             does; or an initializer or its name), then calls the callable;
             in a dict, None is the built-in arm of that name, and
             `"<arm>~var": None` or `"<arm>~sum": None` the scale control of
-            a `CorrelatedHeNormal` arm listed before it. Built in:
+            a `CorrelatedHeNormal` arm listed before it. Named arms come
+            from the registry (`BUILTIN_ARMS`; `register_arm` adds one):
             `"default"` (the model as written: the default of
             `build_model`'s first parameter if it has one, else Keras's
             `glorot_uniform`), `"initialize"` (the model as written, then
-            `keras_corrinit.initialize` on the training data), `"he"`
-            (untruncated He-normal), `"keras_he"`, `"correlated"`,
-            `"correlated_weight"`, `"enhanced_gamma"`, `"lsuv"`
-            (orthogonal, then `lsuv_initialize`).
+            `keras_corrinit.initialize` on the training data) and its
+            ablations `"initialize_<choice>"`, `"anyinit"`, `"he"`
+            (untruncated He-normal), Keras's initializers by name
+            (`"he_normal"`...), `"correlated"`, `"correlated_weight"`,
+            `"enhanced_gamma"`, `"lsuv"` (orthogonal, then
+            `lsuv_initialize`), `"mimetic"`. `"<arm>+recalibrate"` is the
+            arm evaluated with batch normalization's statistics recomputed
+            before each evaluation.
         seeds: The number of seeds (0, 1, ...) or a list of ints. Default 5.
         epochs: Epochs per run, at the compiled optimizer's learning rate.
             Default 10 (without `budgets`).

@@ -61,14 +61,12 @@ import os
 import keras
 import numpy as np
 
-from keras_corrinit._core.layers import kernel_slots, walk_layers
 from keras_corrinit.correlation import SpatialCorrelation
 from keras_corrinit.experiments._arms import split_control as split_control
 from keras_corrinit.experiments._arms import split_recalibrate
+from keras_corrinit.experiments._registry import suite_only
 from keras_corrinit.experiments._suite import networks
-from keras_corrinit.experiments._suite.options import ARMS as ARMS  # re-exported: the suite's arm names
-from keras_corrinit.experiments._suite.options import BASE_ARMS, BUILTIN, DEPTHWISE, INITIALIZE_VARIANTS, POST_BUILD
-from keras_corrinit.experiments._suite.options import CONTROLS as CONTROLS
+from keras_corrinit.experiments._suite.options import DEPTHWISE
 from keras_corrinit.extraction import (
     agop_matrix,
     correlation_from_model,
@@ -77,7 +75,6 @@ from keras_corrinit.extraction import (
 )
 from keras_corrinit.initializers import CorrelatedHeNormal, EnhancedGamma, NFMInit, ScaleControl
 from keras_corrinit.layerwise import apply_initializers, depthwise_layerwise_initializers, layer_seeds
-from keras_corrinit.layerwise._initialize import initialize, mimetic_attention
 from keras_corrinit.monitor import GradientSignMonitor
 
 IDENTITY = SpatialCorrelation.identity()
@@ -100,21 +97,16 @@ def gamma_base(name, ctx):
     return CorrelatedHeNormal(IDENTITY) if arm == "he" else PLAIN[arm](ctx)
 
 
+# The registry's arms whose initializer takes the suite's settings (alpha, R, the source network, Gamma's base);
+# every other registry arm `compare` resolves by name.
 PLAIN = {
-    "he_normal": lambda ctx: keras.initializers.HeNormal(),
-    "he_uniform": lambda ctx: keras.initializers.HeUniform(),
-    "random_normal": lambda ctx: keras.initializers.RandomNormal(),
-    "random_uniform": lambda ctx: keras.initializers.RandomUniform(),
-    "orthogonal": lambda ctx: keras.initializers.Orthogonal(),
-    "glorot_normal": lambda ctx: keras.initializers.GlorotNormal(),
     "correlated": lambda ctx: CorrelatedHeNormal(ctx.correlation, alpha=ctx.alpha),
     "correlated_weight": lambda ctx: CorrelatedHeNormal(ctx.correlation, alpha=ctx.alpha, variance_mode="weight"),
     "correlated_learned": lambda ctx: CorrelatedHeNormal(ctx.source.estimate, alpha=ctx.alpha),
     "enhanced_gamma": lambda ctx: EnhancedGamma(ctx.gamma_base, ctx.gamma_granularity),
+    # Keras's own, by name (EnhancedGamma's bases)
+    "he_uniform": lambda ctx: keras.initializers.HeUniform(),
 }
-# The names (BASE_ARMS, CONTROLS, ARMS, DEPTHWISE, POST_BUILD) are written once, in the keras-free
-# options module that `keras-corrinit compare --help` reads; PLAIN above covers its plain arms.
-assert set(PLAIN) | set(POST_BUILD) | set(BUILTIN) == set(BASE_ARMS)
 
 
 def uses_alpha(name):
@@ -154,37 +146,17 @@ def arm_label(name, alpha, alphas):
 
 
 def comparison_arms(name, ctx):
-    """`compare`'s spec of one arm: an initializer, a callable, or None (built-in, or a listed arm's control)."""
+    """`compare`'s spec of one arm: an initializer or a callable made with the suite's settings, or None (the
+    registry's arm of that name, or a listed arm's control)."""
     arm, match = split_control(split_recalibrate(name)[0])
-    if arm in BUILTIN:
-        return None
-    if arm in PLAIN:
+    if arm in PLAIN and arm != "he_uniform":
         return None if match else PLAIN[arm](ctx)
-    post_build = PostBuild(arm, match, ctx.alpha, ctx.source_path)
-    if arm in INITIALIZE_VARIANTS or arm == "initialize_scale":
-        return ("default", post_build)  # from the network as written, as `initialize` starts: one thing changed
-    return post_build
+    if suite_only(arm):
+        return PostBuild(arm, match, ctx.alpha, ctx.source_path)
+    return None
 
 
 # ------------------------------------------------------ post-build arms
-def _random_directions(model, seed):
-    """Every kernel's output filters redrawn in random directions with their norms kept (zeros stay zero).
-
-    `initialize`'s scale control: the filter norms `initialize` chose (after
-    LSUV), none of its structure (whitening, identities).
-    """
-    rng = np.random.default_rng(seed)
-    for layer in walk_layers(model):
-        for slot in kernel_slots(layer):
-            variable = getattr(layer, slot.attribute)
-            kernel = keras.ops.convert_to_numpy(variable)
-            filters = kernel.reshape(-1, kernel.shape[-1])
-            directions = rng.standard_normal(filters.shape)
-            directions /= np.linalg.norm(directions, axis=0, keepdims=True)
-            redrawn = directions * np.linalg.norm(filters, axis=0, keepdims=True)
-            variable.assign(redrawn.reshape(kernel.shape).astype(kernel.dtype))
-
-
 class _DiagonalOf(keras.initializers.Initializer):
     """Independent normal weights with the per-position variances of `reference`'s covariance."""
 
@@ -243,16 +215,6 @@ class PostBuild:
     source_path: str = None
 
     def __call__(self, model, train, seed):
-        if self.arm == "mimetic":
-            mimetic_attention(model, seed=seed)
-            return
-        if self.arm in INITIALIZE_VARIANTS:
-            initialize(model, train, seed=seed, verbose=0, **INITIALIZE_VARIANTS[self.arm])
-            return
-        if self.arm == "initialize_scale":
-            initialize(model, train, seed=seed, verbose=0)
-            _random_directions(model, seed)
-            return
         source = load_source(self.source_path) if self.source_path else None
         if self.arm in DEPTHWISE:
             self._depthwise(model, seed, source)

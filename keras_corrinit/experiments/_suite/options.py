@@ -8,7 +8,9 @@ networks and arms the suite really has.
 """
 
 import argparse
+import importlib.util
 import math
+import os
 import sys
 
 COMPARE_DESCRIPTION = "the built-in benchmarks, on `keras_corrinit.experiments.compare`."
@@ -21,55 +23,26 @@ NETWORKS = sorted(
     + ["vit"]
     + [f"convmixer{d}k{k}{s}" for d in (2, 4, 6, 8) for k in (3, 5, 7, 9) for s in ("", "_frozen")]
 )
-_PLAIN = [
-    "he_normal",
-    "he_uniform",
-    "random_normal",
-    "random_uniform",
-    "orthogonal",
-    "glorot_normal",
-    "correlated",
-    "correlated_weight",
-    "correlated_learned",
-    "enhanced_gamma",
-]
+
+
+def _registry():
+    """The arm registry (`experiments/_registry.py`): the package's module when it is imported, else the file
+    loaded by its path (the command's `--help` imports no Keras)."""
+    loaded = sys.modules.get("keras_corrinit.experiments._registry")
+    if loaded is not None:
+        return loaded
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_registry.py")
+    spec = importlib.util.spec_from_file_location("_keras_corrinit_registry", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REGISTRY = _registry()
 DEPTHWISE = ("depthwise_default", "depthwise_he", "covariance_closed_form", "covariance_learned")
-# Mimetic attention (Trockman and Kolter 2023) alone on the He-built network; `initialize` with one of its
-# choices changed (the ablations that chose its defaults on the ViT): its `initialize(...)` arguments.
-ATTENTION = ("mimetic",)
-INITIALIZE_VARIANTS = {
-    "initialize_keep_attention": {"attention": "keep"},
-    "initialize_no_whitening": {"whiten": 0},
-    "initialize_rest_keep": {"rest": "keep"},
-    "initialize_rest_he": {"rest": "he"},
-    "initialize_residual_keep": {"residual": "keep"},
-    "initialize_residual_zero_gamma": {"residual": "zero_gamma"},
-    "initialize_head_keep": {"head": "keep"},
-    "initialize_head_zero": {"head": "zero"},
-    "initialize_normalized_keep": {"normalized": "keep"},
-    "initialize_normalized_lsuv": {"normalized": "lsuv"},
-    "initialize_statistics_keep": {"statistics": "keep"},
-    "initialize_residual_scaled": {"residual": "scaled"},
-    "initialize_freeze_whitened": {"freeze_whitened": True},
-}
-# `initialize`'s scale control: its filter norms in random directions.
-POST_BUILD = (
-    "correlated_layerwise",
-    "nfm",
-    "nfm_kaiming",
-    "agop",
-    "agop_kaiming",
-    *DEPTHWISE,
-    *ATTENTION,
-    *INITIALIZE_VARIANTS,
-    "initialize_scale",
-)
-# Resolved by `experiments.compare` itself: the model as written, untruncated He-normal (CorrelatedHeNormal with
-# R = I, Algorithm 1's own baseline), `initialize`, LSUV, AnyInit (a peer).
-BUILTIN = ("default", "he", "initialize", "lsuv", "anyinit")
-# Arm names of earlier versions, still accepted on the command line (with a warning).
-RENAMED = {"uncorrelated": "he"}
-BASE_ARMS = sorted(set(_PLAIN) | set(POST_BUILD) | set(BUILTIN))
+# Arm names of earlier versions, still accepted (with a note): stored results use them.
+RENAMED = dict(REGISTRY.ALIASES)
+BASE_ARMS = sorted(REGISTRY.ARMS)
 CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correlated_layerwise")] + [
     "correlated_weight~sum",
     "covariance_closed_form~var",

@@ -16,7 +16,7 @@ from conftest import load_example, to_numpy
 from keras_corrinit import CorrelatedHeNormal
 from keras_corrinit.correlation import resample_covariance
 from keras_corrinit.experiments._comparison import _verdict
-from keras_corrinit.experiments._suite import arms, datasets, networks
+from keras_corrinit.experiments._suite import arms, datasets, networks, options
 from keras_corrinit.experiments._suite import command as compare
 from keras_corrinit.initializers import ScaleControl
 
@@ -129,6 +129,8 @@ def test_a_transformer_built_by_compare_draws_each_attention_kernel_anew():
 
 
 def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
+    from keras_corrinit.experiments._arms import Then
+
     (x, y), _, classes = datasets.load("photos32", max_train=64)
 
     def kernels(model):
@@ -139,7 +141,7 @@ def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
 
     initialize(initialized, (x, y), seed=4, verbose=0)
     control = networks.build("keras_io", x.shape[1:], classes, he)
-    arms.PostBuild("initialize_scale")(control, (x, y), 4)
+    Then("initialize_scale")(control, (x, y), 4)
     for reference, redrawn in zip(kernels(initialized), kernels(control)):
         norms = np.linalg.norm(reference.reshape(-1, reference.shape[-1]), axis=0)
         np.testing.assert_allclose(np.linalg.norm(redrawn.reshape(-1, redrawn.shape[-1]), axis=0), norms, rtol=1e-5)
@@ -149,17 +151,67 @@ def test_initialize_scale_keeps_initializes_filter_norms_in_random_directions():
     assert np.abs(cosines).mean() < 0.3
 
 
-def test_initializes_ablations_start_from_the_network_as_written_other_post_build_arms_from_he():
+def test_one_registry_names_every_arm_and_compare_resolves_them_by_name():
+    from keras_corrinit.experiments._arms import resolve_arms
+    from keras_corrinit.experiments._registry import ARMS
+
+    # initialize's ablations start from the network as written and run initialize with one choice changed
+    resolved = {arm.name: arm for arm in resolve_arms(list(ARMS.keys() - {"default"} - _SUITE_ONLY), "default", False)}
+    for name in ("initialize_head_zero", "initialize_normalized_lsuv", "initialize_residual_scaled"):
+        assert resolved[name].identity.startswith(resolved["default"].identity + " then initialize")
+        assert resolved[name].prepare.options == ARMS[name].options
+    assert resolved["mimetic"].prepare.then == "mimetic" and "CorrelatedHeNormal" in resolved["mimetic"].identity
+    # the suite adds its settings only where an arm takes them; every other name is the registry's
     ctx = arms.Context()
-    for name in (
-        "initialize_head_zero",
-        "initialize_normalized_lsuv",
-        "initialize_residual_zero_gamma",
-        "initialize_scale",
-    ):
-        start, post_build = arms.comparison_arms(name, ctx)
-        assert start == "default" and post_build.arm == name
-    assert isinstance(arms.comparison_arms("mimetic", ctx), arms.PostBuild)  # the control of `he`
+    assert arms.comparison_arms("initialize_head_zero", ctx) is None
+    assert arms.comparison_arms("he_normal", ctx) is None
+    assert isinstance(arms.comparison_arms("nfm", ctx), arms.PostBuild)
+    # one name per thing: Keras's He-normal is he_normal; its old compare name still works, with a note
+    with pytest.warns(UserWarning, match="Arm 'keras_he' is now called 'he_normal'"):
+        assert [a.name for a in resolve_arms(["keras_he"], "default", False)] == ["default", "he_normal"]
+    # the command's own arms are refused in Python with the way to run them
+    with pytest.raises(ValueError, match=r"Arm 'nfm' needs the command's context .*keras-corrinit compare --init nfm"):
+        resolve_arms(["nfm"], "default", False)
+
+
+_SUITE_ONLY = {
+    "correlated_learned",
+    "correlated_layerwise",
+    "nfm",
+    "nfm_kaiming",
+    "agop",
+    "agop_kaiming",
+    "depthwise_default",
+    "depthwise_he",
+    "covariance_closed_form",
+    "covariance_learned",
+}
+
+
+@pytest.mark.slow
+def test_a_registered_arm_runs_through_compare_by_name(tmp_path):
+    from keras_corrinit.experiments import ArmSpec, register_arm
+    from keras_corrinit.experiments._registry import ARMS
+
+    register_arm("initialize_eps_large", ArmSpec("as_written", "initialize", (("eps", 0.1),), data=True))
+    try:
+        result = keras_corrinit_experiments_compare(["initialize_eps_large"])
+        assert result.arms() == ["default", "initialize_eps_large"]
+    finally:
+        del ARMS["initialize_eps_large"]
+
+
+def keras_corrinit_experiments_compare(arm_names):
+    from keras_corrinit.experiments import compare as compare_api
+
+    (x, y), (xt, yt), classes = datasets.load("photos32", max_train=64, max_test=32)
+
+    def build(kernel_initializer, seed):
+        model = networks.build("keras_io", x.shape[1:], classes, lambda: kernel_initializer)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    return compare_api(build, ((x, y), (xt, yt)), arm_names, seeds=1, epochs=1, verbose=0)
 
 
 def test_the_matrix_grids_run_the_budget_protocol_against_the_network_as_written():
@@ -261,7 +313,9 @@ def test_the_keras_free_options_name_what_the_suite_has():
 
     assert options.DATASETS == datasets.DATASETS
     assert options.NETWORKS == sorted(networks.NETWORKS)
-    assert options.ARMS == arms.ARMS and options.BASE_ARMS == arms.BASE_ARMS
+    from keras_corrinit.experiments._registry import ARMS
+
+    assert options.BASE_ARMS == sorted(ARMS)  # the command's names are the registry's
     assert options.GAMMA_BASES == sorted(arms.GAMMA_BASES)
     assert options.SUMMARY_ARMS == summary.DEFAULT_ARMS
 
@@ -271,7 +325,7 @@ def test_one_name_for_untruncated_he_and_the_old_one_still_parses(capsys):
     from keras_corrinit.experiments._suite import options
 
     # The suite's He is compare's built-in "he" (CorrelatedHeNormal with R = I), not an arm of its own.
-    assert "he" in BUILTIN_ARMS and "he" in options.BUILTIN and "he" not in arms.PLAIN
+    assert "he" in BUILTIN_ARMS and "he" in options.BASE_ARMS and "he" not in arms.PLAIN
     assert "uncorrelated" not in options.ARMS
     args = compare.parse_args(["--init", "uncorrelated", "correlated", "--baseline", "uncorrelated", "--out", "x"])
     assert (args.init, args.baseline) == (["he", "correlated"], "he")
@@ -297,7 +351,8 @@ def test_main_job_end_to_end_and_resumable(tmp_path, capsys):
     assert (settings["dataset"], settings["network"]) == ("photos32", "small_cnn")
     assert {r["settings"]["correlation"] for r in rows} == {"builtin"}
     assert "GlorotUniform" in rows[0]["arm_identity"]
-    assert rows[0]["arm_identity"] == rows[4]["arm_identity"]  # initialize starts from the network as written
+    # initialize starts from the network as written
+    assert rows[4]["arm_identity"] == rows[0]["arm_identity"] + " then initialize"
     assert all(len(r["sign_change"]) == 2 and len(r["curve"]) == 2 for r in rows)
     table = open(os.path.join(out, "results.md")).read()
     assert "- photos32: 32x32 inputs, mean correlation of adjacent pixels" in table
@@ -379,7 +434,7 @@ PLAIN_NETWORK_ARMS = [
     "enhanced_gamma",
     "lsuv",
 ]
-DEPTHWISE_ARMS = [arm for arm in arms.ARMS if arms.needs_depthwise(arm)]
+DEPTHWISE_ARMS = [arm for arm in options.ARMS if arms.needs_depthwise(arm)]
 
 
 def _ordered(names):
