@@ -12,10 +12,12 @@ The recipe, on a sample of the training data streamed in batches:
 3. The model's output layer(s) (`head`): kept as built by default (zero,
    a uniform prediction at the start, with `head="zero"`).
 4. Residual blocks (`residual`, read from the model's graph): by default
-   initialized like any other layer; `"zero_gamma"` starts each branch that
-   ends in a normalization with its scale (gamma) at zero, so the block
-   starts as its shortcut (Goyal et al. 2017); `"zero_last"` also zeroes the
-   last kernel of branches without one (Fixup, SkipInit).
+   each branch's end is scaled, once every other weight is set, so that the
+   branch adds a share of its shortcut's variance (`_residual.py`);
+   `"keep"` sets them like any other layer; `"zero_gamma"` starts each
+   branch that ends in a normalization with its scale (gamma) at zero, so
+   the block starts as its shortcut (Goyal et al. 2017); `"zero_last"` also
+   zeroes the last kernel of branches without one (Fixup, SkipInit).
 5. Every other kernel (`rest`): the identity where a convolution can pass
    its input through, untruncated He-normal elsewhere (by the layer's own
    fan-in: k*k for depthwise kernels), or as built.
@@ -29,6 +31,12 @@ The recipe, on a sample of the training data streamed in batches:
    convention: a fused softmax, sigmoid or tanh is never saturated); a layer
    whose factor would leave [1e-4, 100] times its He-normal scale keeps its
    scale, with a warning.
+8. Batch normalization (`statistics`): every pass above measures with batch
+   statistics, as training does; then each BatchNormalization's moving
+   mean and variance are set from the first batch with every weight as set.
+
+Which layer gets which rule, and why, is the planner's (`_plan.py`;
+`dry_run=True` returns the plan); the rules are in `_rules.py`.
 
 Layers are identified by object (two nested sub-models may each hold a
 "conv"); in the report a layer is named by its name, or by its path where
@@ -287,7 +295,7 @@ def initialize(
     whiten=1,
     rest="identity",
     head="keep",
-    residual="keep",
+    residual="scaled",
     attention="mimetic",
     normalized="norm",
     statistics="data",
@@ -343,29 +351,27 @@ def initialize(
             everywhere, no identity) or `"keep"` (as built; only LSUV's
             scale).
         head: The output layer(s): `"keep"` (default: as built, not
-            rescaled), `"zero"` (a uniform prediction at the start; the
-            default before 0.3.1) or `"lsuv"` (He-normal at unit
-            pre-activation variance, LSUV's paper). Chosen by measurement
-            (docs/evidence.md): kept heads end 5-13 points above zero heads
-            at 4 epochs on four of five families (a zero head passes no
-            gradient to the body until it has grown); on keras.io's
-            convnet zero was 5 points better.
-        residual: `"keep"` (default: every residual branch initialized
+            rescaled), `"zero"` (a uniform prediction at the start) or
+            `"lsuv"` (He-normal at unit pre-activation variance, LSUV's
+            paper). Chosen by measurement (docs/evidence.md): kept heads
+            end 5-13 points above zero heads at 4 epochs on four of five
+            families (a zero head passes no gradient to the body until it
+            has grown); on keras.io's convnet zero was 5 points better.
+        residual: `"scaled"` (default: each residual branch's end, its
+            normalization's gamma and beta or else its last kernel and
+            bias, multiplied so that the branch adds `residual_share` of
+            its shortcut's variance at the start, measured on the first
+            batch as training sees it), `"keep"` (every branch initialized
             like any layer), `"zero_gamma"` (a branch that ends in a
-            normalization starts with its scale gamma at zero, so the block
-            starts as its shortcut; the default before 0.3.2) or
-            `"zero_last"` (also the last kernel of a branch without a
-            normalization at zero: Fixup's and SkipInit's choice) or
-            `"scaled"` (each branch's end, its normalization's gamma and
-            beta or else its last kernel and bias, multiplied so that the
-            branch adds `residual_share` of its shortcut's variance at the
-            start, measured on the first batch as training sees it). Chosen by
-            measurement (docs/evidence.md): on ResNet-20 with settled batch
-            norm and Adam (budget protocol, 4 epochs, 5 paired seeds) zero
-            gammas end 4.6 points below the model as written, kept branches
-            5.5 above it: with Adam a parameter that starts at zero grows
-            by at most about the learning rate per step, so the branches
-            stay nearly silent through a short training.
+            normalization starts with its gamma at zero, so the block
+            starts as its shortcut) or `"zero_last"` (also the last kernel
+            of a branch without a normalization at zero: Fixup's and
+            SkipInit's choice). Chosen by measurement (docs/evidence.md):
+            on ResNet-20 as written (Keras's batch-norm momentum), budget
+            protocol, 5 paired seeds, scaled branches are best with SGD and
+            tied best with Adam, where zero gammas lose (Adam grows a
+            parameter that starts at zero by about its learning rate per
+            step).
         attention: `"mimetic"` (default): self-attention layers get
             Trockman and Kolter's mimetic kernels, W_q W_k^T = 0.7 Z /
             sqrt(d) + 0.7 I and W_v W_o = 0.4 Z / sqrt(d) - 0.4 I summed
@@ -382,8 +388,8 @@ def initialize(
             rule's direction, whitening, identity or He-normal, at the
             Frobenius norm the kernel was built with; not rescaled by LSUV),
             `"keep"` (as built; a whitened layer is still whitened, at its
-            built norm) or `"lsuv"` (like any other kernel: the rule before
-            0.3.1). Chosen by measurement (docs/evidence.md): with LSUV's
+            built norm) or `"lsuv"` (like any other kernel). Chosen by
+            measurement (docs/evidence.md): with LSUV's
             unit-variance scale in front of batch norm, MobileNet with
             settled batch norm ended 10 points below the model as written,
             with the built norm 4.5 above (Adam's step on a scale-invariant
@@ -397,7 +403,8 @@ def initialize(
             set (see `recalibrate_normalization`); `"keep"`: the passes in
             inference mode, the moving statistics as built.
         residual_share: The share of its shortcut's variance a residual
-            branch adds at the start with `residual="scaled"`. Default 0.1.
+            branch adds at the start with `residual="scaled"` (the default).
+            Default 0.1.
         eps: `PatchWhitening`'s eps. Default None (1e-3 x the mean
             eigenvalue of each layer's patch covariance).
         samples: How many samples are measured for the patch statistics.

@@ -349,10 +349,13 @@ def test_scaled_residual_branches_add_the_chosen_share_of_their_shortcuts_varian
         initialize(residual_block_model(batch_norm), IMAGES, residual="scaled", residual_share=0, verbose=0)
 
 
-def test_residual_branches_are_set_like_any_layer_by_default():
-    # "keep" since 0.3.2: the gammas stay as built (ones), the branch's kernels get the usual rule
+def test_residual_branches_are_scaled_by_default_and_keep_sets_them_like_any_layer():
     model = residual_block_model(batch_norm=True)
     report = initialize(model, IMAGES, seed=0, verbose=0)
+    assert report.residual_ends == ["a2_bn", "b2_bn"] and "(0.1 of its shortcut's variance)" in report["a2_bn"].what
+    # "keep": the gammas stay as built (ones), the branch's kernels get the usual rule
+    model = residual_block_model(batch_norm=True)
+    report = initialize(model, IMAGES, residual="keep", seed=0, verbose=0)
     assert report.residual_ends == []
     for name in ("a2_bn", "b2_bn"):
         np.testing.assert_array_equal(to_numpy(model.get_layer(name).gamma), 1.0)
