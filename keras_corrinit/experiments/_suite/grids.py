@@ -115,15 +115,18 @@ GRIDS.update(MATRIX)
 # Issue 38's batch-norm grids: `initialize` on batch-norm networks as written (Keras's momentum 0.99) and with
 # settled moving averages (0.9), with SGD and Adam; the budget protocol (budgets 1, 2, 4, 5 paired seeds,
 # photos32 cut to 1,500 training crops). Arms: the network as written, `initialize` (0.4.0: passes with batch
-# statistics, moving statistics set from the data), its 0.3.2 behaviour (`initialize_statistics_keep`: passes in
-# inference mode, statistics as built), the residual branches scaled to a share of their shortcut
-# (`initialize_residual_scaled`), AnyInit, and the recalibrated rows (`+recalibrate`: PreciseBN before each
-# evaluation). In `evidence/evidence_matrix.py --set batchnorm`'s order: the decisive cells first.
+# statistics, moving statistics set from the data, residual branches scaled to a tenth of their shortcut's
+# variance), its residual branches kept (`initialize_residual_keep`), its passes and statistics as in 0.3.2
+# (`initialize_statistics_keep`), AnyInit, and the recalibrated rows (`+recalibrate`: PreciseBN before each
+# evaluation). The ResNet-20 grids' committed runs were made while `initialize`'s residual default was still
+# "keep" (see docs/evidence.md: their `initialize` rows are today's `initialize_residual_keep`, their
+# `initialize_residual_scaled` rows today's `initialize`). In `evidence/evidence_matrix.py --set batchnorm`'s
+# order: the decisive cells first.
 _BATCH_NORM = "--dataset photos32 --max-train 1500 --budgets 1 2 4 --seeds 5 --baseline default --init".split() + [
     "default",
     "initialize",
+    "initialize_residual_keep",
     "initialize_statistics_keep",
-    "initialize_residual_scaled",
     "anyinit",
     "default+recalibrate",
     "initialize+recalibrate",

@@ -51,7 +51,14 @@ CONTROLS = [f"{arm}~var" for arm in ("correlated", "correlated_learned", "correl
 # Arms whose runs recompute batch normalization's statistics before each evaluation (PreciseBN).
 RECALIBRATED = [
     f"{arm}+recalibrate"
-    for arm in ("default", "initialize", "anyinit", "initialize_statistics_keep", "initialize_residual_scaled")
+    for arm in (
+        "default",
+        "initialize",
+        "anyinit",
+        "initialize_statistics_keep",
+        "initialize_residual_scaled",
+        "initialize_residual_keep",
+    )
 ]
 ARMS = BASE_ARMS + CONTROLS + RECALIBRATED
 GAMMA_BASES = ["he_normal", "he_uniform"]
