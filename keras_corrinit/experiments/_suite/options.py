@@ -140,7 +140,7 @@ def compare_parser():
         "--baseline",
         default="default",
         type=arm_name,
-        choices=BASE_ARMS,
+        choices=BASE_ARMS + RECALIBRATED,
         metavar="ARM",
         help="arm the paired differences are taken to (trained too if not in --init); default: the network as "
         "written (Keras's glorot_uniform)",
