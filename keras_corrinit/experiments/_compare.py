@@ -148,6 +148,11 @@ def _warn_at_chance(result, data, metric):
         )
 
 
+def _wait(seconds):
+    """Waits while other processes train the runs they claimed."""
+    time.sleep(seconds)
+
+
 def _record(row, store, finished, bar):
     """A finished run's row, recorded (and appended to the store) as it comes."""
     finished[row["key"]] = row
@@ -346,7 +351,7 @@ def compare(
                     stacklevel=2,
                 )
         if todo:
-            time.sleep(WAIT_SECONDS)
+            _wait(WAIT_SECONDS)
             others = store.read()
             for task in todo:
                 if task.row["key"] in others:

@@ -261,7 +261,7 @@ def test_default_arm_takes_the_builders_own_default():
         return functional(kernel_initializer, seed)
 
     result = compare(with_default, make_data(), ["default", "initialize"], seeds=1, epochs=1, verbose=0)
-    assert result.rows[0]["arm_identity"] == result.rows[1]["arm_identity"]
+    assert result.rows[1]["arm_identity"] == result.rows[0]["arm_identity"] + " then initialize"
     assert "HeUniform" in result.rows[0]["arm_identity"]
     with pytest.raises(ValueError, match="`build_model`'s first parameter defaults to 3, which is not a Keras"):
         compare(with_a_wrong_default, make_data(), ["default"], seeds=1, epochs=1, verbose=0)
@@ -811,7 +811,7 @@ def test_a_run_claimed_by_another_writer_is_waited_for_not_trained_twice(tmp_pat
     import socket
     import subprocess
     import sys
-    import threading
+    from unittest import mock
 
     source = tmp_path / "source"
     compare(counting, make_data(), ["default"], seeds=2, epochs=1, out=source, verbose=0)
@@ -825,17 +825,17 @@ def test_a_run_claimed_by_another_writer_is_waited_for_not_trained_twice(tmp_pat
     try:
         (target / "claims" / key).write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid}))
 
-        def other_writer_finishes():
+        from keras_corrinit.experiments import _compare
+
+        def other_writer_finishes(seconds):  # the other writer's row arrives while this one waits
             with open(target / "runs.jsonl", "a") as f:
                 f.write(rows[0])
             (target / "claims" / key).unlink()
 
-        timer = threading.Timer(1.5, other_writer_finishes)
-        timer.start()
         BUILDS.clear()
-        with pytest.warns(UserWarning, match=rf"Waiting for 1 run\(s\) .*{target / 'claims' / key} \(host "):
-            result = compare(counting, make_data(), ["default"], seeds=2, epochs=1, out=target, verbose=0)
-        timer.join()
+        with mock.patch.object(_compare, "_wait", other_writer_finishes):
+            with pytest.warns(UserWarning, match=rf"Waiting for 1 run\(s\) .*{target / 'claims' / key} \(host "):
+                result = compare(counting, make_data(), ["default"], seeds=2, epochs=1, out=target, verbose=0)
     finally:
         other.kill()
         other.wait()
