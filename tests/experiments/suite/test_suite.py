@@ -15,6 +15,7 @@ import keras_corrinit_cli
 from conftest import load_example, to_numpy
 from keras_corrinit import CorrelatedHeNormal
 from keras_corrinit.correlation import resample_covariance
+from keras_corrinit.experiments import _registry as REGISTRY
 from keras_corrinit.experiments._comparison import _verdict
 from keras_corrinit.experiments._suite import arms, datasets, networks, options
 from keras_corrinit.experiments._suite import command as compare
@@ -174,18 +175,7 @@ def test_one_registry_names_every_arm_and_compare_resolves_them_by_name():
         resolve_arms(["nfm"], "default", False)
 
 
-_SUITE_ONLY = {
-    "correlated_learned",
-    "correlated_layerwise",
-    "nfm",
-    "nfm_kaiming",
-    "agop",
-    "agop_kaiming",
-    "depthwise_default",
-    "depthwise_he",
-    "covariance_closed_form",
-    "covariance_learned",
-}
+_SUITE_ONLY = {name for name in REGISTRY.ARMS if REGISTRY.suite_only(name)}
 
 
 @pytest.mark.slow
