@@ -28,12 +28,9 @@ picklable callable), so a run can execute in another process or machine.
 """
 
 import dataclasses
-import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import itertools
-import json
 import weakref
 
 import keras
@@ -43,6 +40,7 @@ from keras_corrinit._core.apply import layer_seeds
 from keras_corrinit._core.data import take_batches
 from keras_corrinit._core.layers import kernel_slots, walk_layers
 from keras_corrinit.correlation._spatial import SpatialCorrelation
+from keras_corrinit.experiments._identity import UnidentifiableError, callable_name
 from keras_corrinit.experiments._registry import ARMS, canonical, suite_only
 from keras_corrinit.initializers._controls import MATCHES as CONTROL_MATCHES
 from keras_corrinit.initializers._controls import ScaleControl
@@ -55,8 +53,6 @@ __all__ = [
     "BUILTIN_ARMS",
     "RECALIBRATE",
     "Arm",
-    "UnidentifiableError",
-    "callable_name",
     "resolve_arms",
     "split_recalibrate",
 ]
@@ -209,65 +205,6 @@ class _LayerSeeded(keras.initializers.Initializer):
                 "during its run. Rebuild the model with an initializer of its own."
             )
         return live
-
-
-class UnidentifiableError(TypeError):
-    """A callable whose identity (what its results depend on) cannot be written down."""
-
-
-def _stable(value):
-    """`value` as JSON-able data that is the same in every process, or raise `UnidentifiableError`."""
-    try:
-        return json.loads(json.dumps(value, sort_keys=True))
-    except (TypeError, ValueError):
-        pass
-    if hasattr(value, "get_config"):
-        return {type(value).__qualname__: _stable(value.get_config())}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {type(value).__qualname__: _stable(dataclasses.asdict(value))}
-    if isinstance(value, (list, tuple)):
-        return [_stable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _stable(v) for k, v in value.items()}
-    if callable(value):
-        return callable_name(value)
-    if isinstance(value, np.ndarray):
-        return f"array {value.shape} {value.dtype} sha256:{hashlib.sha256(value.tobytes()).hexdigest()[:16]}"
-    raise UnidentifiableError(type(value).__name__)
-
-
-def _code_digest(function):
-    """A digest of a function's code, constants, defaults and closure: two lambdas at one place differ by them."""
-    code = function.__code__
-    cells = [cell.cell_contents for cell in function.__closure__ or ()]
-    content = [code.co_code.hex(), repr(code.co_consts), _stable(function.__defaults__ or ()), _stable(cells)]
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def callable_name(fn):
-    """`module.qualname` of a function or a callable object's class, with what its behaviour depends on.
-
-    A callable object's settings (its `get_config()`, or a dataclass's
-    fields) are part of its name, a `functools.partial`'s arguments too, and
-    a plain function's (a lambda's, a closure's) code, defaults and closure
-    are part of it as a digest; so two arms or builders that differ in any
-    of them never share a results-store key. Raises `UnidentifiableError`
-    when one of those is an object with no stable description.
-    """
-    if isinstance(fn, functools.partial):
-        arguments = {"args": _stable(list(fn.args)), "keywords": _stable(fn.keywords)}
-        return f"partial({callable_name(fn.func)}){json.dumps(arguments, sort_keys=True)}"
-    named = fn if hasattr(fn, "__qualname__") else type(fn)
-    name = f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
-    if named is fn:
-        return f"{name}#{_code_digest(fn)}" if hasattr(fn, "__code__") else name
-    if hasattr(fn, "get_config"):
-        config = fn.get_config()
-    elif dataclasses.is_dataclass(fn):
-        config = dataclasses.asdict(fn)
-    else:
-        return name
-    return f"{name}{json.dumps(config, sort_keys=True, default=repr)}"
 
 
 def _initializer_arm(name, initializer):

@@ -72,6 +72,7 @@ from keras_corrinit.layerwise._plan import InitializationPlan, _attention_layers
 from keras_corrinit.layerwise._residual import ResidualScaler
 from keras_corrinit.layerwise._rules import RULES, Step, set_mimetic
 from keras_corrinit.normalization._statistics import batch_statistics, set_statistics
+from keras_corrinit.normalization._whitening import ZCAWhitening
 
 __all__ = ["InitializationPlan", "InitializationReport", "InitializedLayer", "initialize"]
 
@@ -456,6 +457,7 @@ def initialize(
     if not targets:
         _nothing_selected(model, skipped, args)
     names = display_names(model)
+    _fixed_whitening(model, names, skipped)
     whitened, any_convolution = whitened_layers(targets, args["whiten"], model)
     if args["whiten"] and not any_convolution:
         warnings.warn(
@@ -504,6 +506,23 @@ def initialize(
         normalization=moments,
         unread=plan.unread,
     )
+
+
+def _fixed_whitening(model, names, skipped):
+    """`ZCAWhitening` layers stay as adapted (their reason in `skipped`); one never adapted is named in a warning."""
+    for layer in walk_layers(model):
+        if not isinstance(layer, ZCAWhitening):
+            continue
+        name = names[id(layer)]
+        if layer.is_adapted:
+            skipped[name] = "ZCAWhitening: a fixed whitening of its input, as adapted"
+        else:
+            skipped[name] = "ZCAWhitening: not adapted (passes its input unchanged)"
+            warnings.warn(
+                f"The ZCAWhitening layer {name!r} was never adapted: it passes its input unchanged. Call its "
+                "`adapt(images)` (or build it with `ZCAWhitening.from_data`) before `initialize`.",
+                stacklevel=3,
+            )
 
 
 def _apply_rules(plan, statistics, seeds, args):
