@@ -67,6 +67,7 @@ from keras_corrinit._core.model_pass import (
     watching,
 )
 from keras_corrinit.correlation._patches import PatchAccumulator, layer_patches
+from keras_corrinit.layerwise._head import cap_heads
 from keras_corrinit.layerwise._lsuv import LayerEntries, _Settings, scale_layers
 from keras_corrinit.layerwise._plan import InitializationPlan, _attention_layers, make_plan, whitened_layers
 from keras_corrinit.layerwise._residual import ResidualScaler
@@ -351,8 +352,11 @@ def initialize(
         rest: The other kernels: `"identity"` (default), `"he"` (He-normal
             everywhere, no identity) or `"keep"` (as built; only LSUV's
             scale).
-        head: The output layer(s): `"keep"` (default: as built, not
-            rescaled), `"zero"` (a uniform prediction at the start) or
+        head: The output layer(s): `"keep"` (default: as built, but scaled
+            down where its outputs' standard deviation before its
+            activation exceeds max(1.5, sqrt(ln C)) on the first batch, C its
+            units:
+            features that grew with depth), `"zero"` (a uniform prediction at the start) or
             `"lsuv"` (He-normal at unit pre-activation variance, LSUV's
             paper). Chosen by measurement (docs/evidence.md): kept heads
             end 5-13 points above zero heads at 4 epochs on four of five
@@ -541,7 +545,8 @@ def _apply_rules(plan, statistics, seeds, args):
 
 
 def _finish(model, first, plan, scaled, what, args):
-    """LSUV's pass, the residual branches' scale and the normalization statistics, in that order."""
+    """LSUV's pass, the residual branches' scale, the kept heads' cap and the normalization statistics, in
+    that order."""
     settings = _Settings(tol=0.1, max_iter=10, target=1.0, center_bias=False, batches=1)
     # The layers not scaled are counted too: the statistics pass's share is measured against them all.
     counted = [layer for layer in walk_layers(model) if kernel_slots(layer)]
@@ -568,6 +573,10 @@ def _finish(model, first, plan, scaled, what, args):
                 continue
             share = f"residual branch end x{factor:.3g} ({args['residual_share']:g} of its shortcut's variance)"
             what[key] = f"{what[key]}; {share}" if key in what else share
+    if args["head"] == "keep" and plan.heads:
+        for key, (std, factor, cap) in cap_heads(model, first, plan.heads, training).items():
+            what[key] = f"{what[key]}; x{factor:.3g}: its outputs' std {std:.3g} capped at {cap:.3g}"
+        extra_passes += 1
     if plan.normalizations:
         moments = set_statistics(model, [first], plan.names).layers
         extra_passes += 1

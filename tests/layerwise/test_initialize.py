@@ -269,10 +269,13 @@ def test_output_heads_start_near_chance_and_no_kernel_is_blown_up(build, loss, c
     model = build()
     built = to_numpy(model.layers[-1].kernel)
     labels = LABELS if "Sparse" in type(loss).__name__ else (LABELS % 2).astype("float32")[:, None]
-    report = initialize(model, DIGITS, seed=0, verbose=0)  # head="keep", the default: as built, not rescaled
+    report = initialize(model, DIGITS, seed=0, verbose=0)  # head="keep", the default: as built, or scaled down
     assert report.heads == [model.layers[-1].name]
-    assert report[model.layers[-1].name].what == "kept (output layer)"
-    np.testing.assert_array_equal(to_numpy(model.layers[-1].kernel), built)
+    assert report[model.layers[-1].name].what.startswith("kept (output layer)")
+    kept = to_numpy(model.layers[-1].kernel)
+    factor = float(np.sum(kept * built) / np.sum(built * built))  # 1 unless it started hot (capped)
+    assert 0 < factor <= 1 and ("capped" in report[model.layers[-1].name].what) == (factor < 1)
+    np.testing.assert_allclose(kept, built * factor, rtol=1e-5, atol=1e-7)
     model = build()
     report = initialize(model, DIGITS, head="zero", seed=0, verbose=0)
     assert report[model.layers[-1].name].what == "zero (output layer)"
@@ -719,8 +722,8 @@ def test_the_work_counts_the_statistics_pass_up_to_a_stem_in_front_of_batch_norm
     per_sample = {"stem": 10 * 10 * 8 * 27, "conv": 8 * 8 * 16 * 72, "head": 4 * 16}
     share = per_sample["stem"] / sum(per_sample.values())
     # one statistics pass (32 samples, one batch) up to the stem, LSUV's one pass (no extra calls: no bias),
-    # and the pass that sets batch norm's moving statistics
-    assert report.forward_pass_equivalents == pytest.approx(share + 1.0 + 1.0, rel=1e-9)
+    # the pass that measures the kept head (its cap) and the pass that sets batch norm's moving statistics
+    assert report.forward_pass_equivalents == pytest.approx(share + 1.0 + 1.0 + 1.0, rel=1e-9)
     assert list(report.normalization) == ["batch_normalization"]
 
 
@@ -915,3 +918,59 @@ def test_list_batches_of_a_torch_style_loader_give_their_inputs_with_a_warning()
         initialize(model, loader(), batch_size=32, seed=0, verbose=0)
     for a, b in zip(weights_of(model), weights_of(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _head_model(stddev, units=10, bias=True):
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="stem"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(
+                units,
+                activation="softmax" if units > 1 else "sigmoid",
+                use_bias=bias,
+                kernel_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=0),
+                bias_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=1),
+                name="head",
+            ),
+        ]
+    )
+
+
+def _head_logits(model, x):
+    from keras_corrinit.normalization._statistics import batch_statistics
+
+    head = model.get_layer("head")
+    features = keras.Model(model.inputs, model.get_layer("head").input)
+    with batch_statistics(features):
+        inputs = features(x, training=False)
+    return to_numpy(keras.ops.matmul(inputs, head.kernel) + (head.bias if head.bias is not None else 0))
+
+
+@pytest.mark.parametrize("units", [10, 1])
+def test_a_hot_kept_head_is_scaled_down_to_sqrt_log_classes(units):
+    # Features after batch norm and a ReLU are about unit size: a head of std 10 per weight gives logits
+    # far above the cap (sqrt(ln 10) = 1.52; for one unit the floor 1.5).
+    model = _head_model(10.0, units)
+    cap = max(1.5, math.sqrt(math.log(max(units, 2))))
+    report = initialize(model, IMAGES[:64], batch_size=64, seed=0, verbose=0)
+    after = float(np.std(_head_logits(model, IMAGES[:64])))
+    # the factor is measured on this very batch, as training sees it, once the body is set: the cap is met
+    # to float32 rounding
+    assert after == pytest.approx(cap, rel=1e-3)
+    what = report["head"].what
+    before = float(what.split("its outputs' std ")[1].split(" ")[0])
+    assert before > 2 * cap
+    assert what.startswith("kept (output layer); x") and what.endswith(f"capped at {cap:.3g}")
+    assert float(what.split(" x")[1].split(":")[0]) == pytest.approx(cap / before, rel=1e-2)  # 3 digits
+
+
+def test_a_kept_head_at_or_below_the_cap_is_exactly_as_built():
+    model = _head_model(0.05)
+    kernel, bias = to_numpy(model.get_layer("head").kernel), to_numpy(model.get_layer("head").bias)
+    report = initialize(model, IMAGES[:64], batch_size=64, seed=0, verbose=0)
+    assert report["head"].what == "kept (output layer)"
+    np.testing.assert_array_equal(to_numpy(model.get_layer("head").kernel), kernel)
+    np.testing.assert_array_equal(to_numpy(model.get_layer("head").bias), bias)

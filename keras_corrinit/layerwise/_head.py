@@ -1,0 +1,68 @@
+"""`head="keep"`: the output layer as built, its scale capped where the features in front of it grew.
+
+A head is kept as built (its gradient reaches the body from the first
+step; a zero head passes none until it has grown). But a head built for
+features of about unit size meets, after batch normalization's statistics
+and the body's rules, features whose size depends on the network: on
+EfficientNetB0 as built its outputs (before the softmax) have a standard
+deviation of about 4 on data, a starting loss 1.6 times a uniform
+prediction's. So once every other weight is set, a kept head whose outputs
+(before its activation) have a standard deviation above max(1.5, sqrt(ln C))
+(C its units) on the first batch, measured as training sees it, is scaled
+down to it: a softmax over C classes of independent logits of variance s^2
+starts at a loss of at most ln C + s^2 / 2 on average, so sqrt(ln C) keeps
+it below 1.5 ln C; the floor 1.5 leaves the heads of small outputs as built
+where their usual 1.2-1.3 would otherwise be touched. A head at or below it
+is left exactly as built (ResNet-20's 1.25 and VGG-8's are; keras.io's
+convnet's 1.57 is scaled by 0.97).
+"""
+
+import contextlib
+import math
+
+from keras import ops
+
+from keras_corrinit._core.layers import kernel_slots
+from keras_corrinit._core.model_pass import run_model, watching
+from keras_corrinit.normalization._statistics import batch_statistics
+
+
+def head_std_cap(units):
+    """The largest standard deviation a kept head's outputs start with: max(1.5, sqrt(ln C)), C its units."""
+    return max(1.5, math.sqrt(math.log(max(int(units), 2))))
+
+
+def cap_heads(model, batch, heads, training_statistics):
+    """Scales each head whose pre-activation standard deviation on `batch` exceeds `head_std_cap` down to it.
+
+    Returns `{id(head): (std, factor, cap)}` for the heads scaled.
+    """
+    scaled, seen = {}, set()
+
+    def handler(layer, inputs, forward):
+        output = forward(inputs)
+        if id(layer) in seen:
+            return output
+        seen.add(id(layer))
+        std = math.sqrt(float(ops.convert_to_numpy(ops.var(ops.cast(output, "float32")))))
+        cap = head_std_cap(output.shape[-1])
+        if math.isfinite(std) and std > cap:
+            factor = cap / std
+            for variable in _output_scale(layer):
+                variable.assign(variable * ops.cast(factor, variable.dtype))
+            scaled[id(layer)] = (std, factor, cap)
+            output = output * ops.cast(factor, output.dtype)
+        return output
+
+    with contextlib.ExitStack() as stack:
+        if training_statistics:
+            stack.enter_context(batch_statistics(model))
+        stack.enter_context(watching(heads, handler))
+        run_model(model, batch)
+    return scaled
+
+
+def _output_scale(layer):
+    """The variables that scale a layer's output together: its last kernel and its bias."""
+    names = (kernel_slots(layer)[-1].attribute, "bias")
+    return [v for v in (getattr(layer, name, None) for name in names) if v is not None]
