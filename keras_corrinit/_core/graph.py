@@ -72,8 +72,29 @@ class BranchEnd:
 
 def _config(model):
     try:
-        return model.get_config()
+        config = model.get_config()
     except Exception:  # a custom layer without a config: no graph to read
+        config = None
+    if isinstance(config, dict) and "output_layers" in config:
+        return config
+    return _rebuilt_functional_config(model)
+
+
+def _rebuilt_functional_config(model):
+    """The graph of a Functional subclass whose `get_config` gives its constructor's arguments instead
+    (KerasHub's backbones and tasks): read from a plain `keras.Model` over its inputs and outputs, which
+    holds the same layer objects and calls nothing. None for a model without a graph (subclassed)."""
+    if not isinstance(model, keras.Model) or isinstance(model, keras.Sequential):
+        return None
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or not outputs:
+        return None
+    try:
+        return keras.Model(inputs, outputs, name=model.name).get_config()
+    except Exception:  # tensors Keras cannot trace back to the inputs: no graph to read
         return None
 
 

@@ -91,6 +91,14 @@ def _unruled(layer):
     return any(len(w.shape) >= 2 for w in layer.weights)
 
 
+def _unruled_reason(layer):
+    if not sublayers(layer):
+        return _NO_RULE
+    inner = {id(w) for sub in sublayers(layer) for w in sub.weights}
+    own = [w.path.split("/")[-1] for w in layer.weights if id(w) not in inner and len(w.shape) >= 2]
+    return f"its own weights ({', '.join(own)}) have no rule: left as built (its sublayers are reached)"
+
+
 def select_layers(model, include=None, exclude=None, include_frozen=False):
     """`(layers, skipped)`: the kernel layers to touch in model order, and `{name: reason}` for the others.
 
@@ -114,7 +122,7 @@ def select_layers(model, include=None, exclude=None, include_frozen=False):
         if exclude and matches(exclude, layer):
             continue
         if _unruled(layer):
-            skipped[name] = f"{type(layer).__name__}: {_NO_RULE}"
+            skipped[name] = f"{type(layer).__name__}: {_unruled_reason(layer)}"
         elif not kernel_slots(layer):
             continue
         elif id(layer) in frozen:

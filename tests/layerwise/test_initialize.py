@@ -974,3 +974,63 @@ def test_a_kept_head_at_or_below_the_cap_is_exactly_as_built():
     assert report["head"].what == "kept (output layer)"
     np.testing.assert_array_equal(to_numpy(model.get_layer("head").kernel), kernel)
     np.testing.assert_array_equal(to_numpy(model.get_layer("head").bias), bias)
+
+
+class _LibraryBackbone(keras.Model):
+    """A Functional subclass whose get_config gives its constructor's arguments (KerasHub's way)."""
+
+    def __init__(self, width=8, **kwargs):
+        inputs = keras.Input((12, 12, 3))
+        x = keras.layers.Conv2D(width, 3, padding="same", name="stem")(inputs)
+        y = keras.layers.Conv2D(width, 3, padding="same", name="branch_conv")(keras.layers.ReLU()(x))
+        y = keras.layers.BatchNormalization(name="branch_bn")(y)
+        outputs = keras.layers.Add(name="merge")([x, y])
+        super().__init__(inputs, outputs, **kwargs)
+        self.width = width
+
+    def get_config(self):
+        return {"width": self.width, "name": self.name}
+
+
+class _LibraryClassifier(keras.Model):
+    def __init__(self, backbone, classes=4, **kwargs):
+        inputs = keras.Input((12, 12, 3))
+        x = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+        outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
+        super().__init__(inputs, outputs, **kwargs)
+        self.backbone, self.classes = backbone, classes
+
+    def get_config(self):
+        return {"backbone": keras.saving.serialize_keras_object(self.backbone), "classes": self.classes}
+
+
+def test_heads_and_residual_adds_are_read_in_functional_subclasses_with_their_own_config():
+    model = _LibraryClassifier(_LibraryBackbone())
+    assert "layers" not in model.get_config()  # the graph is not in its config
+    report = initialize(model, IMAGES[:32], batch_size=32, seed=0, verbose=0)
+    assert report.heads == ["predictions"]
+    assert report.residual_ends == ["branch_bn"]
+    assert report["predictions"].what.startswith("kept (output layer)")
+    assert report["branch_bn"].what.startswith("residual branch end x")
+
+
+def test_a_layer_whose_own_weights_have_no_rule_is_named_with_them():
+    class WithToken(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.projection = keras.layers.Conv2D(8, 3, name="projection")
+
+        def build(self, input_shape):
+            self.token = self.add_weight(shape=(1, 8), name="token")
+
+        def call(self, x):
+            return self.projection(x) + self.token[None, None]
+
+    model = keras.Sequential(
+        [keras.Input((12, 12, 3)), WithToken(name="embed"), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    report = initialize(model, IMAGES[:32], batch_size=32, seed=0, verbose=0)
+    assert report.skipped["embed"] == (
+        "WithToken: its own weights (token) have no rule: left as built (its sublayers are reached)"
+    )
+    assert report["projection"].what.startswith("PatchWhitening")
