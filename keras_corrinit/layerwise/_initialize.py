@@ -463,20 +463,7 @@ def initialize(
     names = display_names(model)
     _fixed_whitening(model, names, skipped)
     whitened, any_convolution = whitened_layers(targets, args["whiten"], model)
-    if args["whiten"] and not any_convolution:
-        warnings.warn(
-            "The model has no Conv2D layer to whiten (inside the layers selected): only He-normal and LSUV's "
-            "scale are set.",
-            stacklevel=2,
-        )
-    elif len(whitened) < args["whiten"] and any_convolution:
-        meets_first = whitened_layers(list(walk_layers(model)), args["whiten"], model)[0]
-        left = [names[id(layer)] for layer in meets_first if all(layer is not w for w in whitened)]
-        warnings.warn(
-            f"The first Conv2D layer(s) the data meets, {left}, are excluded or frozen: they are not whitened, and "
-            "no later convolution (which sees features, not the data's patches) is whitened in their place.",
-            stacklevel=2,
-        )
+    _warn_unwhitened(model, whitened, any_convolution, names, args["whiten"])
     if args["dry_run"]:
         return make_plan(model, first, targets, skipped, names, whitened, args).public()
     statistics, count = _measure(model, first, batches, whitened, args)
@@ -510,6 +497,25 @@ def initialize(
         normalization=moments,
         unread=plan.unread,
     )
+
+
+def _warn_unwhitened(model, whitened, any_convolution, names, whiten):
+    """Says where fewer convolutions than `whiten` are whitened: none in the selection, or the first ones
+    the data meets left out (a later convolution sees features, not patches: it is not whitened instead)."""
+    if whiten and not any_convolution:
+        warnings.warn(
+            "The model has no Conv2D layer to whiten (inside the layers selected): only He-normal and LSUV's "
+            "scale are set.",
+            stacklevel=3,
+        )
+    elif len(whitened) < whiten and any_convolution:
+        meets_first = whitened_layers(list(walk_layers(model)), whiten, model)[0]
+        left = [names[id(layer)] for layer in meets_first if all(layer is not w for w in whitened)]
+        warnings.warn(
+            f"The first Conv2D layer(s) the data meets, {left}, are excluded or frozen: they are not whitened, and "
+            "no later convolution (which sees features, not the data's patches) is whitened in their place.",
+            stacklevel=3,
+        )
 
 
 def _fixed_whitening(model, names, skipped):
