@@ -61,13 +61,16 @@ class BranchEnd:
     """The last scaled layer of a residual branch: `kind` is "gamma" (a normalization) or "kernel".
 
     `merge` is the `Add` layer the branch ends in (None where the sum is an
-    operation, not a layer) and `side` the branch's position among its inputs.
+    operation, not a layer), `side` the branch's position among its inputs
+    and `projection` whether the other input (the shortcut) passes through a
+    kernel layer of its own (a 1x1 projection) instead of being the identity.
     """
 
     layer: object
     kind: str
     merge: object = None
     side: int = None
+    projection: bool = False
 
 
 def _config(model):
@@ -261,6 +264,7 @@ def residual_branch_ends(model):
         shortcut = next((s for s in sides if all(s in with_self(o) for o in sides)), None)
         if shortcut is not None:
             branches = [(s, with_self(s) - with_self(shortcut)) for s in sides if s != shortcut]
+            projection = False  # the shortcut is the block's input itself
         else:
             common = set.intersection(*(with_self(s) for s in sides))
             if not common:
@@ -272,10 +276,12 @@ def residual_branch_ends(model):
                 continue  # as deep as each other: parallel paths, not a shortcut
             shallowest = min(depth.values())
             branches = [(s, m) for s, m in members.items() if depth[s] > shallowest]
+            projection = shallowest > 0
         for start, members in branches:
             end = _branch_end(start, members, by_name, inputs)
             if end is not None and all(end.layer is not e.layer for e in ends):
-                ends.append(dataclasses.replace(end, merge=by_name.get(name), side=sides.index(start)))
+                merge, side = by_name.get(name), sides.index(start)
+                ends.append(dataclasses.replace(end, merge=merge, side=side, projection=projection))
     return ends
 
 

@@ -366,7 +366,9 @@ def initialize(
             normalization's gamma and beta or else its last kernel and
             bias, multiplied so that the branch adds `residual_share` of
             its shortcut's variance at the start, measured on the first
-            batch as training sees it), `"keep"` (every branch initialized
+            batch as training sees it; a branch whose shortcut is a
+            projection, a kernel layer of its own, is set like any other
+            layer instead), `"keep"` (every branch initialized
             like any layer), `"zero_gamma"` (a branch that ends in a
             normalization starts with its gamma at zero, so the block
             starts as its shortcut) or `"zero_last"` (also the last kernel
