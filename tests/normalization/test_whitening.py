@@ -59,19 +59,16 @@ def test_shape_is_kept_and_channels_first_is_the_same_whitening():
     np.testing.assert_allclose(np.transpose(out_first, (0, 2, 3, 1)), out_last, atol=1e-4)
 
 
+def in_front_of_a_model(layer):
+    layers = [keras.Input((12, 12, 3)), layer, keras.layers.Conv2D(4, 3, name="c"), keras.layers.Flatten()]
+    return keras.Sequential([*layers, keras.layers.Dense(2)])
+
+
 def test_before_adapt_it_is_the_identity_and_initialize_says_so():
     layer = ZCAWhitening()
     np.testing.assert_array_equal(to_numpy(layer(X[:2])), X[:2])
     assert not layer.is_adapted
-    model = keras.Sequential(
-        [
-            keras.Input((12, 12, 3)),
-            layer,
-            keras.layers.Conv2D(4, 3, name="c"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(2),
-        ]
-    )
+    model = in_front_of_a_model(layer)
     with pytest.warns(UserWarning, match=re.escape(f"The ZCAWhitening layer {layer.name!r} was never adapted")):
         report = initialize(model, X, seed=0, verbose=0)
     assert report.skipped[layer.name] == "ZCAWhitening: not adapted (passes its input unchanged)"
@@ -80,15 +77,7 @@ def test_before_adapt_it_is_the_identity_and_initialize_says_so():
 def test_initialize_keeps_an_adapted_layer_and_whitens_the_stem_behind_it():
     layer = ZCAWhitening.from_data(X)
     kernel = to_numpy(layer.kernel)
-    model = keras.Sequential(
-        [
-            keras.Input((12, 12, 3)),
-            layer,
-            keras.layers.Conv2D(4, 3, name="c"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(2),
-        ]
-    )
+    model = in_front_of_a_model(layer)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         report = initialize(model, X, seed=0, verbose=0)
