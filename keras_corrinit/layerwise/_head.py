@@ -7,9 +7,10 @@ and the body's rules, features whose size depends on the network: on
 EfficientNetB0 as built its outputs (before the softmax) have a standard
 deviation of about 4 on data, a starting loss 1.6 times a uniform
 prediction's. So once every other weight is set, a kept head whose outputs
-(before its activation) have a standard deviation above max(1.5, sqrt(ln C))
-(C its units) on the first batch, measured as training sees it, is scaled
-down to it: a softmax over C classes of independent logits of variance s^2
+(before its activation, its bias taken off) have a standard deviation above
+max(1.5, sqrt(ln C)) (C its units) on the first batch, measured as training
+sees it, has its kernel scaled down to it (its bias, a class prior where the
+author set one, is kept): a softmax over C classes of independent logits of variance s^2
 starts at a loss of at most ln C + s^2 / 2 on average, so sqrt(ln C) keeps
 it below 1.5 ln C; the floor 1.5 leaves the heads of small outputs as built
 where their usual 1.2-1.3 would otherwise be touched. A head at or below it
@@ -44,14 +45,20 @@ def cap_heads(model, batch, heads, training_statistics):
         if id(layer) in seen:
             return output
         seen.add(id(layer))
-        std = math.sqrt(float(ops.convert_to_numpy(ops.var(ops.cast(output, "float32")))))
+        bias = getattr(layer, "bias", None)
+        std = _spread(output, bias)
         cap = head_std_cap(output.shape[-1])
         if math.isfinite(std) and std > cap:
             factor = cap / std
-            for variable in _output_scale(layer):
-                variable.assign(variable * ops.cast(factor, variable.dtype))
+            kernel = getattr(layer, kernel_slots(layer)[-1].attribute)
+            kernel.assign(kernel * ops.cast(factor, kernel.dtype))
             scaled[id(layer)] = (std, factor, cap)
-            output = output * ops.cast(factor, output.dtype)
+            # the bias (a class prior, where the author set one) is kept: only the data's part is scaled
+            if bias is not None:
+                return (output - ops.cast(bias, output.dtype)) * ops.cast(factor, output.dtype) + ops.cast(
+                    bias, output.dtype
+                )
+            return output * ops.cast(factor, output.dtype)
         return output
 
     with contextlib.ExitStack() as stack:
@@ -62,7 +69,10 @@ def cap_heads(model, batch, heads, training_statistics):
     return scaled
 
 
-def _output_scale(layer):
-    """The variables that scale a layer's output together: its last kernel and its bias."""
-    names = (kernel_slots(layer)[-1].attribute, "bias")
-    return [v for v in (getattr(layer, name, None) for name in names) if v is not None]
+def _spread(output, bias):
+    """The standard deviation of the outputs' data part (the bias taken off, not the data's mean): what
+    the features put into the logits, per-class offsets included; a bias (a prior) is not counted."""
+    output = ops.cast(output, "float32")
+    if bias is not None:
+        output = output - ops.cast(bias, "float32")
+    return math.sqrt(float(ops.convert_to_numpy(ops.var(output))))

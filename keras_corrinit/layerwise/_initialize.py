@@ -352,9 +352,9 @@ def initialize(
         rest: The other kernels: `"identity"` (default), `"he"` (He-normal
             everywhere, no identity) or `"keep"` (as built; only LSUV's
             scale).
-        head: The output layer(s): `"keep"` (default: as built, but scaled
-            down where its outputs' standard deviation before its
-            activation exceeds max(1.5, sqrt(ln C)) on the first batch, C its
+        head: The output layer(s): `"keep"` (default: as built, but its
+            kernel scaled down, its bias kept, where its outputs' standard
+            deviation (before its activation, its bias taken off) exceeds max(1.5, sqrt(ln C)) on the first batch, C its
             units:
             features that grew with depth), `"zero"` (a uniform prediction at the start) or
             `"lsuv"` (He-normal at unit pre-activation variance, LSUV's
