@@ -32,7 +32,7 @@ import numpy as np
 
 from keras_corrinit._core import validation as check
 from keras_corrinit._version import __version__
-from keras_corrinit.experiments._arms import resolve_arms
+from keras_corrinit.experiments._arms import resolve_arms, split_recalibrate
 from keras_corrinit.experiments._comparison import Comparison
 from keras_corrinit.experiments._identity import (
     builder_identity,
@@ -108,11 +108,15 @@ def _warn_identical_starts(rows):
     arms = list(starts)
     for i, arm in enumerate(arms):
         for other in arms[:i]:
+            # `<arm>+recalibrate` is the same start evaluated another way: identical by design
+            if split_recalibrate(arm)[0] == split_recalibrate(other)[0]:
+                continue
             if starts[arm] == starts[other]:
                 warnings.warn(
                     f"Arms {other!r} and {arm!r} started from identical weights on every seed: does `build_model` "
                     "pass its `kernel_initializer` to the layers? (A builder that ignores it trains every "
-                    "initializer arm as written.)",
+                    "initializer arm as written.) Or what tells the two arms apart does not apply to this model "
+                    "(a residual rule on a network without residual blocks).",
                     stacklevel=3,
                 )
                 break

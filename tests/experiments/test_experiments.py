@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -881,6 +882,22 @@ def test_data_and_builders_that_cannot_work_are_refused_before_any_training():
 def test_a_builder_that_ignores_the_initializer_is_said(tmp_path):
     with pytest.warns(UserWarning, match="Arms 'default' and 'he' started from identical weights on every seed"):
         compare(ignores_initializer, make_data(), ["he"], seeds=2, epochs=1, verbose=0)
+
+
+def test_an_arm_and_its_recalibrated_twin_start_alike_without_a_warning():
+    from keras_corrinit.experiments._compare import _warn_identical_starts
+
+    rows = [
+        {"arm": arm, "seed": seed, "epochs": 1, "start": f"digest{seed}"}
+        for arm in ("default", "default+recalibrate")
+        for seed in (0, 1)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_identical_starts(rows)
+    rows += [{"arm": "he", "seed": seed, "epochs": 1, "start": f"digest{seed}"} for seed in (0, 1)]
+    with pytest.warns(UserWarning, match="Arms 'default' and 'he' started from identical weights on every seed"):
+        _warn_identical_starts(rows)
 
 
 @pytest.mark.slow
