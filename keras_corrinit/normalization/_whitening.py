@@ -53,7 +53,7 @@ class ZCAWhitening(keras.layers.Layer):
             `keras.config.image_data_format()`.
         **kwargs: Keras layer arguments (`name`, `dtype`...).
 
-    Example:
+    Examples:
         >>> images = np.random.default_rng(0).uniform(size=(64, 16, 16, 3)).astype("float32")
         >>> whitening = ZCAWhitening.from_data(images, kernel_size=3)
         >>> model = keras.Sequential([keras.Input((16, 16, 3)), whitening, keras.layers.Conv2D(8, 3)])
