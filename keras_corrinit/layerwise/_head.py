@@ -18,14 +18,11 @@ is left exactly as built (ResNet-20's 1.25 and VGG-8's are; keras.io's
 convnet's 1.57 is scaled by 0.97).
 """
 
-import contextlib
 import math
 
 from keras import ops
 
 from keras_corrinit._core.layers import kernel_slots
-from keras_corrinit._core.model_pass import run_model, watching
-from keras_corrinit.normalization._statistics import batch_statistics
 
 
 def head_std_cap(units):
@@ -33,40 +30,32 @@ def head_std_cap(units):
     return max(1.5, math.sqrt(math.log(max(int(units), 2))))
 
 
-def cap_heads(model, batch, heads, training_statistics):
-    """Scales each head whose pre-activation standard deviation on `batch` exceeds `head_std_cap` down to it.
+class HeadCap:
+    """Inside a pass (`watching(heads, cap.handler)`), scales each head whose pre-activation standard
+    deviation on the batch exceeds `head_std_cap` down to it; `scaled` is `{id(head): (std, factor, cap)}`."""
 
-    Returns `{id(head): (std, factor, cap)}` for the heads scaled.
-    """
-    scaled, seen = {}, set()
+    def __init__(self):
+        self.scaled, self.seen = {}, set()
 
-    def handler(layer, inputs, forward):
+    def handler(self, layer, inputs, forward):
         output = forward(inputs)
-        if id(layer) in seen:
+        if id(layer) in self.seen:
             return output
-        seen.add(id(layer))
+        self.seen.add(id(layer))
         bias = getattr(layer, "bias", None)
         std = _spread(output, bias)
         cap = head_std_cap(output.shape[-1])
-        if math.isfinite(std) and std > cap:
-            factor = cap / std
-            kernel = getattr(layer, kernel_slots(layer)[-1].attribute)
-            kernel.assign(kernel * ops.cast(factor, kernel.dtype))
-            scaled[id(layer)] = (std, factor, cap)
-            # the bias (a class prior, where the author set one) is kept: only the data's part is scaled
-            if bias is not None:
-                return (output - ops.cast(bias, output.dtype)) * ops.cast(factor, output.dtype) + ops.cast(
-                    bias, output.dtype
-                )
+        if not (math.isfinite(std) and std > cap):
+            return output
+        factor = cap / std
+        kernel = getattr(layer, kernel_slots(layer)[-1].attribute)
+        kernel.assign(kernel * ops.cast(factor, kernel.dtype))
+        self.scaled[id(layer)] = (std, factor, cap)
+        # the bias (a class prior, where the author set one) is kept: only the data's part is scaled
+        if bias is None:
             return output * ops.cast(factor, output.dtype)
-        return output
-
-    with contextlib.ExitStack() as stack:
-        if training_statistics:
-            stack.enter_context(batch_statistics(model))
-        stack.enter_context(watching(heads, handler))
-        run_model(model, batch)
-    return scaled
+        bias = ops.cast(bias, output.dtype)
+        return (output - bias) * ops.cast(factor, output.dtype) + bias
 
 
 def _spread(output, bias):

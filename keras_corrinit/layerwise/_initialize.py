@@ -67,7 +67,7 @@ from keras_corrinit._core.model_pass import (
     watching,
 )
 from keras_corrinit.correlation._patches import PatchAccumulator, layer_patches
-from keras_corrinit.layerwise._head import cap_heads
+from keras_corrinit.layerwise._head import HeadCap
 from keras_corrinit.layerwise._lsuv import LayerEntries, _Settings, scale_layers
 from keras_corrinit.layerwise._plan import InitializationPlan, _attention_layers, make_plan, whitened_layers
 from keras_corrinit.layerwise._residual import ResidualScaler
@@ -570,9 +570,18 @@ def _finish(model, first, plan, scaled, what, args):
         training_statistics=training,
     )
     extra_passes, moments = 0, {}
-    if plan.scaled_ends:
-        scaler = ResidualScaler(plan.scaled_ends, args["residual_share"])
-        scaler.run(model, first, plan.scaled_ends, training)
+    capping = args["head"] == "keep" and plan.heads
+    if plan.scaled_ends or capping:
+        # One pass in training mode: the residual merges are scaled as the pass reaches them, and the heads,
+        # which it reaches after every merge, are capped on what the scaled body gives them.
+        scaler, cap = ResidualScaler(plan.scaled_ends, args["residual_share"]), HeadCap()
+        with contextlib.ExitStack() as stack:
+            if training:
+                stack.enter_context(batch_statistics(model))
+            scaler.intercept(stack, plan.scaled_ends)
+            if capping:
+                stack.enter_context(watching(plan.heads, cap.handler))
+            run_model(model, first)
         extra_passes += 1
         for end in plan.scaled_ends:
             key, factor = id(end.layer), scaler.factors.get(id(end.layer))
@@ -581,10 +590,8 @@ def _finish(model, first, plan, scaled, what, args):
                 continue
             share = f"residual branch end x{factor:.3g} ({args['residual_share']:g} of its shortcut's variance)"
             what[key] = f"{what[key]}; {share}" if key in what else share
-    if args["head"] == "keep" and plan.heads:
-        for key, (std, factor, cap) in cap_heads(model, first, plan.heads, training).items():
-            what[key] = f"{what[key]}; x{factor:.3g}: its outputs' std {std:.3g} capped at {cap:.3g}"
-        extra_passes += 1
+        for key, (std, factor, limit) in cap.scaled.items():
+            what[key] = f"{what[key]}; x{factor:.3g}: its outputs' std {std:.3g} capped at {limit:.3g}"
     if plan.normalizations:
         moments = set_statistics(model, [first], plan.names).layers
         extra_passes += 1

@@ -1,14 +1,11 @@
 """`residual="scaled"`: each residual branch's end scaled to a share of its shortcut's variance."""
 
-import contextlib
 import math
 
 from keras import ops
 
 from keras_corrinit._core.backend import intercepted_call
 from keras_corrinit._core.layers import kernel_slots
-from keras_corrinit._core.model_pass import run_model
-from keras_corrinit.normalization._statistics import batch_statistics
 
 
 class ResidualScaler:
@@ -55,14 +52,11 @@ class ResidualScaler:
             return None
         return math.sqrt(self.share * shortcut_variance / branch_variance)
 
-    def run(self, model, batch, ends, training_statistics):
+    def intercept(self, stack, ends):
+        """Enters, on `stack`, the interception of every merge of `ends` (a pass then scales them)."""
         merges = {id(end.merge): end.merge for end in ends}
-        with contextlib.ExitStack() as stack:
-            if training_statistics:
-                stack.enter_context(batch_statistics(model))
-            for merge in merges.values():
-                stack.enter_context(intercepted_call(merge, lambda original, merge=merge: self.make(merge, original)))
-            run_model(model, batch)
+        for merge in merges.values():
+            stack.enter_context(intercepted_call(merge, lambda original, merge=merge: self.make(merge, original)))
 
 
 def _channel_variance(x):
